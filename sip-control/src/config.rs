@@ -1,0 +1,113 @@
+//! Configuration of one instance's session core. The daemon builds it from the
+//! validated TOML file; tests build it directly.
+
+use media_plane::Side;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+
+/// One interface (access or core) of the BGF.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideConfig {
+    /// The SIP service address (IP and port) on this side. Used in Via,
+    /// Record-Route and rewritten Contacts. Same port for UDP and TCP.
+    pub sip: SocketAddr,
+    /// The media service address on this side (what rewritten SDP carries).
+    pub media_ip: IpAddr,
+    /// RTP port pool on this side: `[min, max]`.
+    pub rtp_port_min: u16,
+    /// Upper bound of the pool.
+    pub rtp_port_max: u16,
+    /// NAT latching of the remote media port on this side (UEs behind NAT).
+    pub latching: bool,
+}
+
+/// Transaction timer values (RFC 3261 §17, Table 4), in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerConfig {
+    /// T1: RTT estimate (default 500).
+    pub t1: u64,
+    /// T2: maximum retransmit interval for non-INVITE requests and INVITE responses (default 4000).
+    pub t2: u64,
+    /// T4: maximum duration a message remains in the network (default 5000).
+    pub t4: u64,
+    /// Timer C: proxy INVITE transaction timeout (default 180 000, must be > 180 000 per RFC; lab may lower).
+    pub timer_c: u64,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        TimerConfig {
+            t1: 500,
+            t2: 4000,
+            t4: 5000,
+            timer_c: 180_000,
+        }
+    }
+}
+
+/// Everything the session core needs to know about its instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreConfig {
+    /// Instance name (appears in logs and in generated tags/branches).
+    pub instance: String,
+    /// Secret mixed into generated branches, tags and registration tokens so
+    /// they are unguessable from outside yet a pure function of the inputs
+    /// (the standby has the same config, so replay generates the same values).
+    pub secret: u64,
+    /// Access interface.
+    pub access: SideConfig,
+    /// Core interface.
+    pub core: SideConfig,
+    /// Where requests from the access side go (the P-CSCF/I-CSCF), by default.
+    pub core_next_hop: SocketAddr,
+    /// Transport towards the core next hop.
+    pub core_transport: crate::Transport,
+    /// Transaction timers.
+    pub timers: TimerConfig,
+    /// Sessions without a negotiated Session-Expires end after this many
+    /// seconds without a refresh (re-INVITE/UPDATE); 0 disables.
+    pub session_expires_s: u64,
+    /// Largest registration expiry granted, seconds (longer requests are capped).
+    pub max_register_expires_s: u64,
+    /// Largest SIP message accepted, bytes.
+    pub max_message_bytes: usize,
+}
+
+impl CoreConfig {
+    /// The configuration of `side`.
+    pub fn side(&self, side: Side) -> &SideConfig {
+        match side {
+            Side::Access => &self.access,
+            Side::Core => &self.core,
+        }
+    }
+
+    /// A configuration for tests and examples: access on `access_ip`, core on
+    /// `core_ip`, next hop `next_hop`, default timers and pools.
+    pub fn example(access_ip: IpAddr, core_ip: IpAddr, next_hop: SocketAddr) -> Self {
+        CoreConfig {
+            instance: "bgf1".into(),
+            secret: 0x5eed_b9f0_1234_5678,
+            access: SideConfig {
+                sip: SocketAddr::new(access_ip, 5060),
+                media_ip: access_ip,
+                rtp_port_min: 20000,
+                rtp_port_max: 29999,
+                latching: true,
+            },
+            core: SideConfig {
+                sip: SocketAddr::new(core_ip, 5060),
+                media_ip: core_ip,
+                rtp_port_min: 30000,
+                rtp_port_max: 39999,
+                latching: false,
+            },
+            core_next_hop: next_hop,
+            core_transport: crate::Transport::Udp,
+            timers: TimerConfig::default(),
+            session_expires_s: 0,
+            max_register_expires_s: 3600,
+            max_message_bytes: 65535,
+        }
+    }
+}
