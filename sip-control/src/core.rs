@@ -47,6 +47,23 @@ pub struct CoreState {
     _todo: (),
 }
 
+/// A read-only view of one session, for the admin API and logs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// Session number (deterministic).
+    pub id: u64,
+    /// SIP Call-ID.
+    pub call_id: String,
+    /// `early`, `confirmed` or `terminating`.
+    pub state: String,
+    /// Side the dialog-creating INVITE came from (`access`: originating, `core`: terminating).
+    pub origin: media_plane::Side,
+    /// When the session was created.
+    pub created_at: crate::Millis,
+    /// The session's pinholes, one per accepted media stream.
+    pub pinholes: Vec<media_plane::PinholeSpec>,
+}
+
 /// One instance's session core.
 #[derive(Debug)]
 pub struct Core {
@@ -88,6 +105,11 @@ impl Core {
     /// Number of live sessions.
     pub fn session_count(&self) -> usize {
         0
+    }
+
+    /// A view of every live session, ordered by session number.
+    pub fn sessions(&self) -> Vec<SessionView> {
+        Vec::new()
     }
 
     /// Number of live registrations (bindings).

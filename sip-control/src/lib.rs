@@ -31,4 +31,4 @@ pub mod sdp;
 pub use api::{Applied, Effect, Input, Millis, SipIn, TimerId, Transmit, Transport};
 pub use config::{CoreConfig, SideConfig, TimerConfig};
 pub use media_plane::{Leg, MediaEvent, PinholeId, PinholeOp, PinholeSpec, Side};
-pub use crate::core::{Core, CoreError, CoreState, CoreStats};
+pub use crate::core::{Core, CoreError, CoreState, CoreStats, SessionView};
