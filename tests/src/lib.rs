@@ -5,3 +5,35 @@
 //! network namespaces, and asserts outcomes (calls complete, media flows
 //! through the pinholes with the BGF's addresses, bad input is dropped and
 //! counted). It owns no product code.
+//!
+//! ```text
+//!   UE side (127.N.M.4)            bgf (127.N.M.1 access, .2 core)        core side (127.N.M.3)
+//!   SIPp uac / RtpEndpoint  ──SIP/RTP──▶  bgf active  ──SIP/RTP──▶  SIPp uas / RtpEndpoint
+//!                                          ▲ admin HTTP (127.N.M.6:8080): AdminClient
+//! ```
+//!
+//! Pieces: [`build`] finds (or builds once) the `bgf` binary of the profile the
+//! tests run under; [`net`] gives every test its own loopback /24 so tests run in
+//! parallel; [`bgfproc`] writes a config, starts `bgf active` and kills it on drop;
+//! [`admin`] reads `/health`, `/v1/stats`, `/v1/sessions`; [`sipp`] runs SIPp
+//! scenarios from `tests/sipp/` with bounded time; [`rtp`] is a small RTP endpoint
+//! (send PCMA at 20 ms, record what arrives); [`sipraw`] sends hand-made SIP over
+//! UDP; [`bed`] ties them together for one test.
+
+pub mod admin;
+pub mod bed;
+pub mod bgfproc;
+pub mod build;
+pub mod net;
+pub mod rtp;
+pub mod sipp;
+pub mod sipraw;
+pub mod util;
+
+pub use admin::{AdminClient, LegView, PinholeView, SessionView};
+pub use bed::Bed;
+pub use bgfproc::{BgfConfig, BgfProcess};
+pub use net::TestNet;
+pub use rtp::RtpEndpoint;
+pub use sipp::{Sipp, SippResult, SippRun};
+pub use util::{wait_until, TestDir};
