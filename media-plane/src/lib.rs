@@ -9,10 +9,42 @@
 //! It does not own session state: the session core (`sip-control`) decides
 //! which pinholes exist and emits [`PinholeOp`]s; this crate applies them and
 //! reports [`MediaEvent`]s (latches, inactivity) back. Forwarding never waits
-//! on the control plane or the state log.
+//! on the control plane or the state log. It does not allocate ports either:
+//! the core allocates them from a [`PortPool`] and this crate binds what the
+//! spec says.
+//!
+//! Modules:
+//! - [`model`]: the data shared with the core (specs, ops, events).
+//! - [`ports`]: deterministic RTP/RTCP port pools (used by the core).
+//! - [`forward`]: the pure forwarding decision (source check, latching,
+//!   RTP/RTCP validation, destination) — one implementation for all backends.
+//! - [`packet`]: raw IPv4/IPv6 UDP parse, in-place rewrite with checksum
+//!   fix-up, and header build for IPv6↔IPv4 (raw-frame backends).
+//! - [`table`]: the lock-free pinhole table and the per-packet [`Relay`] logic
+//!   (latch recording, counters, activity).
+//! - [`counters`]: counter snapshots ([`MediaCounters`], [`PinholeCounters`]).
+//! - [`backend`]: the [`PacketBackend`] trait.
+//! - [`kernel`]: the kernel-socket backend (socket per port, epoll per
+//!   worker, `recvmmsg`/`sendmmsg`).
+//! - [`plane`]: [`MediaPlane`], the handle the daemon uses, and the
+//!   inactivity scanner.
 
+pub mod backend;
+pub mod counters;
+pub mod error;
+pub mod forward;
+pub mod kernel;
 pub mod model;
+pub mod packet;
+pub mod plane;
 pub mod ports;
+pub mod table;
 
+pub use backend::PacketBackend;
+pub use counters::{DirCounters, DropCounters, MediaCounters, PinholeCounters};
+pub use error::MediaError;
+pub use forward::{decide, Reason, Verdict};
 pub use model::{Leg, MediaEvent, PinholeId, PinholeOp, PinholeSpec, Side};
+pub use plane::{MediaConfig, MediaPlane};
 pub use ports::{PortPool, PortPoolError};
+pub use table::{EventSink, Relay};

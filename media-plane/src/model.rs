@@ -110,6 +110,8 @@ impl PinholeSpec {
 }
 
 /// A change the session core asks the packet path to make.
+// Boxing the spec would change the shared interface; ops are not hot.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PinholeOp {
     /// Create the pinhole, or replace its addresses if it exists (counters kept).

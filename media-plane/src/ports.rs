@@ -34,11 +34,15 @@ pub struct PortPool {
 impl PortPool {
     /// A pool over `[min, max]`; the first pair starts at the first even port.
     pub fn new(min: u16, max: u16) -> Result<Self, PortPoolError> {
-        let first = if min % 2 == 0 { min } else { min.saturating_add(1) };
+        let first = if min % 2 == 0 {
+            min
+        } else {
+            min.saturating_add(1)
+        };
         if min < 1024 || first >= max {
             return Err(PortPoolError::BadRange { min, max });
         }
-        let pairs = (u32::from(max) - u32::from(first) + 1) / 2;
+        let pairs = (u32::from(max) - u32::from(first)).div_ceil(2);
         Ok(PortPool {
             first,
             pairs,
@@ -101,6 +105,21 @@ impl PortPool {
         }
         self.set(i, false);
         self.in_use -= 1;
+        true
+    }
+
+    /// Take a specific free pair (used to restore a stream after a failed
+    /// re-offer). Returns `false` if it is not a free RTP port of this pool.
+    pub fn reserve(&mut self, port: u16) -> bool {
+        if port < self.first || (port - self.first) % 2 != 0 {
+            return false;
+        }
+        let i = u32::from(port - self.first) / 2;
+        if i >= self.pairs || self.bit(i) {
+            return false;
+        }
+        self.set(i, true);
+        self.in_use += 1;
         true
     }
 

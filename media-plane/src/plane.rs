@@ -1,0 +1,332 @@
+//! [`MediaPlane`]: the handle the daemon holds. Applies [`PinholeOp`]s
+//! (control plane, any thread, serialised by a mutex that the packet path
+//! never takes), exposes counters, runs the inactivity scanner, and owns the
+//! backend's workers.
+
+use crate::backend::PacketBackend;
+use crate::counters::{MediaCounters, PinholeCounters};
+use crate::error::MediaError;
+use crate::forward::LatchPending;
+use crate::kernel::KernelBackend;
+use crate::model::{MediaEvent, PinholeId, PinholeOp, PinholeSpec};
+use crate::table::{local_addrs, Entry, EventSink, Pinhole, Relay};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Media plane settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Packet worker threads (default: number of cores).
+    pub workers: usize,
+    /// A session with no accepted packet on any of its pinholes for this
+    /// long is reported [`MediaEvent::Inactive`] (default 60 s).
+    pub inactivity_timeout: Duration,
+    /// How often the inactivity scanner runs (default 1 s).
+    pub scan_interval: Duration,
+    /// Datagrams per `recvmmsg`/`sendmmsg` (default 32).
+    pub batch: usize,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            inactivity_timeout: Duration::from_secs(60),
+            scan_interval: Duration::from_secs(1),
+            batch: 32,
+        }
+    }
+}
+
+struct Control<H> {
+    pinholes: HashMap<PinholeId, Arc<Pinhole<H>>>,
+}
+
+/// The plane, generic over its backend.
+struct Plane<B: PacketBackend> {
+    relay: Arc<Relay<B::Io>>,
+    backend: B,
+    control: Arc<Mutex<Control<B::Io>>>,
+    scanner: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data; keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn validate(spec: &PinholeSpec) -> Result<(), MediaError> {
+    let bad = |reason: &str| {
+        Err(MediaError::InvalidSpec {
+            id: spec.id,
+            reason: reason.to_string(),
+        })
+    };
+    let addrs = local_addrs(spec);
+    for (side, _, a) in &addrs {
+        if a.port() == 0 || a.port() == u16::MAX {
+            return bad(&format!(
+                "{side} local port {} leaves no RTCP port",
+                a.port()
+            ));
+        }
+    }
+    for i in 0..addrs.len() {
+        for j in i + 1..addrs.len() {
+            if addrs[i].2 == addrs[j].2 {
+                return bad(&format!("local address {} used twice", addrs[i].2));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl<B: PacketBackend> Plane<B> {
+    fn start(cfg: &MediaConfig, mut backend: B, events: EventSink) -> Result<Self, MediaError> {
+        if cfg.scan_interval.is_zero() {
+            return Err(MediaError::Config(
+                "scan_interval must be greater than zero".into(),
+            ));
+        }
+        let relay = Arc::new(Relay::new(cfg.workers, events));
+        backend.start(relay.clone())?;
+        let control = Arc::new(Mutex::new(Control {
+            pinholes: HashMap::new(),
+        }));
+        let (tx, rx) = mpsc::channel();
+        let scanner = {
+            let relay = relay.clone();
+            let control = control.clone();
+            let timeout = cfg.inactivity_timeout.as_millis() as u64;
+            let every = cfg.scan_interval;
+            std::thread::Builder::new()
+                .name("media-scan".into())
+                .spawn(move || scan_loop(&relay, &control, timeout, every, &rx))
+                .map_err(|source| MediaError::Io {
+                    what: "spawning the inactivity scanner",
+                    source,
+                })?
+        };
+        Ok(Plane {
+            relay,
+            backend,
+            control,
+            scanner: Some((tx, scanner)),
+        })
+    }
+
+    fn conflict(&self, addr: SocketAddr, id: PinholeId) -> Result<(), MediaError> {
+        match self.relay.table.owner(addr) {
+            Some(other) if other != id => Err(MediaError::PortInUse {
+                addr,
+                by: Some(other),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn apply(&self, op: &PinholeOp) -> Result<(), MediaError> {
+        let mut ctl = lock(&self.control);
+        match op {
+            PinholeOp::Upsert(spec) => {
+                validate(spec)?;
+                for (_, _, a) in local_addrs(spec) {
+                    self.conflict(a, spec.id)?;
+                }
+                let table = &self.relay.table;
+                if let Some(ph) = ctl.pinholes.get(&spec.id).cloned() {
+                    let old = ph.entry();
+                    let io = Arc::new(self.backend.open(spec, Some(&old.io))?);
+                    let new_addrs = local_addrs(spec);
+                    for (side, kind, a) in new_addrs {
+                        table.bind(a, side, kind, ph.clone());
+                    }
+                    ph.state.store(Arc::new(Entry {
+                        spec: spec.clone(),
+                        pending: LatchPending::from_spec(spec),
+                        io: io.clone(),
+                    }));
+                    for (_, _, a) in local_addrs(&old.spec) {
+                        if !new_addrs.iter().any(|(_, _, n)| *n == a) {
+                            table.unbind(a, spec.id);
+                        }
+                    }
+                    self.backend.close(&old.io, Some(&io));
+                    tracing::debug!(pinhole = %spec.id, "pinhole updated");
+                } else {
+                    let io = Arc::new(self.backend.open(spec, None)?);
+                    let ph = Arc::new(Pinhole::new(
+                        Entry {
+                            spec: spec.clone(),
+                            pending: LatchPending::from_spec(spec),
+                            io,
+                        },
+                        self.relay.clock.now_ms(),
+                    ));
+                    for (side, kind, a) in local_addrs(spec) {
+                        table.bind(a, side, kind, ph.clone());
+                    }
+                    ctl.pinholes.insert(spec.id, ph);
+                    tracing::debug!(pinhole = %spec.id, access = %spec.access.local, core = %spec.core.local, "pinhole opened");
+                }
+                Ok(())
+            }
+            PinholeOp::Remove(id) => {
+                if let Some(ph) = ctl.pinholes.remove(id) {
+                    let entry = ph.entry();
+                    for (_, _, a) in local_addrs(&entry.spec) {
+                        self.relay.table.unbind(a, *id);
+                    }
+                    self.backend.close(&entry.io, None);
+                    tracing::debug!(pinhole = %id, "pinhole closed");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn counters(&self) -> MediaCounters {
+        let mut out = MediaCounters::default();
+        for w in self.relay.workers.iter() {
+            w.add_to(&mut out);
+        }
+        out
+    }
+
+    fn pinhole(&self, id: PinholeId) -> Option<Arc<Pinhole<B::Io>>> {
+        lock(&self.control).pinholes.get(&id).cloned()
+    }
+
+    fn stop(&mut self) {
+        if let Some((tx, t)) = self.scanner.take() {
+            drop(tx);
+            let _ = t.join();
+        }
+        self.backend.shutdown();
+        let ids: Vec<PinholeId> = lock(&self.control).pinholes.keys().copied().collect();
+        for id in ids {
+            let _ = self.apply(&PinholeOp::Remove(id));
+        }
+    }
+}
+
+impl<B: PacketBackend> Drop for Plane<B> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn scan_loop<H>(
+    relay: &Relay<H>,
+    control: &Mutex<Control<H>>,
+    timeout_ms: u64,
+    every: Duration,
+    stop: &mpsc::Receiver<()>,
+) {
+    let mut reported: HashSet<u64> = HashSet::new();
+    let mut latest: HashMap<u64, u64> = HashMap::new();
+    loop {
+        match stop.recv_timeout(every) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        latest.clear();
+        {
+            let ctl = lock(control);
+            for (id, ph) in &ctl.pinholes {
+                let t = ph.last_activity();
+                let e = latest.entry(id.session).or_insert(t);
+                *e = (*e).max(t);
+            }
+        }
+        let now = relay.clock.now_ms();
+        reported.retain(|s| latest.contains_key(s));
+        for (&session, &last) in &latest {
+            if now.saturating_sub(last) >= timeout_ms {
+                if reported.insert(session) {
+                    tracing::info!(
+                        session,
+                        idle_ms = now.saturating_sub(last),
+                        "media inactive"
+                    );
+                    (relay.events)(MediaEvent::Inactive { session });
+                }
+            } else {
+                reported.remove(&session);
+            }
+        }
+    }
+}
+
+/// The media plane. Create with [`MediaPlane::start_kernel`]; all methods
+/// take `&self` and may be called from any thread.
+pub struct MediaPlane {
+    inner: Plane<KernelBackend>,
+}
+
+impl MediaPlane {
+    /// Start the kernel-socket backend: raise the open-files limit, spawn
+    /// `cfg.workers` packet threads and the inactivity scanner. Events
+    /// (latches, inactivity) go to `events`.
+    pub fn start_kernel(cfg: MediaConfig, events: EventSink) -> Result<MediaPlane, MediaError> {
+        if cfg.workers == 0 {
+            return Err(MediaError::Config("workers must be at least 1".into()));
+        }
+        let backend = KernelBackend::new(cfg.workers, cfg.batch);
+        Ok(MediaPlane {
+            inner: Plane::start(&cfg, backend, events)?,
+        })
+    }
+
+    /// Bind sockets of future pinholes with `IP_FREEBIND` / `IPV6_FREEBIND`,
+    /// so addresses not (yet) configured on this host can be bound — for a
+    /// standby preparing to take over. Off by default, so a missing address
+    /// is reported as [`MediaError::AddressNotLocal`].
+    pub fn set_freebind(&self, on: bool) {
+        self.inner.backend.set_freebind(on);
+    }
+
+    /// Apply one operation. `Upsert` binds the pinhole's four local ports
+    /// (access/core × RTP/RTCP) or, for an existing pinhole, swaps in the new
+    /// addresses keeping counters (changed local ports are bound first, then
+    /// the old ones closed; on error nothing changes). `Remove` closes the
+    /// ports; removing an unknown pinhole is a no-op. Never stalls forwarding.
+    pub fn apply(&self, op: &PinholeOp) -> Result<(), MediaError> {
+        self.inner.apply(op)
+    }
+
+    /// Totals since start.
+    pub fn counters(&self) -> MediaCounters {
+        self.inner.counters()
+    }
+
+    /// Counters of one pinhole.
+    pub fn pinhole_counters(&self, id: PinholeId) -> Option<PinholeCounters> {
+        self.inner
+            .pinhole(id)
+            .map(|p| p.counters(&self.inner.relay.clock))
+    }
+
+    /// The pinhole as the packet path currently sees it (latched remotes
+    /// applied).
+    pub fn pinhole_spec(&self, id: PinholeId) -> Option<PinholeSpec> {
+        self.inner.pinhole(id).map(|p| p.entry().spec.clone())
+    }
+
+    /// Number of installed pinholes.
+    pub fn pinhole_count(&self) -> usize {
+        lock(&self.inner.control).pinholes.len()
+    }
+
+    /// Stop the scanner and workers, join them and close every socket.
+    /// (Dropping the plane does the same.)
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
