@@ -6,7 +6,318 @@
 //!
 //! It does not own SIP or session logic (that is `sip-control`) nor packet
 //! forwarding (that is `media-plane`).
+//!
+//! Modules: [`config`] (TOML schema and validation), [`transport`] (SIP
+//! UDP/TCP sockets and framing), [`runtime`] (the core loop, timers and
+//! effects), [`media`] (media plane glue), [`admin`] (HTTP admin API).
 
-fn main() {
-    println!("bgf {}", env!("CARGO_PKG_VERSION"));
+mod admin;
+mod config;
+mod media;
+mod runtime;
+mod transport;
+
+use clap::{Parser, Subcommand};
+use config::{Config, LogFormat};
+use media_plane::Side;
+use runtime::{Channels, CoreLoop, TimerQueue};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn, Instrument};
+use transport::{Counters, Transports};
+
+/// bgf — IMS Border Gateway Function.
+#[derive(Parser, Debug)]
+#[command(name = "bgf", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run an active instance: proxy SIP, rewrite SDP, relay media.
+    Active {
+        /// Configuration file (TOML; see docs/CONFIG.md).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log format (overrides log.format).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+        /// Log level or tracing filter (overrides RUST_LOG and log.level).
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
+    },
+    /// Validate a configuration file and print a summary (exit 2 on errors).
+    CheckConfig {
+        /// Configuration file (TOML).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+/// Queue between the transports and the core loop.
+const INPUT_QUEUE: usize = 8192;
+/// Queue between the media plane's sink and the core loop.
+const MEDIA_QUEUE: usize = 8192;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::Active {
+            config,
+            log_format,
+            log_level,
+        } => active(&config, log_format, log_level),
+    }
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    let checked = config::load(file).and_then(|c| {
+        // The core validates too (port pools); report its complaints here.
+        match sip_control::Core::new(c.core.clone()) {
+            Ok(_) => Ok(c),
+            Err(e) => Err(config::ConfigErrors(vec![format!("core: {e}")])),
+        }
+    });
+    match checked {
+        Ok(c) => {
+            println!("{}: OK", file.display());
+            println!("{}", c.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            eprintln!("{}: {} problem(s):", file.display(), errs.0.len());
+            for e in &errs.0 {
+                eprintln!("  {e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Log level precedence: `--log-level`, then `RUST_LOG`, then `log.level`.
+fn init_logging(
+    format: LogFormat,
+    cli_level: Option<&str>,
+    file_level: &str,
+) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let (directive, from) = match (
+        cli_level,
+        std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty()),
+    ) {
+        (Some(l), _) => (l.to_string(), "--log-level"),
+        (None, Some(env)) => (env, "RUST_LOG"),
+        (None, None) => (file_level.to_string(), "log.level"),
+    };
+    let filter = EnvFilter::try_new(&directive)
+        .map_err(|e| format!("{from} \"{directive}\" is not a level or filter: {e} — use error, warn, info, debug or trace"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let res = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    res.map_err(|e| format!("cannot initialise logging: {e}"))
+}
+
+fn active(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(errs) => {
+            let _ = init_logging(
+                log_format.unwrap_or(LogFormat::Human),
+                log_level.as_deref(),
+                "info",
+            );
+            error!(
+                config = %path.display(),
+                "invalid configuration ({} problem(s)); fix them and start again (`bgf check-config {}` lists them)",
+                errs.0.len(),
+                path.display()
+            );
+            for e in &errs.0 {
+                error!(config = %path.display(), "{e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = init_logging(
+        log_format.unwrap_or(cfg.log_format),
+        log_level.as_deref(),
+        &cfg.log_level,
+    ) {
+        eprintln!("bgf: {e}");
+        return ExitCode::from(1);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime (out of threads or memory?)");
+            return ExitCode::from(1);
+        }
+    };
+    let span = tracing::info_span!("bgf", instance = %cfg.core.instance);
+    let result = rt.block_on(run_active(cfg, span.clone()).instrument(span.clone()));
+    // Tasks still running (connections mid-close) are dropped with the runtime.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let _enter = span.enter();
+    match result {
+        Ok(()) => {
+            info!("shutdown complete");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn wait_for_signal() -> Result<&'static str, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| format!("cannot install the SIGINT handler: {e}"))?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+async fn run_active(cfg: Config, span: tracing::Span) -> Result<(), String> {
+    let core = sip_control::Core::new(cfg.core.clone())
+        .map_err(|e| format!("invalid configuration for the session core: {e} — fix the config"))?;
+
+    // Bind everything before starting anything: a wrong address is the most
+    // common startup error and must not leave threads behind.
+    let access = transport::bind_side(Side::Access, cfg.core.access.sip).await?;
+    let core_side = transport::bind_side(Side::Core, cfg.core.core.sip).await?;
+    let admin_listener = match &cfg.admin {
+        Some(a) => Some(admin::bind(a.listen).await?),
+        None => None,
+    };
+    let signals = tokio::spawn(wait_for_signal());
+
+    let counters = Arc::new(Counters::default());
+    let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+    let media = media::start(
+        &cfg.media,
+        runtime::media_event_sink(media_tx, counters.clone()),
+    )?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
+    let (query_tx, query_rx) = mpsc::channel(64);
+    let (transports, readers) = Transports::start(
+        access,
+        core_side,
+        counters.clone(),
+        in_tx,
+        cfg.core.max_message_bytes,
+        shutdown_rx.clone(),
+        span.clone(),
+    );
+    let core_loop = CoreLoop {
+        core,
+        media,
+        transports,
+        counters,
+        timers: TimerQueue::default(),
+    };
+    let mut core_task = tokio::spawn(
+        core_loop
+            .run(Channels {
+                inputs: in_rx,
+                media_events: media_rx,
+                queries: query_rx,
+                shutdown: shutdown_rx.clone(),
+            })
+            .instrument(span.clone()),
+    );
+    let admin_task = admin_listener.map(|l| {
+        let state = Arc::new(admin::AdminState {
+            instance: cfg.core.instance.clone(),
+            token: cfg
+                .admin
+                .as_ref()
+                .map(|a| a.token.clone())
+                .unwrap_or_default(),
+            queries: query_tx,
+        });
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(
+            admin::serve(l, state, async move {
+                let _ = stop.changed().await;
+            })
+            .instrument(span.clone()),
+        )
+    });
+
+    let c = &cfg.core;
+    info!(
+        access_sip = %c.access.sip,
+        access_media = %c.access.media_ip,
+        core_sip = %c.core.sip,
+        core_media = %c.core.media_ip,
+        next_hop = %c.core_next_hop,
+        admin = %cfg.admin.as_ref().map(|a| a.listen.to_string()).unwrap_or_else(|| "off".into()),
+        media_workers = cfg.media.workers,
+        version = env!("CARGO_PKG_VERSION"),
+        "bgf active started: {}",
+        cfg.summary()
+    );
+
+    // Run until a signal, or until the core loop dies (a bug: exit non-zero so
+    // that the standby takes over).
+    let mut failure = None;
+    let mut media_back = None;
+    tokio::select! {
+        sig = signals => match sig {
+            Ok(Ok(name)) => info!(signal = name, "shutting down: stop reading sockets, finish the input in hand, stop the media plane"),
+            Ok(Err(e)) => failure = Some(e),
+            Err(e) => failure = Some(format!("signal handler task failed: {e}")),
+        },
+        r = &mut core_task => match r {
+            Ok(m) => { media_back = Some(m); failure = Some("core loop stopped unexpectedly".into()) }
+            Err(e) => failure = Some(format!("core loop failed: {e} — this is a bug; the instance stops so that the standby can take over")),
+        },
+    }
+    let _ = shutdown_tx.send(true);
+    for r in readers {
+        let _ = r.await;
+    }
+    if media_back.is_none() && failure.is_none() {
+        match core_task.await {
+            Ok(m) => media_back = Some(m),
+            Err(e) => failure = Some(format!("core loop failed: {e}")),
+        }
+    }
+    if let Some(m) = media_back {
+        if let Err(e) = tokio::task::spawn_blocking(move || m.shutdown()).await {
+            warn!(error = %e, "media plane shutdown failed");
+        }
+    }
+    if let Some(t) = admin_task {
+        if tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .is_err()
+        {
+            warn!("admin server did not stop within 5 s (a client holding a connection?)");
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

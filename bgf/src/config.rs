@@ -1,0 +1,853 @@
+//! The daemon's TOML configuration: the file schema (serde, unknown keys
+//! rejected), up-front validation that collects every problem at once, and
+//! the mapping to `sip_control::CoreConfig` and the media plane's settings.
+//!
+//! Addresses, port ranges and enumerations are read as strings and checked
+//! here (not by serde) so that one bad value does not hide the others.
+
+use serde::Deserialize;
+use sip_control::{CoreConfig, SideConfig, TimerConfig, Transport};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+/// The file as written by the operator.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub instance: Option<InstanceSection>,
+    pub access: Option<SideSection>,
+    pub core: Option<SideSection>,
+    #[serde(default)]
+    pub sip: SipSection,
+    #[serde(default)]
+    pub media: MediaSection,
+    #[serde(default)]
+    pub log: LogSection,
+    pub admin: Option<AdminSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSection {
+    pub name: Option<String>,
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SideSection {
+    pub sip: Option<String>,
+    pub media_ip: Option<String>,
+    pub rtp_ports: Option<String>,
+    pub latching: Option<bool>,
+    /// Only valid in `[core]`.
+    pub next_hop: Option<String>,
+    /// Only valid in `[core]`.
+    pub next_hop_transport: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipSection {
+    pub t1_ms: Option<u64>,
+    pub t2_ms: Option<u64>,
+    pub t4_ms: Option<u64>,
+    pub timer_c_ms: Option<u64>,
+    pub session_expires_s: Option<u64>,
+    pub max_register_expires_s: Option<u64>,
+    pub max_message_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSection {
+    pub backend: Option<String>,
+    pub workers: Option<u64>,
+    pub inactivity_timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub listen: Option<String>,
+    pub token: Option<String>,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Media plane settings (mapped to `media_plane::MediaConfig` at start).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaSettings {
+    /// Packet I/O backend; only `kernel` in this version.
+    pub backend: &'static str,
+    /// Forwarding worker threads.
+    pub workers: usize,
+    /// A session without media in either direction for this long is reported inactive.
+    pub inactivity_timeout: Duration,
+}
+
+/// Admin HTTP server settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Bearer token required on everything but `/health`.
+    pub token: String,
+}
+
+/// A complete, validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The session core's configuration (instance name, hashed secret, sides, timers, limits).
+    pub core: CoreConfig,
+    /// The media plane's settings.
+    pub media: MediaSettings,
+    /// Log format from the file (the CLI may override).
+    pub log_format: LogFormat,
+    /// Log level / filter directive from the file (the CLI or `RUST_LOG` may override).
+    pub log_level: String,
+    /// The admin server, if enabled.
+    pub admin: Option<AdminSettings>,
+}
+
+impl Config {
+    /// One-line summary for `check-config` and the startup log.
+    pub fn summary(&self) -> String {
+        let c = &self.core;
+        format!(
+            "instance {}: access sip {} media {} rtp {}-{}{}; core sip {} media {} rtp {}-{}{}; next hop {} ({}); media backend {} with {} workers; admin {}",
+            c.instance,
+            c.access.sip,
+            c.access.media_ip,
+            c.access.rtp_port_min,
+            c.access.rtp_port_max,
+            if c.access.latching { " latching" } else { "" },
+            c.core.sip,
+            c.core.media_ip,
+            c.core.rtp_port_min,
+            c.core.rtp_port_max,
+            if c.core.latching { " latching" } else { "" },
+            c.core_next_hop,
+            c.core_transport.via_token().to_ascii_lowercase(),
+            self.media.backend,
+            self.media.workers,
+            match &self.admin {
+                Some(a) => a.listen.to_string(),
+                None => "off".to_string(),
+            }
+        )
+    }
+}
+
+/// Everything wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(e)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Read and validate a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![format!(
+            "cannot read {}: {e} — check the path and permissions",
+            path.display()
+        )])
+    })?;
+    parse(&text)
+}
+
+/// Parse and validate configuration text.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let file: FileConfig = toml::from_str(text).map_err(|e| {
+        ConfigErrors(vec![format!(
+            "TOML: {} (see bgf/examples/bgf.toml and docs/CONFIG.md for the schema)",
+            e.to_string().trim_end()
+        )])
+    })?;
+    validate(file)
+}
+
+/// FNV-1a 64 of the secret: deterministic across hosts and builds, so an
+/// active and its standby (same file) derive the same `CoreConfig::secret`.
+pub fn hash_secret(secret: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in secret.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn name_ok(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Parse `IP:port` / `[v6]:port` with a non-zero port and a concrete IP.
+fn socket_addr(field: &str, value: &str, errs: &mut Vec<String>) -> Option<SocketAddr> {
+    match value.trim().parse::<SocketAddr>() {
+        Ok(a) if a.port() == 0 => {
+            errs.push(format!(
+                "{field}: \"{value}\" has port 0 — give the port to use (1-65535)"
+            ));
+            None
+        }
+        Ok(a) if a.ip().is_unspecified() => {
+            errs.push(format!(
+                "{field}: \"{value}\" is a wildcard address — give the concrete service address (it is advertised to peers)"
+            ));
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(format!(
+                "{field}: \"{value}\" is not an IP:port (port must be 1-65535; write IPv6 as [addr]:port)"
+            ));
+            None
+        }
+    }
+}
+
+fn ip_addr(field: &str, value: &str, errs: &mut Vec<String>) -> Option<IpAddr> {
+    match value.trim().parse::<IpAddr>() {
+        Ok(a) if a.is_unspecified() => {
+            errs.push(format!(
+                "{field}: \"{value}\" is a wildcard address — give the concrete media address (it is written into SDP)"
+            ));
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(format!(
+                "{field}: \"{value}\" is not an IP address (write IPv6 without brackets, e.g. fd00::10)"
+            ));
+            None
+        }
+    }
+}
+
+fn port_range(field: &str, value: &str, errs: &mut Vec<String>) -> Option<(u16, u16)> {
+    let parsed = value
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)));
+    let Some((min, max)) = parsed else {
+        errs.push(format!(
+            "{field}: \"{value}\" is not a port range — write \"min-max\" with ports 1024-65535, e.g. \"20000-29999\""
+        ));
+        return None;
+    };
+    if min > max {
+        errs.push(format!(
+            "{field}: range {min}-{max} is empty — the first port must not exceed the last"
+        ));
+        return None;
+    }
+    if let Err(e) = media_plane::PortPool::new(min, max) {
+        errs.push(format!("{field}: {e}"));
+        return None;
+    }
+    Some((min, max))
+}
+
+struct SideOut {
+    cfg: Option<SideConfig>,
+}
+
+fn side(
+    name: &'static str,
+    sec: Option<&SideSection>,
+    default_latching: bool,
+    errs: &mut Vec<String>,
+) -> SideOut {
+    let Some(sec) = sec else {
+        errs.push(format!(
+            "[{name}] section missing — add it with at least sip and rtp_ports"
+        ));
+        return SideOut { cfg: None };
+    };
+    let sip = match &sec.sip {
+        Some(s) => socket_addr(&format!("{name}.sip"), s, errs),
+        None => {
+            errs.push(format!(
+                "{name}.sip missing — set the SIP service address, e.g. sip = \"198.18.1.10:5060\""
+            ));
+            None
+        }
+    };
+    let media_ip = match &sec.media_ip {
+        Some(s) => ip_addr(&format!("{name}.media_ip"), s, errs),
+        None => sip.map(|a| a.ip()),
+    };
+    let ports = match &sec.rtp_ports {
+        Some(s) => port_range(&format!("{name}.rtp_ports"), s, errs),
+        None => {
+            errs.push(format!(
+                "{name}.rtp_ports missing — set the RTP port range, e.g. rtp_ports = \"20000-29999\""
+            ));
+            None
+        }
+    };
+    let latching = sec.latching.unwrap_or(default_latching);
+    match (sip, media_ip, ports) {
+        (Some(sip), Some(media_ip), Some((min, max))) => SideOut {
+            cfg: Some(SideConfig {
+                sip,
+                media_ip,
+                rtp_port_min: min,
+                rtp_port_max: max,
+                latching,
+            }),
+        },
+        _ => SideOut { cfg: None },
+    }
+}
+
+/// Validate a parsed file; collects every problem.
+pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
+    let mut errs = Vec::new();
+
+    // [instance]
+    let inst = file.instance.unwrap_or_default();
+    let name = match inst.name {
+        Some(n) if name_ok(&n) => Some(n),
+        Some(n) => {
+            errs.push(format!(
+                "instance.name: \"{n}\" is not a valid name — use 1-32 characters from A-Z a-z 0-9 _ -"
+            ));
+            None
+        }
+        None => {
+            errs.push(
+                "instance.name missing — set a unique name per instance, e.g. name = \"bgf1\""
+                    .into(),
+            );
+            None
+        }
+    };
+    let secret = match inst.secret {
+        Some(s) if s.chars().count() >= 8 => Some(hash_secret(&s)),
+        Some(_) => {
+            errs.push("instance.secret: too short — use at least 8 characters (the same value on the active and its standby)".into());
+            None
+        }
+        None => {
+            errs.push("instance.secret missing — set a secret of at least 8 characters (the same value on the active and its standby)".into());
+            None
+        }
+    };
+
+    // [access], [core]
+    if let Some(a) = &file.access {
+        if a.next_hop.is_some() {
+            errs.push("access.next_hop: not allowed on the access side — set core.next_hop".into());
+        }
+        if a.next_hop_transport.is_some() {
+            errs.push("access.next_hop_transport: not allowed on the access side — set core.next_hop_transport".into());
+        }
+    }
+    let access = side("access", file.access.as_ref(), true, &mut errs);
+    let core = side("core", file.core.as_ref(), false, &mut errs);
+    let (next_hop, transport) = match &file.core {
+        Some(c) => {
+            let nh = match &c.next_hop {
+                Some(s) => socket_addr("core.next_hop", s, &mut errs),
+                None => {
+                    errs.push("core.next_hop missing — set the P-CSCF/I-CSCF address requests are forwarded to, e.g. next_hop = \"198.18.2.20:5060\"".into());
+                    None
+                }
+            };
+            let tr = match c.next_hop_transport.as_deref().map(str::trim) {
+                None => Some(Transport::Udp),
+                Some(t) if t.eq_ignore_ascii_case("udp") => Some(Transport::Udp),
+                Some(t) if t.eq_ignore_ascii_case("tcp") => Some(Transport::Tcp),
+                Some(t) => {
+                    errs.push(format!(
+                        "core.next_hop_transport: \"{t}\" is not a transport — use \"udp\" or \"tcp\""
+                    ));
+                    None
+                }
+            };
+            (nh, tr)
+        }
+        None => (None, None),
+    };
+    if let (Some(a), Some(c)) = (&access.cfg, &core.cfg) {
+        if a.sip == c.sip {
+            errs.push(format!(
+                "access.sip and core.sip are both {} — each side needs its own SIP address",
+                a.sip
+            ));
+        }
+        if a.media_ip == c.media_ip
+            && a.rtp_port_min <= c.rtp_port_max
+            && c.rtp_port_min <= a.rtp_port_max
+        {
+            errs.push(format!(
+                "access.rtp_ports overlaps core.rtp_ports while access.media_ip == core.media_ip ({}) — use disjoint ranges or different media addresses",
+                a.media_ip
+            ));
+        }
+    }
+
+    // [sip]
+    let s = &file.sip;
+    let d = TimerConfig::default();
+    let t1 = s.t1_ms.unwrap_or(d.t1);
+    let t2 = s.t2_ms.unwrap_or(d.t2);
+    let t4 = s.t4_ms.unwrap_or(d.t4);
+    let timer_c = s.timer_c_ms.unwrap_or(d.timer_c);
+    if t1 == 0 {
+        errs.push("sip.t1_ms: must be > 0 (RFC 3261 default 500)".into());
+    }
+    if t2 < t1 {
+        errs.push(format!(
+            "sip.t2_ms: {t2} is below sip.t1_ms {t1} — T2 must be >= T1 (RFC 3261 default 4000)"
+        ));
+    }
+    if t4 == 0 {
+        errs.push("sip.t4_ms: must be > 0 (RFC 3261 default 5000)".into());
+    }
+    if timer_c == 0 {
+        errs.push("sip.timer_c_ms: must be > 0 (RFC 3261: more than 180000)".into());
+    }
+    let max_reg = s.max_register_expires_s.unwrap_or(3600);
+    if max_reg == 0 {
+        errs.push("sip.max_register_expires_s: must be > 0 (default 3600)".into());
+    }
+    let max_msg = s.max_message_bytes.unwrap_or(65535);
+    if !(1500..=65535).contains(&max_msg) {
+        errs.push(format!(
+            "sip.max_message_bytes: {max_msg} is out of range — use 1500-65535 (default 65535)"
+        ));
+    }
+
+    // [media]
+    let m = &file.media;
+    let backend = match m.backend.as_deref().map(str::trim) {
+        None | Some("kernel") => Some("kernel"),
+        Some("dpdk") => {
+            errs.push(
+                "media.backend: \"dpdk\" is not built in this version — use \"kernel\"".into(),
+            );
+            None
+        }
+        Some(b) => {
+            errs.push(format!(
+                "media.backend: \"{b}\" is not a backend — use \"kernel\""
+            ));
+            None
+        }
+    };
+    let workers = match m.workers {
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        Some(w) if (1..=256).contains(&w) => w as usize,
+        Some(w) => {
+            errs.push(format!(
+                "media.workers: {w} is out of range — use 1-256 (default: number of cores)"
+            ));
+            1
+        }
+    };
+    let inactivity = m.inactivity_timeout_s.unwrap_or(60);
+    if inactivity == 0 {
+        errs.push("media.inactivity_timeout_s: must be > 0 (default 60)".into());
+    }
+
+    // [log]
+    let log_format = match file.log.format.as_deref().map(str::trim) {
+        None | Some("human") => LogFormat::Human,
+        Some("json") => LogFormat::Json,
+        Some(f) => {
+            errs.push(format!(
+                "log.format: \"{f}\" is not a format — use \"human\" or \"json\""
+            ));
+            LogFormat::Human
+        }
+    };
+    let log_level = file.log.level.unwrap_or_else(|| "info".to_string());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+        errs.push(format!(
+            "log.level: \"{log_level}\" is not a level or filter ({e}) — use error, warn, info, debug or trace"
+        ));
+    }
+
+    // [admin]
+    let admin = match file.admin {
+        None => None,
+        Some(a) => match a.listen {
+            None => None,
+            Some(l) => {
+                let listen = match l.trim().parse::<SocketAddr>() {
+                    Ok(addr) if addr.port() != 0 => Some(addr),
+                    _ => {
+                        errs.push(format!(
+                            "admin.listen: \"{l}\" is not an IP:port (port must be 1-65535), e.g. \"127.0.0.1:9090\""
+                        ));
+                        None
+                    }
+                };
+                let token = match a.token {
+                    Some(t) if t.chars().count() >= 16 => Some(t),
+                    Some(_) => {
+                        errs.push("admin.token: too short — use at least 16 characters".into());
+                        None
+                    }
+                    None => {
+                        errs.push("admin.token missing — it is required when admin.listen is set (at least 16 characters)".into());
+                        None
+                    }
+                };
+                if let Some(addr) = listen {
+                    for (n, c) in [("access", &access.cfg), ("core", &core.cfg)] {
+                        if c.as_ref().is_some_and(|c| c.sip == addr) {
+                            errs.push(format!(
+                                "admin.listen: {addr} is also {n}.sip — use another port"
+                            ));
+                        }
+                    }
+                }
+                match (listen, token) {
+                    (Some(listen), Some(token)) => Some(AdminSettings { listen, token }),
+                    _ => None,
+                }
+            }
+        },
+    };
+
+    if !errs.is_empty() {
+        return Err(ConfigErrors(errs));
+    }
+    // Every `None` below has pushed an error above, so this cannot fail; the
+    // match keeps it panic-free regardless.
+    match (
+        name, secret, access.cfg, core.cfg, next_hop, transport, backend,
+    ) {
+        (
+            Some(instance),
+            Some(secret),
+            Some(access),
+            Some(core),
+            Some(core_next_hop),
+            Some(core_transport),
+            Some(backend),
+        ) => Ok(Config {
+            core: CoreConfig {
+                instance,
+                secret,
+                access,
+                core,
+                core_next_hop,
+                core_transport,
+                timers: TimerConfig {
+                    t1,
+                    t2,
+                    t4,
+                    timer_c,
+                },
+                session_expires_s: s.session_expires_s.unwrap_or(0),
+                max_register_expires_s: max_reg,
+                max_message_bytes: max_msg as usize,
+            },
+            media: MediaSettings {
+                backend,
+                workers,
+                inactivity_timeout: Duration::from_secs(inactivity),
+            },
+            log_format,
+            log_level,
+            admin,
+        }),
+        _ => Err(ConfigErrors(vec![
+            "configuration incomplete — see docs/CONFIG.md".into(),
+        ])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[instance]
+name = "bgf1"
+secret = "change-me"
+[access]
+sip = "198.18.1.10:5060"
+rtp_ports = "20000-29999"
+[core]
+sip = "198.18.2.10:5060"
+media_ip = "198.18.2.10"
+rtp_ports = "30000-39999"
+next_hop = "198.18.2.20:5060"
+[admin]
+listen = "127.0.0.1:9090"
+token = "0123456789abcdef"
+"#;
+
+    fn errors_of(text: &str) -> Vec<String> {
+        match parse(text) {
+            Ok(c) => panic!("expected errors, got {c:?}"),
+            Err(e) => e.0,
+        }
+    }
+
+    fn replace(from: &str, to: &str) -> String {
+        assert!(GOOD.contains(from), "{from}");
+        GOOD.replace(from, to)
+    }
+
+    #[test]
+    fn good_file_maps_to_core_config() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.core.instance, "bgf1");
+        assert_eq!(c.core.secret, hash_secret("change-me"));
+        assert_eq!(c.core.access.sip, "198.18.1.10:5060".parse().unwrap());
+        assert_eq!(
+            c.core.access.media_ip,
+            "198.18.1.10".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            (c.core.access.rtp_port_min, c.core.access.rtp_port_max),
+            (20000, 29999)
+        );
+        assert!(c.core.access.latching);
+        assert!(!c.core.core.latching);
+        assert_eq!(c.core.core_next_hop, "198.18.2.20:5060".parse().unwrap());
+        assert_eq!(c.core.core_transport, Transport::Udp);
+        assert_eq!(c.core.timers, TimerConfig::default());
+        assert_eq!(c.core.max_message_bytes, 65535);
+        assert_eq!(c.core.max_register_expires_s, 3600);
+        assert_eq!(c.media.backend, "kernel");
+        assert!(c.media.workers >= 1);
+        assert_eq!(c.media.inactivity_timeout, Duration::from_secs(60));
+        assert_eq!(c.log_format, LogFormat::Human);
+        assert_eq!(c.log_level, "info");
+        assert_eq!(
+            c.admin.as_ref().unwrap().listen,
+            "127.0.0.1:9090".parse().unwrap()
+        );
+        assert!(c.summary().contains("instance bgf1"));
+    }
+
+    #[test]
+    fn example_file_is_valid() {
+        let text = include_str!("../examples/bgf.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.core.instance, "bgf1");
+    }
+
+    #[test]
+    fn secret_hash_is_deterministic_and_discriminating() {
+        assert_eq!(hash_secret("change-me"), hash_secret("change-me"));
+        assert_ne!(hash_secret("change-me"), hash_secret("change-me2"));
+        // FNV-1a 64 reference value for "a".
+        assert_eq!(hash_secret("a"), 0xaf63dc4c8601ec8c);
+    }
+
+    #[test]
+    fn ipv6_addresses_accepted() {
+        let c = parse(&replace("\"198.18.1.10:5060\"", "\"[fd00::10]:5060\"")).unwrap();
+        assert_eq!(
+            c.core.access.media_ip,
+            "fd00::10".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_port_names_field() {
+        let e = errors_of(&replace("198.18.1.10:5060", "198.18.1.10:70000"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "access.sip: \"198.18.1.10:70000\" is not an IP:port (port must be 1-65535"
+            ),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn empty_range_names_field() {
+        let e = errors_of(&replace("30000-39999", "30000-29999"));
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("core.rtp_ports: range 30000-29999 is empty")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn garbage_range_and_low_ports() {
+        let e = errors_of(&replace("30000-39999", "abc"));
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("core.rtp_ports: \"abc\" is not a port range")),
+            "{e:?}"
+        );
+        let e = errors_of(&replace("30000-39999", "100-200"));
+        assert!(e.iter().any(|m| m.starts_with("core.rtp_ports: ")), "{e:?}");
+    }
+
+    #[test]
+    fn overlapping_ranges_on_same_ip() {
+        let text = replace("media_ip = \"198.18.2.10\"", "media_ip = \"198.18.1.10\"")
+            .replace("30000-39999", "29000-39999");
+        let e = errors_of(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "access.rtp_ports overlaps core.rtp_ports while access.media_ip == core.media_ip"
+            ),
+            "{e:?}"
+        );
+        // Same ranges on different media IPs are fine.
+        assert!(parse(&replace("30000-39999", "20000-29999")).is_ok());
+    }
+
+    #[test]
+    fn missing_next_hop() {
+        let e = errors_of(&replace("next_hop = \"198.18.2.20:5060\"", ""));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("core.next_hop missing"), "{e:?}");
+    }
+
+    #[test]
+    fn all_errors_are_collected() {
+        let text = GOOD
+            .replace("\"bgf1\"", "\"bad name!\"")
+            .replace("change-me", "short")
+            .replace("198.18.1.10:5060", "nonsense")
+            .replace("30000-39999", "40000-30000")
+            .replace("0123456789abcdef", "tiny");
+        let e = errors_of(&text);
+        for field in [
+            "instance.name",
+            "instance.secret",
+            "access.sip",
+            "core.rtp_ports",
+            "admin.token",
+        ] {
+            assert!(
+                e.iter().any(|m| m.starts_with(field)),
+                "{field} not in {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn each_optional_section_validated() {
+        let cases = [
+            ("[sip]\nt1_ms = 0\n", "sip.t1_ms"),
+            ("[sip]\nt1_ms = 500\nt2_ms = 100\n", "sip.t2_ms"),
+            ("[sip]\nmax_message_bytes = 100\n", "sip.max_message_bytes"),
+            (
+                "[sip]\nmax_register_expires_s = 0\n",
+                "sip.max_register_expires_s",
+            ),
+            (
+                "[media]\nbackend = \"dpdk\"\n",
+                "media.backend: \"dpdk\" is not built in this version",
+            ),
+            ("[media]\nbackend = \"xdp\"\n", "media.backend"),
+            ("[media]\nworkers = 0\n", "media.workers"),
+            (
+                "[media]\ninactivity_timeout_s = 0\n",
+                "media.inactivity_timeout_s",
+            ),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[log]\nlevel = \"info,=[\"\n", "log.level"),
+        ];
+        for (extra, expect) in cases {
+            let e = errors_of(&format!("{GOOD}\n{extra}"));
+            assert!(
+                e.iter().any(|m| m.starts_with(expect)),
+                "{expect} not in {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn transport_and_admin_checks() {
+        let e = errors_of(&replace(
+            "next_hop = \"198.18.2.20:5060\"",
+            "next_hop = \"198.18.2.20:5060\"\nnext_hop_transport = \"sctp\"",
+        ));
+        assert!(e[0].starts_with("core.next_hop_transport"), "{e:?}");
+        let c = parse(&replace(
+            "next_hop = \"198.18.2.20:5060\"",
+            "next_hop = \"198.18.2.20:5060\"\nnext_hop_transport = \"tcp\"",
+        ))
+        .unwrap();
+        assert_eq!(c.core.core_transport, Transport::Tcp);
+        let e = errors_of(&replace("token = \"0123456789abcdef\"", ""));
+        assert!(e[0].starts_with("admin.token missing"), "{e:?}");
+        let e = errors_of(&replace("127.0.0.1:9090", "127.0.0.1"));
+        assert!(e[0].starts_with("admin.listen"), "{e:?}");
+        let e = errors_of(&replace("198.18.2.10:5060", "198.18.1.10:5060"));
+        assert!(
+            e.iter().any(|m| m.starts_with("access.sip and core.sip")),
+            "{e:?}"
+        );
+        let e = errors_of(&replace(
+            "media_ip = \"198.18.2.10\"",
+            "media_ip = \"0.0.0.0\"",
+        ));
+        assert!(e[0].starts_with("core.media_ip"), "{e:?}");
+    }
+
+    #[test]
+    fn missing_sections_and_fields() {
+        let e = errors_of("");
+        for field in ["instance.name", "instance.secret", "[access]", "[core]"] {
+            assert!(
+                e.iter().any(|m| m.starts_with(field)),
+                "{field} not in {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_key_rejected() {
+        let e = errors_of(&replace("[access]\n", "[access]\nbogus = 1\n"));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].contains("unknown field `bogus`"), "{e:?}");
+        let e = errors_of(&format!("{GOOD}\n[extra]\nx = 1\n"));
+        assert!(e[0].contains("unknown field `extra`"), "{e:?}");
+        let e = errors_of(&replace(
+            "[access]\n",
+            "[access]\nnext_hop = \"198.18.1.1:5060\"\n",
+        ));
+        assert!(e[0].starts_with("access.next_hop"), "{e:?}");
+    }
+}

@@ -1,0 +1,48 @@
+//! Glue between the core loop and `media_plane::MediaPlane`: starting the
+//! kernel backend from the validated settings and the [`MediaOps`] adapter.
+
+use crate::config::MediaSettings;
+use crate::runtime::MediaOps;
+use media_plane::{MediaConfig, MediaEvent, MediaPlane, PinholeId, PinholeOp};
+
+/// Start the packet path; its events go to `sink` (which must never block).
+pub fn start(
+    settings: &MediaSettings,
+    sink: impl Fn(MediaEvent) + Send + Sync + 'static,
+) -> Result<Box<dyn MediaOps>, String> {
+    let cfg = MediaConfig {
+        workers: settings.workers,
+        inactivity_timeout: settings.inactivity_timeout,
+        ..MediaConfig::default()
+    };
+    match settings.backend {
+        "kernel" => MediaPlane::start_kernel(cfg, Box::new(sink))
+            .map(|p| Box::new(p) as Box<dyn MediaOps>)
+            .map_err(|e| format!("cannot start the media plane: {e}")),
+        other => Err(format!(
+            "media.backend \"{other}\" is not built in this version — use \"kernel\""
+        )),
+    }
+}
+
+impl MediaOps for MediaPlane {
+    fn apply(&self, op: &PinholeOp) -> Result<(), String> {
+        MediaPlane::apply(self, op).map_err(|e| e.to_string())
+    }
+
+    fn counters(&self) -> serde_json::Value {
+        serde_json::to_value(MediaPlane::counters(self)).unwrap_or_default()
+    }
+
+    fn pinhole_counters(&self, id: PinholeId) -> Option<serde_json::Value> {
+        MediaPlane::pinhole_counters(self, id).and_then(|c| serde_json::to_value(c).ok())
+    }
+
+    fn pinhole_count(&self) -> usize {
+        MediaPlane::pinhole_count(self)
+    }
+
+    fn shutdown(self: Box<Self>) {
+        MediaPlane::shutdown(*self)
+    }
+}

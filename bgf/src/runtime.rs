@@ -1,0 +1,312 @@
+//! The core loop: one task owns the session core (`Core` is `&mut`, not
+//! `Sync`), feeds it inputs (SIP from the transports, media events, timer
+//! expiries), and carries out its effects in order (send, pinhole ops, timer
+//! arm/disarm). Admin queries reach the core through a command channel, so
+//! nothing else ever touches it.
+//!
+//! ```text
+//!  transports ──Input::Sip──▶ ┐
+//!  media plane ─MediaEvent──▶ ├─▶ loop: core.apply(input) ─▶ [output commit seam] ─▶ execute(effects)
+//!  timer queue ─Input::Timer▶ ┘                                  Send ▶ transports
+//!  admin ───────Query──────▶ answered between inputs             Pinhole ▶ media
+//!                                                                SetTimer/CancelTimer ▶ timer queue
+//! ```
+
+use crate::transport::{bump, now_ms, Counters, TransportStats, Transports};
+use serde::Serialize;
+use sip_control::{Core, CoreStats, Effect, Input, MediaEvent, PinholeId, PinholeOp, TimerId};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, trace, warn};
+
+/// What the loop needs from the packet path. Implemented by
+/// `media_plane::MediaPlane` (see `media.rs`); a trait so that the loop can
+/// be tested without sockets for media.
+pub trait MediaOps: Send {
+    /// Apply one pinhole operation.
+    fn apply(&self, op: &PinholeOp) -> Result<(), String>;
+    /// Global counters, as JSON.
+    fn counters(&self) -> serde_json::Value;
+    /// One pinhole's counters, as JSON, if it exists.
+    fn pinhole_counters(&self, id: PinholeId) -> Option<serde_json::Value>;
+    /// Number of pinholes.
+    fn pinhole_count(&self) -> usize;
+    /// Stop forwarding and join the packet path's threads.
+    fn shutdown(self: Box<Self>);
+}
+
+/// `/v1/stats` body.
+#[derive(Debug, Serialize)]
+pub struct StatsReply {
+    pub instance: String,
+    pub sessions: usize,
+    pub registrations: usize,
+    pub core: CoreStats,
+    pub media: serde_json::Value,
+    pub pinholes: usize,
+    pub transport: TransportStats,
+}
+
+/// A question for the loop from the admin server.
+pub enum Query {
+    /// Counters and gauges.
+    Stats(oneshot::Sender<StatsReply>),
+    /// Every live session (`SessionView` JSON, each pinhole with `counters`).
+    Sessions(oneshot::Sender<Vec<serde_json::Value>>),
+}
+
+/// The core's timers: ordered by deadline, indexed by id.
+#[derive(Debug, Default)]
+pub struct TimerQueue {
+    by_deadline: BTreeSet<(u64, TimerId)>,
+    by_id: HashMap<TimerId, u64>,
+}
+
+impl TimerQueue {
+    /// Arm (or re-arm) `id` at `at`.
+    pub fn set(&mut self, id: TimerId, at: u64) {
+        if let Some(old) = self.by_id.insert(id, at) {
+            self.by_deadline.remove(&(old, id));
+        }
+        self.by_deadline.insert((at, id));
+    }
+
+    /// Disarm `id` (no-op if not armed).
+    pub fn cancel(&mut self, id: TimerId) {
+        if let Some(old) = self.by_id.remove(&id) {
+            self.by_deadline.remove(&(old, id));
+        }
+    }
+
+    /// The earliest deadline.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.by_deadline.first().map(|(at, _)| *at)
+    }
+
+    /// Remove and return every timer due at `now`, earliest first. If none is
+    /// due yet but the caller was woken for the earliest (clock skew between
+    /// the monotonic sleep and the wall clock), that one is returned.
+    pub fn pop_due(&mut self, now: u64) -> Vec<(TimerId, u64)> {
+        let mut out = Vec::new();
+        while let Some(&(at, id)) = self.by_deadline.first() {
+            let due = at <= now || (out.is_empty() && at <= now + 5);
+            if !due {
+                break;
+            }
+            self.by_deadline.remove(&(at, id));
+            self.by_id.remove(&id);
+            out.push((id, at));
+        }
+        out
+    }
+
+    /// Number of armed timers.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
+/// Everything the loop owns.
+pub struct CoreLoop {
+    pub core: Core,
+    pub media: Box<dyn MediaOps>,
+    pub transports: Arc<Transports>,
+    pub counters: Arc<Counters>,
+    pub timers: TimerQueue,
+}
+
+/// The loop's input channels.
+pub struct Channels {
+    /// SIP messages from the transports.
+    pub inputs: mpsc::Receiver<Input>,
+    /// Events from the media plane (its sink uses `try_send`).
+    pub media_events: mpsc::Receiver<MediaEvent>,
+    /// Admin queries.
+    pub queries: mpsc::Receiver<Query>,
+    /// Turns `true` on SIGTERM/SIGINT.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+fn instant_for(deadline_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms()))
+}
+
+impl CoreLoop {
+    /// Run until shutdown. The input in hand is always finished (applied and
+    /// its effects executed) before the loop returns the media plane for
+    /// shutdown.
+    pub async fn run(mut self, mut ch: Channels) -> Box<dyn MediaOps> {
+        loop {
+            let deadline = self.timers.next_deadline();
+            let sleep = tokio::time::sleep_until(instant_for(deadline.unwrap_or(0)));
+            tokio::select! {
+                biased;
+                _ = ch.shutdown.changed() => break,
+                Some(q) = ch.queries.recv() => self.answer(q),
+                Some(input) = ch.inputs.recv() => self.handle(input).await,
+                Some(event) = ch.media_events.recv() => {
+                    self.handle(Input::Media { event, at: now_ms() }).await;
+                }
+                _ = sleep, if deadline.is_some() => {
+                    let now = now_ms();
+                    for (id, due) in self.timers.pop_due(now) {
+                        self.handle(Input::Timer { id, at: now.max(due) }).await;
+                    }
+                }
+            }
+        }
+        debug!(
+            timers = self.timers.len(),
+            sessions = self.core.session_count(),
+            "core loop stopped"
+        );
+        self.media
+    }
+
+    /// Apply one input and carry out its effects.
+    async fn handle(&mut self, input: Input) {
+        let applied = self.core.apply(&input);
+        trace!(
+            input = input_kind(&input),
+            effects = applied.effects.len(),
+            state_changed = applied.state_changed,
+            "input applied"
+        );
+        // ==================== OUTPUT-COMMIT SEAM (next issue) ====================
+        // If `applied.state_changed`, `input` must be appended to the state log
+        // and the effects below released only once that record is durable
+        // (acknowledged by the store). Inputs with `state_changed == false`
+        // (absorbed retransmissions, keepalives) release their effects at once.
+        // Today there is no log: effects are executed immediately. Keep all
+        // effect execution inside `execute` so the commit can wrap it.
+        // =========================================================================
+        self.execute(applied.effects).await;
+    }
+
+    /// Carry out effects in order. Failures are logged and counted, never fatal.
+    async fn execute(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send(t) => self.transports.send(&t).await,
+                Effect::Pinhole(op) => {
+                    if let Err(e) = self.media.apply(&op) {
+                        let id = match &op {
+                            PinholeOp::Upsert(s) => s.id,
+                            PinholeOp::Remove(id) => *id,
+                        };
+                        warn!(pinhole = %id, error = %e, "pinhole operation failed; the stream will not be relayed");
+                    }
+                }
+                Effect::SetTimer { id, at } => self.timers.set(id, at),
+                Effect::CancelTimer(id) => self.timers.cancel(id),
+            }
+        }
+    }
+
+    fn answer(&self, q: Query) {
+        match q {
+            Query::Stats(reply) => {
+                let _ = reply.send(StatsReply {
+                    instance: self.core.config().instance.clone(),
+                    sessions: self.core.session_count(),
+                    registrations: self.core.registration_count(),
+                    core: self.core.stats().clone(),
+                    media: self.media.counters(),
+                    pinholes: self.media.pinhole_count(),
+                    transport: TransportStats {
+                        tcp_connections: self.transports.tcp_connections() as u64,
+                        ..self.counters.snapshot()
+                    },
+                });
+            }
+            Query::Sessions(reply) => {
+                let views = self
+                    .core
+                    .sessions()
+                    .into_iter()
+                    .map(|v| {
+                        let ids: Vec<PinholeId> = v.pinholes.iter().map(|p| p.id).collect();
+                        let mut json = serde_json::to_value(&v).unwrap_or_default();
+                        if let Some(ps) = json.get_mut("pinholes").and_then(|p| p.as_array_mut()) {
+                            for (p, id) in ps.iter_mut().zip(ids) {
+                                if let Some(obj) = p.as_object_mut() {
+                                    obj.insert(
+                                        "counters".into(),
+                                        self.media.pinhole_counters(id).unwrap_or_default(),
+                                    );
+                                }
+                            }
+                        }
+                        json
+                    })
+                    .collect();
+                let _ = reply.send(views);
+            }
+        }
+    }
+}
+
+fn input_kind(i: &Input) -> &'static str {
+    match i {
+        Input::Sip(_) => "sip",
+        Input::Timer { .. } => "timer",
+        Input::Media { .. } => "media",
+    }
+}
+
+/// The media plane's event sink: never blocks the packet path; a full queue
+/// is counted as `core_queue_full` (the core then misses a latch or an
+/// inactivity report, which the next packet / scan repeats).
+pub fn media_event_sink(
+    tx: mpsc::Sender<MediaEvent>,
+    counters: Arc<Counters>,
+) -> impl Fn(MediaEvent) + Send + Sync + 'static {
+    move |ev| {
+        if tx.try_send(ev).is_err() {
+            bump(&counters.core_queue_full);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_queue_orders_rearms_and_cancels() {
+        let mut q = TimerQueue::default();
+        q.set(TimerId(1), 300);
+        q.set(TimerId(2), 100);
+        q.set(TimerId(3), 200);
+        assert_eq!(q.next_deadline(), Some(100));
+        q.set(TimerId(2), 400); // re-arm moves it
+        assert_eq!(q.next_deadline(), Some(200));
+        q.cancel(TimerId(3));
+        q.cancel(TimerId(99));
+        assert_eq!(q.next_deadline(), Some(300));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop_due(350), vec![(TimerId(1), 300)]);
+        assert_eq!(q.pop_due(1000), vec![(TimerId(2), 400)]);
+        assert_eq!(q.next_deadline(), None);
+        assert!(q.pop_due(2000).is_empty());
+    }
+
+    #[test]
+    fn timer_queue_pops_all_due_in_order_and_tolerates_small_skew() {
+        let mut q = TimerQueue::default();
+        for (id, at) in [(1, 50), (2, 10), (3, 30), (4, 1000)] {
+            q.set(TimerId(id), at);
+        }
+        assert_eq!(
+            q.pop_due(60),
+            vec![(TimerId(2), 10), (TimerId(3), 30), (TimerId(1), 50)]
+        );
+        // Woken 2 ms early by the wall clock: the earliest still fires, once.
+        assert_eq!(q.pop_due(998), vec![(TimerId(4), 1000)]);
+        q.set(TimerId(5), 5000);
+        assert!(q.pop_due(100).is_empty());
+    }
+}

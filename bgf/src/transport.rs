@@ -1,0 +1,885 @@
+//! SIP transports: per side a UDP socket and a TCP listener on the side's SIP
+//! service address, TCP stream framing by Content-Length (RFC 3261 §18.3) with
+//! RFC 5626 CRLF keep-alives, and the table of open TCP connections used to
+//! send responses and requests back over the right connection.
+//!
+//! Every complete message becomes an `Input::Sip` on the core loop's channel.
+//! Nothing here interprets SIP beyond finding the end of a message.
+
+use media_plane::Side;
+use serde::Serialize;
+use sip_control::{Input, SipIn, Transmit, Transport};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn, Instrument};
+
+/// Wall-clock milliseconds since the UNIX epoch (the core's `Millis`).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Transport counters, shared by the socket tasks and the core loop.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub udp_rx: AtomicU64,
+    pub udp_tx: AtomicU64,
+    pub tcp_rx: AtomicU64,
+    pub tcp_tx: AtomicU64,
+    pub oversize_drops: AtomicU64,
+    pub framing_errors: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub core_queue_full: AtomicU64,
+}
+
+/// A snapshot of [`Counters`] (the `transport` object of `/v1/stats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TransportStats {
+    pub udp_rx: u64,
+    pub udp_tx: u64,
+    pub tcp_rx: u64,
+    pub tcp_tx: u64,
+    pub oversize_drops: u64,
+    pub framing_errors: u64,
+    pub send_errors: u64,
+    pub core_queue_full: u64,
+    /// Open (or connecting) SIP TCP connections, both sides.
+    pub tcp_connections: u64,
+}
+
+pub fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> TransportStats {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TransportStats {
+            udp_rx: g(&self.udp_rx),
+            udp_tx: g(&self.udp_tx),
+            tcp_rx: g(&self.tcp_rx),
+            tcp_tx: g(&self.tcp_tx),
+            oversize_drops: g(&self.oversize_drops),
+            framing_errors: g(&self.framing_errors),
+            send_errors: g(&self.send_errors),
+            core_queue_full: g(&self.core_queue_full),
+            tcp_connections: 0,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- framing
+
+/// One unit read off a SIP TCP stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete SIP message (header section and body).
+    Message(Vec<u8>),
+    /// A CRLFCRLF keep-alive ping; answer with CRLF (RFC 5626 §3.5.1).
+    Ping,
+}
+
+/// Why a stream can no longer be framed; the connection must be closed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("message without Content-Length (mandatory on TCP, RFC 3261 §18.3)")]
+    MissingContentLength,
+    #[error("invalid Content-Length {0:?}")]
+    BadContentLength(String),
+    #[error("header section larger than {0} bytes")]
+    HeaderTooLarge(usize),
+    #[error("message of {size} bytes exceeds max_message_bytes {max}")]
+    MessageTooLarge { size: usize, max: usize },
+}
+
+/// Splits a TCP byte stream into SIP messages by Content-Length.
+#[derive(Debug)]
+pub struct Framer {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already searched for the end of the header section.
+    scanned: usize,
+    max: usize,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The Content-Length of a header section (start line included, final CRLFCRLF excluded).
+fn content_length(headers: &[u8]) -> Result<usize, FrameError> {
+    let mut found: Option<usize> = None;
+    for line in headers.split(|b| *b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            continue; // continuation of a folded header
+        }
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
+            continue;
+        }
+        let value = line[colon + 1..].trim_ascii();
+        let bad = || FrameError::BadContentLength(String::from_utf8_lossy(value).into_owned());
+        if value.is_empty() || value.len() > 9 || !value.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        let n: usize = std::str::from_utf8(value)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)?;
+        match found {
+            Some(prev) if prev != n => return Err(bad()),
+            _ => found = Some(n),
+        }
+    }
+    found.ok_or(FrameError::MissingContentLength)
+}
+
+impl Framer {
+    /// A framer for messages of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Framer {
+            buf: Vec::new(),
+            scanned: 0,
+            max,
+        }
+    }
+
+    /// Append bytes read from the stream.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes buffered but not yet returned.
+    #[cfg(test)]
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete frame, `Ok(None)` if more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        // Keep-alives between messages: CRLFCRLF is a ping, a lone CRLF a pong.
+        while self.buf.starts_with(b"\r\n") {
+            if self.buf.starts_with(b"\r\n\r\n") {
+                self.buf.drain(..4);
+                self.scanned = 0;
+                return Ok(Some(Frame::Ping));
+            }
+            if b"\r\n\r\n".starts_with(&self.buf) {
+                return Ok(None); // maybe the start of a ping
+            }
+            self.buf.drain(..2);
+            self.scanned = 0;
+        }
+        let from = self.scanned.saturating_sub(3);
+        let Some(pos) = find(&self.buf[from..], b"\r\n\r\n") else {
+            self.scanned = self.buf.len();
+            if self.buf.len() > self.max {
+                return Err(FrameError::HeaderTooLarge(self.max));
+            }
+            return Ok(None);
+        };
+        let header_end = from + pos;
+        if header_end + 4 > self.max {
+            return Err(FrameError::HeaderTooLarge(self.max));
+        }
+        self.scanned = header_end;
+        let body = content_length(&self.buf[..header_end])?;
+        let total = header_end + 4 + body;
+        if total > self.max {
+            return Err(FrameError::MessageTooLarge {
+                size: total,
+                max: self.max,
+            });
+        }
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let rest = self.buf.split_off(total);
+        let msg = std::mem::replace(&mut self.buf, rest);
+        self.scanned = 0;
+        Ok(Some(Frame::Message(msg)))
+    }
+}
+
+/// Whether a UDP datagram is only a CRLF keep-alive.
+fn is_keepalive(data: &[u8]) -> bool {
+    !data.is_empty() && data.iter().all(|b| *b == b'\r' || *b == b'\n')
+}
+
+// ---------------------------------------------------------------- sockets
+
+/// The sockets of one side, bound but not yet serving.
+pub struct BoundSide {
+    pub addr: SocketAddr,
+    pub udp: UdpSocket,
+    pub tcp: TcpListener,
+}
+
+fn bind_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::AddrNotAvailable => "is the address configured on this host?",
+        io::ErrorKind::AddrInUse => "is another bgf or SIP server already using it?",
+        io::ErrorKind::PermissionDenied => "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+        _ => "check the address in the config",
+    }
+}
+
+/// Bind the UDP socket and TCP listener of `side` on `addr`.
+pub async fn bind_side(side: Side, addr: SocketAddr) -> Result<BoundSide, String> {
+    let udp = UdpSocket::bind(addr).await.map_err(|e| {
+        format!(
+            "cannot bind {side}.sip {addr} (udp): {e} — {}",
+            bind_hint(&e)
+        )
+    })?;
+    let tcp = TcpListener::bind(addr).await.map_err(|e| {
+        format!(
+            "cannot bind {side}.sip {addr} (tcp): {e} — {}",
+            bind_hint(&e)
+        )
+    })?;
+    Ok(BoundSide { addr, udp, tcp })
+}
+
+struct ConnEntry {
+    id: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+struct SideNet {
+    addr: SocketAddr,
+    udp: Arc<UdpSocket>,
+}
+
+/// Running transports: sends on behalf of the core loop.
+pub struct Transports {
+    counters: Arc<Counters>,
+    access: SideNet,
+    core: SideNet,
+    conns: Mutex<HashMap<(Side, SocketAddr), ConnEntry>>,
+    next_conn: AtomicU64,
+    inputs: mpsc::Sender<Input>,
+    max_message: usize,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Messages queued per TCP connection before sends count as errors.
+const CONN_QUEUE: usize = 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Transports {
+    /// Start serving both sides: spawns the UDP readers and TCP acceptors
+    /// (in `span`, which carries the instance name). They stop reading when
+    /// `shutdown` turns true; the returned handles finish then.
+    pub fn start(
+        access: BoundSide,
+        core: BoundSide,
+        counters: Arc<Counters>,
+        inputs: mpsc::Sender<Input>,
+        max_message: usize,
+        shutdown: watch::Receiver<bool>,
+        span: tracing::Span,
+    ) -> (Arc<Transports>, Vec<JoinHandle<()>>) {
+        let access_udp = Arc::new(access.udp);
+        let core_udp = Arc::new(core.udp);
+        let t = Arc::new(Transports {
+            counters,
+            access: SideNet {
+                addr: access.addr,
+                udp: access_udp.clone(),
+            },
+            core: SideNet {
+                addr: core.addr,
+                udp: core_udp.clone(),
+            },
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            inputs,
+            max_message,
+            shutdown,
+        });
+        let mut handles = Vec::new();
+        for (side, udp, tcp) in [
+            (Side::Access, access_udp, access.tcp),
+            (Side::Core, core_udp, core.tcp),
+        ] {
+            handles.push(tokio::spawn(
+                t.clone().udp_reader(side, udp).instrument(span.clone()),
+            ));
+            handles.push(tokio::spawn(
+                t.clone().tcp_acceptor(side, tcp).instrument(span.clone()),
+            ));
+        }
+        (t, handles)
+    }
+
+    fn side(&self, side: Side) -> &SideNet {
+        match side {
+            Side::Access => &self.access,
+            Side::Core => &self.core,
+        }
+    }
+
+    /// Number of open (or connecting) TCP connections.
+    pub fn tcp_connections(&self) -> usize {
+        self.conns.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    async fn udp_reader(self: Arc<Self>, side: Side, sock: Arc<UdpSocket>) {
+        let local = self.side(side).addr;
+        let mut buf = vec![0u8; self.max_message + 1];
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let (n, src) = tokio::select! {
+                _ = shutdown.changed() => break,
+                r = sock.recv_from(&mut buf) => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // ICMP errors from earlier sends surface here (ECONNREFUSED); not fatal.
+                        debug!(side = %side, error = %e, "udp receive error");
+                        continue;
+                    }
+                },
+            };
+            let data = &buf[..n];
+            if n == 0 || is_keepalive(data) {
+                continue;
+            }
+            if n > self.max_message {
+                bump(&self.counters.oversize_drops);
+                warn!(side = %side, peer = %src, "dropped UDP datagram larger than sip.max_message_bytes ({})", self.max_message);
+                continue;
+            }
+            bump(&self.counters.udp_rx);
+            let input = Input::Sip(SipIn {
+                side,
+                transport: Transport::Udp,
+                src,
+                dst: local,
+                at: now_ms(),
+                data: data.to_vec(),
+            });
+            if self.inputs.try_send(input).is_err() {
+                bump(&self.counters.core_queue_full);
+                debug!(side = %side, peer = %src, "core queue full, UDP message dropped");
+            }
+        }
+        debug!(side = %side, "udp reader stopped");
+    }
+
+    async fn tcp_acceptor(self: Arc<Self>, side: Side, listener: TcpListener) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.changed() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(side = %side, error = %e, "tcp accept failed (out of file descriptors? raise the limit)");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let (tx, rx) = mpsc::channel(CONN_QUEUE);
+            let id = self.register(side, peer, tx.clone());
+            debug!(side = %side, peer = %peer, conn = id, "tcp connection accepted");
+            tokio::spawn(
+                self.clone()
+                    .connection(side, peer, id, stream, tx, rx)
+                    .in_current_span(),
+            );
+        }
+        debug!(side = %side, "tcp acceptor stopped");
+    }
+
+    fn register(&self, side: Side, peer: SocketAddr, tx: mpsc::Sender<Vec<u8>>) -> u64 {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut c) = self.conns.lock() {
+            c.insert((side, peer), ConnEntry { id, tx });
+        }
+        id
+    }
+
+    fn unregister(&self, side: Side, peer: SocketAddr, id: u64) {
+        if let Ok(mut c) = self.conns.lock() {
+            if c.get(&(side, peer)).is_some_and(|e| e.id == id) {
+                c.remove(&(side, peer));
+            }
+        }
+    }
+
+    /// Serve one TCP connection until it closes, fails to frame, or shutdown.
+    async fn connection(
+        self: Arc<Self>,
+        side: Side,
+        peer: SocketAddr,
+        id: u64,
+        mut stream: TcpStream,
+        tx: mpsc::Sender<Vec<u8>>,
+        mut rx: mpsc::Receiver<Vec<u8>>,
+    ) {
+        // Our own sender only keeps the table's entry meaningful; drop it so
+        // that the queue closes once the table forgets the connection.
+        drop(tx);
+        let local = self.side(side).addr;
+        let mut framer = Framer::new(self.max_message);
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut shutdown = self.shutdown.clone();
+        'conn: loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                out = rx.recv() => {
+                    let Some(data) = out else { break };
+                    if let Err(e) = stream.write_all(&data).await {
+                        bump(&self.counters.send_errors);
+                        warn!(side = %side, peer = %peer, error = %e, "tcp send failed, closing connection");
+                        break;
+                    }
+                    bump(&self.counters.tcp_tx);
+                }
+                r = stream.read(&mut buf) => {
+                    let n = match r {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) => {
+                            debug!(side = %side, peer = %peer, error = %e, "tcp read failed");
+                            break;
+                        }
+                    };
+                    framer.push(&buf[..n]);
+                    loop {
+                        match framer.next_frame() {
+                            Ok(None) => break,
+                            Ok(Some(Frame::Ping)) => {
+                                if stream.write_all(b"\r\n").await.is_err() {
+                                    break 'conn;
+                                }
+                            }
+                            Ok(Some(Frame::Message(data))) => {
+                                bump(&self.counters.tcp_rx);
+                                let input = Input::Sip(SipIn {
+                                    side,
+                                    transport: Transport::Tcp,
+                                    src: peer,
+                                    dst: local,
+                                    at: now_ms(),
+                                    data,
+                                });
+                                if self.inputs.send(input).await.is_err() {
+                                    break 'conn; // core loop gone: shutting down
+                                }
+                            }
+                            Err(e) => {
+                                if matches!(e, FrameError::MessageTooLarge { .. }) {
+                                    bump(&self.counters.oversize_drops);
+                                } else {
+                                    bump(&self.counters.framing_errors);
+                                }
+                                warn!(side = %side, peer = %peer, error = %e, "closing SIP TCP connection: cannot frame the stream (peer must send Content-Length and messages within sip.max_message_bytes)");
+                                break 'conn;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.unregister(side, peer, id);
+        let _ = stream.shutdown().await;
+        debug!(side = %side, peer = %peer, conn = id, "tcp connection closed");
+    }
+
+    /// Send one message for the core. Errors are logged and counted, never fatal.
+    pub async fn send(self: &Arc<Self>, t: &Transmit) {
+        match t.transport {
+            Transport::Udp => {
+                let sock = &self.side(t.side).udp;
+                match sock.send_to(&t.data, t.dst).await {
+                    Ok(_) => bump(&self.counters.udp_tx),
+                    Err(e) => {
+                        bump(&self.counters.send_errors);
+                        warn!(side = %t.side, dst = %t.dst, error = %e, "udp send failed (is there a route to the peer?)");
+                    }
+                }
+            }
+            Transport::Tcp => self.send_tcp(t.side, t.dst, t.data.clone()),
+        }
+    }
+
+    fn send_tcp(self: &Arc<Self>, side: Side, dst: SocketAddr, data: Vec<u8>) {
+        let Ok(mut conns) = self.conns.lock() else {
+            bump(&self.counters.send_errors);
+            return;
+        };
+        let data = match conns.get(&(side, dst)) {
+            Some(e) => match e.tx.try_send(data) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    bump(&self.counters.send_errors);
+                    warn!(side = %side, dst = %dst, "tcp send queue full (peer not reading?), message dropped");
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(d)) => {
+                    conns.remove(&(side, dst));
+                    d
+                }
+            },
+            None => data,
+        };
+        // No connection: open one from the side's SIP address and queue the
+        // message until it is established.
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        let _ = tx.try_send(data);
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        conns.insert((side, dst), ConnEntry { id, tx: tx.clone() });
+        drop(conns);
+        tokio::spawn(
+            self.clone()
+                .connect(side, dst, id, tx, rx)
+                .in_current_span(),
+        );
+    }
+
+    async fn connect(
+        self: Arc<Self>,
+        side: Side,
+        dst: SocketAddr,
+        id: u64,
+        tx: mpsc::Sender<Vec<u8>>,
+        mut rx: mpsc::Receiver<Vec<u8>>,
+    ) {
+        let from = SocketAddr::new(self.side(side).addr.ip(), 0);
+        let attempt = async {
+            let sock = if from.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            sock.bind(from)?;
+            match tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(dst)).await {
+                Ok(r) => r,
+                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            }
+        };
+        match attempt.await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                info!(side = %side, peer = %dst, conn = id, "tcp connection opened");
+                self.connection(side, dst, id, stream, tx, rx).await;
+            }
+            Err(e) => {
+                self.unregister(side, dst, id);
+                drop(tx);
+                rx.close();
+                let mut lost = 0u64;
+                while rx.try_recv().is_ok() {
+                    lost += 1;
+                }
+                self.counters
+                    .send_errors
+                    .fetch_add(lost.max(1), Ordering::Relaxed);
+                warn!(side = %side, peer = %dst, from = %from, error = %e, dropped = lost, "cannot open SIP TCP connection; messages dropped (is the peer listening on TCP?)");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG1: &[u8] =
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP x\r\nContent-Length: 4\r\n\r\nbody";
+    const MSG2: &[u8] = b"BYE sip:a@b SIP/2.0\r\nl:0\r\n\r\n";
+
+    fn frames(f: &mut Framer) -> Vec<Frame> {
+        let mut out = Vec::new();
+        while let Some(fr) = f.next_frame().unwrap() {
+            out.push(fr);
+        }
+        out
+    }
+
+    #[test]
+    fn two_messages_in_one_read() {
+        let mut f = Framer::new(65535);
+        f.push(&[MSG1, MSG2].concat());
+        assert_eq!(
+            frames(&mut f),
+            vec![Frame::Message(MSG1.to_vec()), Frame::Message(MSG2.to_vec())]
+        );
+        assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn message_split_over_reads_byte_by_byte() {
+        let mut f = Framer::new(65535);
+        let all = [MSG1, MSG2].concat();
+        let mut got = Vec::new();
+        for b in &all {
+            f.push(std::slice::from_ref(b));
+            got.extend(frames(&mut f));
+        }
+        assert_eq!(
+            got,
+            vec![Frame::Message(MSG1.to_vec()), Frame::Message(MSG2.to_vec())]
+        );
+    }
+
+    #[test]
+    fn body_split_waits_for_all_bytes() {
+        let mut f = Framer::new(65535);
+        let split = MSG1.len() - 2;
+        f.push(&MSG1[..split]);
+        assert_eq!(frames(&mut f), vec![]);
+        f.push(&MSG1[split..]);
+        assert_eq!(frames(&mut f), vec![Frame::Message(MSG1.to_vec())]);
+    }
+
+    #[test]
+    fn missing_content_length_is_an_error() {
+        let mut f = Framer::new(65535);
+        f.push(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\n\r\n");
+        assert_eq!(f.next_frame(), Err(FrameError::MissingContentLength));
+    }
+
+    #[test]
+    fn garbage_and_conflicting_content_length() {
+        for h in [
+            "Content-Length: -1",
+            "Content-Length: abc",
+            "content-length:",
+            "Content-Length: 99999999999",
+            "Content-Length: 1\r\nl: 2",
+        ] {
+            let mut f = Framer::new(65535);
+            f.push(format!("MESSAGE sip:a@b SIP/2.0\r\n{h}\r\n\r\n").as_bytes());
+            assert!(
+                matches!(f.next_frame(), Err(FrameError::BadContentLength(_))),
+                "{h}"
+            );
+        }
+    }
+
+    #[test]
+    fn compact_and_case_insensitive_names() {
+        for h in ["L: 2", "CONTENT-LENGTH:2", "content-length :  2 "] {
+            let mut f = Framer::new(65535);
+            let m = format!("MESSAGE sip:a@b SIP/2.0\r\n{h}\r\n\r\nhi");
+            f.push(m.as_bytes());
+            assert_eq!(frames(&mut f), vec![Frame::Message(m.into_bytes())], "{h}");
+        }
+    }
+
+    #[test]
+    fn keepalive_ping_and_pong() {
+        let mut f = Framer::new(65535);
+        f.push(b"\r\n\r\n");
+        assert_eq!(frames(&mut f), vec![Frame::Ping]);
+        // A pong (lone CRLF) before a message is skipped.
+        f.push(b"\r\n");
+        assert_eq!(frames(&mut f), vec![]);
+        f.push(MSG2);
+        assert_eq!(frames(&mut f), vec![Frame::Message(MSG2.to_vec())]);
+        // A ping split over reads.
+        f.push(b"\r\n\r");
+        assert_eq!(frames(&mut f), vec![]);
+        f.push(b"\n");
+        assert_eq!(frames(&mut f), vec![Frame::Ping]);
+    }
+
+    #[test]
+    fn header_section_too_large() {
+        let mut f = Framer::new(1500);
+        f.push(b"INVITE sip:a@b SIP/2.0\r\n");
+        for _ in 0..200 {
+            f.push(b"X-Pad: 0123456789\r\n");
+        }
+        assert_eq!(f.next_frame(), Err(FrameError::HeaderTooLarge(1500)));
+    }
+
+    #[test]
+    fn message_too_large() {
+        let mut f = Framer::new(1500);
+        f.push(b"MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 5000\r\n\r\n");
+        assert!(matches!(
+            f.next_frame(),
+            Err(FrameError::MessageTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn udp_keepalive_detection() {
+        assert!(is_keepalive(b"\r\n"));
+        assert!(is_keepalive(b"\r\n\r\n"));
+        assert!(!is_keepalive(b""));
+        assert!(!is_keepalive(MSG2));
+    }
+
+    async fn bind_free() -> BoundSide {
+        loop {
+            let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = tcp.local_addr().unwrap();
+            if let Ok(udp) = UdpSocket::bind(addr).await {
+                return BoundSide { addr, udp, tcp };
+            }
+        }
+    }
+
+    async fn started(
+        max: usize,
+    ) -> (
+        Arc<Transports>,
+        mpsc::Receiver<Input>,
+        watch::Sender<bool>,
+        SocketAddr,
+        SocketAddr,
+    ) {
+        let a = bind_free().await;
+        let c = bind_free().await;
+        let (aa, ca) = (a.addr, c.addr);
+        let (tx, rx) = mpsc::channel(64);
+        let (stx, srx) = watch::channel(false);
+        let (t, _h) = Transports::start(
+            a,
+            c,
+            Arc::new(Counters::default()),
+            tx,
+            max,
+            srx,
+            tracing::Span::none(),
+        );
+        (t, rx, stx, aa, ca)
+    }
+
+    #[tokio::test]
+    async fn tcp_connection_frames_answers_pings_and_closes_on_garbage() {
+        let (t, mut rx, _stop, access, _) = started(65535).await;
+        let mut peer = TcpStream::connect(access).await.unwrap();
+        let mut wire = Vec::new();
+        wire.extend_from_slice(MSG1);
+        wire.extend_from_slice(&MSG2[..10]);
+        peer.write_all(&wire).await.unwrap();
+        let Input::Sip(m) = rx.recv().await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.data, MSG1);
+        assert_eq!(m.transport, Transport::Tcp);
+        assert_eq!(m.side, Side::Access);
+        assert_eq!(m.src, peer.local_addr().unwrap());
+        assert_eq!(m.dst, access);
+        peer.write_all(&MSG2[10..]).await.unwrap();
+        let Input::Sip(m) = rx.recv().await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.data, MSG2);
+        // Ping → pong.
+        peer.write_all(b"\r\n\r\n").await.unwrap();
+        let mut pong = [0u8; 2];
+        peer.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"\r\n");
+        // A reply over the same connection.
+        t.send(&Transmit {
+            side: Side::Access,
+            transport: Transport::Tcp,
+            src: access,
+            dst: m.src,
+            data: b"SIP/2.0 200 OK\r\nl: 0\r\n\r\n".to_vec(),
+        })
+        .await;
+        let mut reply = vec![0u8; 24];
+        peer.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, b"SIP/2.0 200 OK\r\nl: 0\r\n\r\n");
+        // Missing Content-Length → the BGF closes the connection.
+        peer.write_all(b"INVITE sip:x SIP/2.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let n = peer.read_to_end(&mut rest).await.unwrap_or(0);
+        assert_eq!(n, 0);
+        // ... and forgets it.
+        for _ in 0..200 {
+            if t.tcp_connections() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(t.tcp_connections(), 0);
+        assert_eq!(t.counters.snapshot().framing_errors, 1);
+        assert_eq!(t.counters.snapshot().tcp_rx, 2);
+    }
+
+    #[tokio::test]
+    async fn tcp_send_without_connection_connects_from_side_ip() {
+        let (t, mut rx, _stop, _, core) = started(65535).await;
+        let far = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let far_addr = far.local_addr().unwrap();
+        t.send(&Transmit {
+            side: Side::Core,
+            transport: Transport::Tcp,
+            src: core,
+            dst: far_addr,
+            data: MSG2.to_vec(),
+        })
+        .await;
+        let (mut s, from) = far.accept().await.unwrap();
+        assert_eq!(from.ip(), core.ip());
+        let mut got = vec![0u8; MSG2.len()];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, MSG2);
+        // The peer's answer on that connection comes back as core-side input.
+        s.write_all(MSG1).await.unwrap();
+        let Input::Sip(m) = rx.recv().await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (m.side, m.src, m.data.as_slice()),
+            (Side::Core, far_addr, MSG1)
+        );
+        assert_eq!(t.tcp_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn udp_receive_and_keepalive_and_oversize() {
+        let (t, mut rx, _stop, access, _) = started(1500).await;
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        peer.send_to(b"\r\n\r\n", access).await.unwrap();
+        peer.send_to(&[b'x'; 2000], access).await.unwrap();
+        peer.send_to(MSG2, access).await.unwrap();
+        let Input::Sip(m) = rx.recv().await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.data, MSG2);
+        assert_eq!(m.transport, Transport::Udp);
+        assert_eq!(m.src, peer.local_addr().unwrap());
+        // Reply goes out of the access socket.
+        t.send(&Transmit {
+            side: Side::Access,
+            transport: Transport::Udp,
+            src: access,
+            dst: m.src,
+            data: b"pong".to_vec(),
+        })
+        .await;
+        let mut b = [0u8; 16];
+        let (n, from) = peer.recv_from(&mut b).await.unwrap();
+        assert_eq!((&b[..n], from), (&b"pong"[..], access));
+        let s = t.counters.snapshot();
+        assert_eq!((s.udp_rx, s.udp_tx, s.oversize_drops), (1, 1, 1));
+        assert!(rx.try_recv().is_err());
+    }
+}
