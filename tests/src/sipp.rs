@@ -305,3 +305,36 @@ impl Drop for SippRun {
         }
     }
 }
+
+/// The URI of the Contact that `core_registrar.xml` logged (`CONTACT <value>`):
+/// the part inside `<…>` if bracketed, else up to the first `;` or space.
+pub fn logged_contact_uri(log: &str) -> Option<String> {
+    let line = log.lines().find_map(|l| l.trim().strip_prefix("CONTACT "))?;
+    let v = line.trim();
+    let uri = if let Some(start) = v.find('<') {
+        let rest = &v[start + 1..];
+        &rest[..rest.find('>')?]
+    } else {
+        v.split([';', ' ', ',']).next()?
+    };
+    (!uri.is_empty()).then(|| uri.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contact_uri_from_log() {
+        assert_eq!(
+            logged_contact_uri("x\nCONTACT <sip:abc@127.0.2.1:5060;transport=udp>;expires=3600\n")
+                .as_deref(),
+            Some("sip:abc@127.0.2.1:5060;transport=udp")
+        );
+        assert_eq!(
+            logged_contact_uri("CONTACT sip:abc@[::1]:5060;expires=60").as_deref(),
+            Some("sip:abc@[::1]:5060")
+        );
+        assert_eq!(logged_contact_uri("nothing"), None);
+    }
+}

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 /// A scratch directory for one test (configs, logs, SIPp traces). It is removed
 /// when dropped, unless the thread is panicking (a failing test): then it is
-/// kept and its path printed so the logs can be read.
+/// kept and its path printed so the logs can be read. Set `BGF_E2E_KEEP=1`
+/// to keep every test's directory.
 pub struct TestDir {
     path: PathBuf,
 }
@@ -38,7 +39,7 @@ impl TestDir {
 
 impl Drop for TestDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("BGF_E2E_KEEP").is_some() {
             eprintln!("test files kept in {}", self.path.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.path);
