@@ -50,7 +50,7 @@ fn authorized(
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| same(t.trim().as_bytes(), st.token.as_bytes()));
     if !ok {
-        warn!(peer = %peer, method = %method, path = %uri.path(), "admin request rejected: missing or wrong bearer token (send `Authorization: Bearer <admin.token>`)");
+        warn!(instance = %st.instance, peer = %peer, method = %method, path = %uri.path(), "admin request rejected: missing or wrong bearer token (send `Authorization: Bearer <admin.token>`)");
     }
     ok
 }

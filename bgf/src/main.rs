@@ -119,7 +119,8 @@ fn init_logging(
         .map_err(|e| format!("{from} \"{directive}\" is not a level or filter: {e} — use error, warn, info, debug or trace"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let res = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
