@@ -47,6 +47,8 @@ pub struct StatsReply {
     pub core: CoreStats,
     pub media: serde_json::Value,
     pub pinholes: usize,
+    /// Armed core timers.
+    pub timers: usize,
     pub transport: TransportStats,
 }
 
@@ -216,6 +218,7 @@ impl CoreLoop {
                     core: self.core.stats().clone(),
                     media: self.media.counters(),
                     pinholes: self.media.pinhole_count(),
+                    timers: self.timers.len(),
                     transport: TransportStats {
                         tcp_connections: self.transports.tcp_connections() as u64,
                         ..self.counters.snapshot()
@@ -274,6 +277,183 @@ pub fn media_event_sink(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::bind_free;
+    use media_plane::{Leg, PinholeSpec, Side};
+    use sip_control::{CoreConfig, Transmit, Transport};
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, UdpSocket};
+
+    #[derive(Default, Clone)]
+    struct FakeMedia {
+        ops: Arc<Mutex<Vec<PinholeOp>>>,
+        down: Arc<AtomicBool>,
+    }
+
+    impl MediaOps for FakeMedia {
+        fn apply(&self, op: &PinholeOp) -> Result<(), String> {
+            self.ops.lock().unwrap().push(op.clone());
+            match op {
+                PinholeOp::Remove(_) => Err("no such pinhole".into()),
+                PinholeOp::Upsert(_) => Ok(()),
+            }
+        }
+        fn counters(&self) -> serde_json::Value {
+            serde_json::json!({"forwarded_packets": 0})
+        }
+        fn pinhole_counters(&self, _id: PinholeId) -> Option<serde_json::Value> {
+            None
+        }
+        fn pinhole_count(&self) -> usize {
+            self.ops.lock().unwrap().len()
+        }
+        fn shutdown(self: Box<Self>) {
+            self.down.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn leg(port: u16) -> Leg {
+        Leg {
+            local: SocketAddr::from(([127, 0, 0, 1], port)),
+            remote_rtp: None,
+            remote_rtcp: None,
+            latch_ip: None,
+        }
+    }
+
+    async fn stats(q: &mpsc::Sender<Query>) -> StatsReply {
+        let (tx, rx) = oneshot::channel();
+        q.send(Query::Stats(tx)).await.unwrap();
+        rx.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn effects_run_in_order_timers_fire_and_shutdown_returns_media() {
+        let (a, c) = (bind_free().await, bind_free().await);
+        let (access, core_addr) = (a.addr, c.addr);
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let (transports, _readers) = Transports::start(
+            a,
+            c,
+            counters.clone(),
+            in_tx,
+            65535,
+            stop_rx.clone(),
+            tracing::Span::none(),
+        );
+        let core = Core::new(CoreConfig::example(
+            access.ip(),
+            core_addr.ip(),
+            "127.0.0.3:5060".parse().unwrap(),
+        ))
+        .unwrap();
+        let media = FakeMedia::default();
+        let mut lp = CoreLoop {
+            core,
+            media: Box::new(media.clone()),
+            transports,
+            counters: counters.clone(),
+            timers: TimerQueue::default(),
+        };
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let far = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let id = PinholeId {
+            session: 7,
+            stream: 0,
+        };
+        let now = now_ms();
+        lp.execute(vec![
+            Effect::Send(Transmit {
+                side: Side::Access,
+                transport: Transport::Udp,
+                src: access,
+                dst: peer.local_addr().unwrap(),
+                data: b"one".to_vec(),
+            }),
+            Effect::Pinhole(PinholeOp::Upsert(PinholeSpec {
+                id,
+                access: leg(42000),
+                core: leg(42100),
+            })),
+            // Fails in the fake: logged, and the next effects still run.
+            Effect::Pinhole(PinholeOp::Remove(id)),
+            Effect::SetTimer {
+                id: TimerId(1),
+                at: now + 30,
+            },
+            Effect::SetTimer {
+                id: TimerId(2),
+                at: now + 600_000,
+            },
+            Effect::SetTimer {
+                id: TimerId(3),
+                at: now + 600_000,
+            },
+            Effect::CancelTimer(TimerId(2)),
+            Effect::Send(Transmit {
+                side: Side::Core,
+                transport: Transport::Tcp,
+                src: core_addr,
+                dst: far.local_addr().unwrap(),
+                data: b"two".to_vec(),
+            }),
+        ])
+        .await;
+        let mut b = [0u8; 8];
+        let (n, from) = peer.recv_from(&mut b).await.unwrap();
+        assert_eq!((&b[..n], from), (&b"one"[..], access));
+        let (mut s, _) = far.accept().await.unwrap();
+        let mut two = [0u8; 3];
+        s.read_exact(&mut two).await.unwrap();
+        assert_eq!(&two, b"two");
+        assert_eq!(media.ops.lock().unwrap().len(), 2);
+        assert_eq!(lp.timers.len(), 2);
+
+        // Run the loop: timer 1 fires (and is gone), timer 3 stays armed.
+        let (_media_tx, media_rx) = mpsc::channel(4);
+        let (q_tx, q_rx) = mpsc::channel(4);
+        let task = tokio::spawn(lp.run(Channels {
+            inputs: in_rx,
+            media_events: media_rx,
+            queries: q_rx,
+            shutdown: stop_rx,
+        }));
+        let mut fired = false;
+        for _ in 0..500 {
+            let s = stats(&q_tx).await;
+            assert_eq!(s.pinholes, 2);
+            assert_eq!(s.transport.udp_tx, 1);
+            if s.timers == 1 {
+                fired = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(fired, "timer 1 never fired");
+        let (tx, rx) = oneshot::channel();
+        q_tx.send(Query::Sessions(tx)).await.unwrap();
+        assert!(rx.await.unwrap().is_empty());
+
+        stop_tx.send(true).unwrap();
+        let back = task.await.unwrap();
+        back.shutdown();
+        assert!(media.down.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn media_sink_counts_a_full_queue() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let counters = Arc::new(Counters::default());
+        let sink = media_event_sink(tx, counters.clone());
+        sink(MediaEvent::Inactive { session: 1 });
+        sink(MediaEvent::Inactive { session: 2 });
+        assert_eq!(counters.snapshot().core_queue_full, 1);
+        assert_eq!(rx.try_recv().unwrap(), MediaEvent::Inactive { session: 1 });
+    }
 
     #[test]
     fn timer_queue_orders_rearms_and_cancels() {

@@ -598,6 +598,18 @@ impl Transports {
     }
 }
 
+/// Sockets on a 127.0.0.1 port free for both UDP and TCP (tests).
+#[cfg(test)]
+pub async fn bind_free() -> BoundSide {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        if let Ok(udp) = UdpSocket::bind(addr).await {
+            return BoundSide { addr, udp, tcp };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -728,16 +740,6 @@ mod tests {
         assert!(is_keepalive(b"\r\n\r\n"));
         assert!(!is_keepalive(b""));
         assert!(!is_keepalive(MSG2));
-    }
-
-    async fn bind_free() -> BoundSide {
-        loop {
-            let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = tcp.local_addr().unwrap();
-            if let Ok(udp) = UdpSocket::bind(addr).await {
-                return BoundSide { addr, udp, tcp };
-            }
-        }
     }
 
     async fn started(
