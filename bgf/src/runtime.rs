@@ -144,20 +144,22 @@ impl CoreLoop {
         loop {
             let deadline = self.timers.next_deadline();
             let sleep = tokio::time::sleep_until(instant_for(deadline.unwrap_or(0)));
+            // Biased so that under a sustained SIP load due timers, media
+            // events and admin queries are never starved by the input queue.
             tokio::select! {
                 biased;
                 _ = ch.shutdown.changed() => break,
-                Some(q) = ch.queries.recv() => self.answer(q),
-                Some(input) = ch.inputs.recv() => self.handle(input).await,
-                Some(event) = ch.media_events.recv() => {
-                    self.handle(Input::Media { event, at: now_ms() }).await;
-                }
                 _ = sleep, if deadline.is_some() => {
                     let now = now_ms();
                     for (id, due) in self.timers.pop_due(now) {
                         self.handle(Input::Timer { id, at: now.max(due) }).await;
                     }
                 }
+                Some(event) = ch.media_events.recv() => {
+                    self.handle(Input::Media { event, at: now_ms() }).await;
+                }
+                Some(q) = ch.queries.recv() => self.answer(q),
+                Some(input) = ch.inputs.recv() => self.handle(input).await,
             }
         }
         debug!(
