@@ -2,7 +2,7 @@
 //! `bgf active`, and SIPp command builders preset for the access side (UE →
 //! BGF access SIP address) and the core side (the next hop the BGF forwards to).
 
-use crate::admin::{stat_of, SessionView};
+use crate::admin::{stat_of, PinholeView, SessionView};
 use crate::bgfproc::{BgfConfig, BgfProcess};
 use crate::net::{host, TestNet};
 use crate::sipp::Sipp;
@@ -106,6 +106,33 @@ impl Bed {
                     .any(|p| p.core.remote_rtp.is_some() && p.access.remote_rtp.is_some())
             })
         })
+    }
+
+    /// Waits until some session satisfies `pred`.
+    pub fn wait_session(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&SessionView) -> bool,
+    ) -> Option<SessionView> {
+        wait_until(timeout, || {
+            self.bgf
+                .admin
+                .sessions()
+                .ok()?
+                .into_iter()
+                .find(|s| pred(s))
+        })
+    }
+
+    /// Waits until a session has a pinhole whose core leg knows the core
+    /// party's RTP address (the answer was seen): returns the first pinhole.
+    pub fn wait_answered_pinhole(&self, timeout: Duration) -> Option<PinholeView> {
+        self.wait_session(timeout, |s| {
+            s.pinholes
+                .first()
+                .is_some_and(|p| p.core.remote_rtp.is_some())
+        })
+        .and_then(|s| s.pinholes.first().cloned())
     }
 
     /// Waits until a session with at least one pinhole exists.

@@ -119,7 +119,10 @@ impl BgfConfig {
             "[media]\nworkers = {}\ninactivity_timeout_s = {}\n\n",
             self.media_workers, self.inactivity_timeout_s
         );
-        s += &format!("[log]\nformat = \"json\"\nlevel = \"{}\"\n\n", self.log_level);
+        s += &format!(
+            "[log]\nformat = \"json\"\nlevel = \"{}\"\n\n",
+            self.log_level
+        );
         s += &format!(
             "[admin]\nlisten = \"{}\"\ntoken = \"{}\"\n",
             self.admin_listen, self.admin_token
@@ -171,10 +174,7 @@ impl BgfProcess {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = p.child.try_wait() {
-                return Err(format!(
-                    "bgf exited early with {status}\n{}",
-                    p.logs()
-                ));
+                return Err(format!("bgf exited early with {status}\n{}", p.logs()));
             }
             if let Ok(h) = p.admin.health() {
                 if h.get("status").and_then(|s| s.as_str()) == Some("ok") {

@@ -29,7 +29,10 @@ fn profile_dir() -> Result<(PathBuf, String), String> {
         .parent()
         .ok_or_else(|| format!("{} has no parent", exe.display()))?
         .to_path_buf();
-    if dir.file_name().is_some_and(|n| n == "deps" || n == "examples") {
+    if dir
+        .file_name()
+        .is_some_and(|n| n == "deps" || n == "examples")
+    {
         dir = dir.parent().map(Path::to_path_buf).unwrap_or(dir);
     }
     let profile = dir
@@ -52,7 +55,10 @@ fn newest_source_mtime(root: &Path) -> Option<SystemTime> {
             let path = e.path();
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
-                if path.file_name().is_some_and(|n| n == "target" || n == ".git") {
+                if path
+                    .file_name()
+                    .is_some_and(|n| n == "target" || n == ".git")
+                {
                     continue;
                 }
                 walk(&path, newest);

@@ -243,8 +243,16 @@ mod tests {
         let mut b = RtpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         a.start_sending(b.local(), 0x1111, 10);
         b.start_sending(a.local(), 0x2222, 10);
-        assert!(b.wait_from(a.local(), 10, Duration::from_secs(5)), "{}", b.summary());
-        assert!(a.wait_from(b.local(), 10, Duration::from_secs(5)), "{}", a.summary());
+        assert!(
+            b.wait_from(a.local(), 10, Duration::from_secs(5)),
+            "{}",
+            b.summary()
+        );
+        assert!(
+            a.wait_from(b.local(), 10, Duration::from_secs(5)),
+            "{}",
+            a.summary()
+        );
         let rx = b.received();
         assert!(rx.iter().all(|p| p.ssrc == Some(0x1111) && p.len == 172));
         let seqs: Vec<u16> = rx.iter().filter_map(|p| p.seq).collect();

@@ -125,9 +125,19 @@ impl Sipp {
             a.push(p.to_string());
         }
         // A private control socket so parallel SIPps never clash on 8888.
-        let cport = crate::net::free_udp_port("127.0.0.1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1])));
-        a.extend(["-ci".into(), "127.0.0.1".into(), "-cp".into(), cport.to_string()]);
-        let f = |suffix: &str| dir.join(format!("{}_{suffix}", self.name)).display().to_string();
+        let cport =
+            crate::net::free_udp_port("127.0.0.1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1])));
+        a.extend([
+            "-ci".into(),
+            "127.0.0.1".into(),
+            "-cp".into(),
+            cport.to_string(),
+        ]);
+        let f = |suffix: &str| {
+            dir.join(format!("{}_{suffix}", self.name))
+                .display()
+                .to_string()
+        };
         a.extend([
             "-nostdin".into(),
             "-trace_err".into(),
@@ -225,7 +235,7 @@ impl SippResult {
         let csv = self.read("stat.csv");
         let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
         let head: Vec<&str> = lines.next()?.split(';').collect();
-        let last: Vec<&str> = lines.last()?.split(';').collect();
+        let last: Vec<&str> = lines.next_back()?.split(';').collect();
         let i = head.iter().position(|h| h.trim() == column)?;
         last.get(i)?.trim().parse().ok()
     }
@@ -309,7 +319,9 @@ impl Drop for SippRun {
 /// The URI of the Contact that `core_registrar.xml` logged (`CONTACT <value>`):
 /// the part inside `<…>` if bracketed, else up to the first `;` or space.
 pub fn logged_contact_uri(log: &str) -> Option<String> {
-    let line = log.lines().find_map(|l| l.trim().strip_prefix("CONTACT "))?;
+    let line = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("CONTACT "))?;
     let v = line.trim();
     let uri = if let Some(start) = v.find('<') {
         let rest = &v[start + 1..];

@@ -17,7 +17,9 @@ impl RawSip {
 
     /// The bound address.
     pub fn local(&self) -> SocketAddr {
-        self.socket.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.socket
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     /// Sends `msg` to `dest`.

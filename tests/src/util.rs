@@ -96,3 +96,35 @@ pub fn terminate(child: &mut std::process::Child, grace: Duration) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Waits until something has bound UDP `addr` (our own bind attempt fails with
+/// "address in use"): a started peer is ready to receive.
+pub fn wait_udp_bound(addr: std::net::SocketAddr, timeout: Duration) -> bool {
+    wait_until(timeout, || match std::net::UdpSocket::bind(addr) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Some(()),
+        _ => None,
+    })
+    .is_some()
+}
+
+/// Splits a SIPp `-trace_msg` log into messages (blocks between the dashed
+/// separator lines).
+pub fn sipp_messages(log: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in log.lines() {
+        if line.starts_with("----------------------------------------------- ") {
+            if !cur.trim().is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            cur.clear();
+        } else {
+            cur.push_str(line);
+            cur.push('\n');
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur);
+    }
+    out
+}

@@ -55,12 +55,24 @@ fn basic_pair() {
 
 #[test]
 fn basic_pair_tcp() {
-    pair("pair-tcp", "uac_basic.xml", "uas_basic.xml", &["-t", "t1"], 200);
+    pair(
+        "pair-tcp",
+        "uac_basic.xml",
+        "uas_basic.xml",
+        &["-t", "t1"],
+        200,
+    );
 }
 
 #[test]
 fn reinvite_pair() {
-    pair("pair-reinvite", "uac_reinvite.xml", "uas_dialog.xml", &[], 200);
+    pair(
+        "pair-reinvite",
+        "uac_reinvite.xml",
+        "uas_dialog.xml",
+        &[],
+        200,
+    );
 }
 
 #[test]
@@ -75,7 +87,13 @@ fn cancel_pair() {
 
 #[test]
 fn early_media_pair() {
-    pair("pair-early", "uac_early_media.xml", "uas_early_media.xml", &[], 300);
+    pair(
+        "pair-early",
+        "uac_early_media.xml",
+        "uas_early_media.xml",
+        &[],
+        300,
+    );
 }
 
 #[test]
