@@ -279,6 +279,9 @@ pub struct Transports {
 /// Messages queued per TCP connection before sends count as errors.
 const CONN_QUEUE: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open SIP TCP connections (both sides) beyond which new inbound ones are
+/// refused, so a flood cannot exhaust file descriptors needed for media.
+const MAX_TCP_CONNECTIONS: usize = 8192;
 
 impl Transports {
     /// Start serving both sides: spawns the UDP readers and TCP acceptors
@@ -394,6 +397,11 @@ impl Transports {
                     }
                 },
             };
+            if self.tcp_connections() >= MAX_TCP_CONNECTIONS {
+                warn!(side = %side, peer = %peer, limit = MAX_TCP_CONNECTIONS, "refusing SIP TCP connection: too many open connections (idle clients not closing? a flood?)");
+                drop(stream);
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let (tx, rx) = mpsc::channel(CONN_QUEUE);
             let id = self.register(side, peer, tx.clone());
@@ -853,6 +861,34 @@ mod tests {
             (Side::Core, far_addr, MSG1)
         );
         assert_eq!(t.tcp_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn tcp_connect_failure_counts_send_errors_and_forgets_the_connection() {
+        let (t, _rx, _stop, _, core) = started(65535).await;
+        // A port nobody listens on: bind, note it, close.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        for _ in 0..2 {
+            t.send(&Transmit {
+                side: Side::Core,
+                transport: Transport::Tcp,
+                src: core,
+                dst: closed,
+                data: MSG2.to_vec(),
+            })
+            .await;
+        }
+        for _ in 0..500 {
+            if t.counters.snapshot().send_errors == 2 && t.tcp_connections() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{:?} conns {}", t.counters.snapshot(), t.tcp_connections());
     }
 
     #[tokio::test]
