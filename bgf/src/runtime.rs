@@ -172,6 +172,9 @@ impl CoreLoop {
 
     /// Apply one input and carry out its effects.
     async fn handle(&mut self, input: Input) {
+        if let Input::Sip(m) = &input {
+            debug!(side = %m.side, transport = ?m.transport, src = %m.src, bytes = m.data.len(), first_line = first_line(&m.data), "sip in");
+        }
         let applied = self.core.apply(&input);
         trace!(
             input = input_kind(&input),
@@ -194,7 +197,10 @@ impl CoreLoop {
     async fn execute(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
-                Effect::Send(t) => self.transports.send(&t).await,
+                Effect::Send(t) => {
+                    debug!(side = %t.side, transport = ?t.transport, dst = %t.dst, bytes = t.data.len(), first_line = first_line(&t.data), "sip out");
+                    self.transports.send(&t).await
+                }
                 Effect::Pinhole(op) => {
                     if let Err(e) = self.media.apply(&op) {
                         let id = match &op {
@@ -252,6 +258,16 @@ impl CoreLoop {
             }
         }
     }
+}
+
+/// The start line of a SIP message, for logs.
+fn first_line(data: &[u8]) -> String {
+    let end = data
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .unwrap_or(data.len())
+        .min(120);
+    String::from_utf8_lossy(&data[..end]).into_owned()
 }
 
 fn input_kind(i: &Input) -> &'static str {

@@ -513,6 +513,13 @@ impl Transports {
 
     /// Send one message for the core. Errors are logged and counted, never fatal.
     pub async fn send(self: &Arc<Self>, t: &Transmit) {
+        // Never send SIP to ourselves: a routing mistake would otherwise loop
+        // through the core at full speed until Max-Forwards runs out.
+        if t.dst == self.access.addr || t.dst == self.core.addr {
+            bump(&self.counters.send_errors);
+            warn!(side = %t.side, dst = %t.dst, "dropped a SIP message addressed to this BGF's own SIP address (routing loop in the session core; please report it)");
+            return;
+        }
         match t.transport {
             Transport::Udp => {
                 let sock = &self.side(t.side).udp;
@@ -889,6 +896,23 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("{:?} conns {}", t.counters.snapshot(), t.tcp_connections());
+    }
+
+    #[tokio::test]
+    async fn never_sends_to_own_sip_address() {
+        let (t, _rx, _stop, access, core) = started(65535).await;
+        for (side, dst) in [(Side::Core, access), (Side::Access, core)] {
+            t.send(&Transmit {
+                side,
+                transport: Transport::Udp,
+                src: dst,
+                dst,
+                data: MSG2.to_vec(),
+            })
+            .await;
+        }
+        let s = t.counters.snapshot();
+        assert_eq!((s.udp_tx, s.send_errors), (0, 2));
     }
 
     #[tokio::test]
