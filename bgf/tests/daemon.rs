@@ -391,3 +391,34 @@ fn active_with_invalid_config_exits_1() {
     assert!(logs.contains("instance.secret missing"), "{logs}");
     assert!(logs.contains("check-config"), "{logs}");
 }
+
+#[test]
+fn log_format_flag_overrides_and_bad_level_is_reported() {
+    let dir = tmpdir("logfmt");
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[instance]\nname = \"x\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["active", "--log-format", "json", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.trim().is_empty());
+    for line in err.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["level"], "ERROR", "{line}");
+    }
+    // An invalid --log-level is an error that names the flag.
+    let p = ports();
+    let cfg = dir.join("good.toml");
+    std::fs::write(&cfg, config(&p)).unwrap();
+    let out = Command::new(BIN)
+        .args(["active", "--log-level", "info,=[", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log-level"));
+}
