@@ -1,9 +1,22 @@
-//! The session core: dispatches each input to the transaction, dialog and
-//! registration logic and collects the effects.
+//! The session core: dispatches each input to the proxy, transaction, session
+//! and registration logic and collects the effects. Everything here is a pure
+//! function of (state, input, config).
 
-use crate::api::{Applied, Input};
+use crate::api::{Applied, Effect, Input, Millis, SipIn, TimerId, Transmit, Transport};
 use crate::config::CoreConfig;
+use crate::ids;
+use crate::msg::{self, make_response, Message, Method, NameAddr, StartLine, Via};
+use crate::registrar::{self, Binding, PendingBinding};
+use crate::session::{self, MediaAddrs, MediaPlanError, Pools, Session, SessionState};
+use crate::txn::{
+    ClientKey, ClientRole, ClientState, ClientTxn, Flow, ServerKey, ServerState, ServerTxn,
+    TimerKind,
+};
+use media_plane::{MediaEvent, PinholeOp, PortPool, Side};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use tracing::{debug, info, warn};
 
 /// Counters the core keeps (exported as metrics by the daemon).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,7 +25,7 @@ pub struct CoreStats {
     pub malformed_requests: u64,
     /// Responses dropped because they did not parse or could not be routed.
     pub dropped_responses: u64,
-    /// Messages dropped that were neither (garbage, wrong interface).
+    /// Messages dropped that were neither (garbage, stray ACKs).
     pub dropped_other: u64,
     /// Requests forwarded.
     pub requests_forwarded: u64,
@@ -26,13 +39,17 @@ pub struct CoreStats {
     pub sessions_ended: u64,
     /// New sessions refused (no ports, SDP unusable, ...).
     pub sessions_refused: u64,
+    /// Requests answered by the BGF itself with an error (4xx/5xx) other than 400.
+    pub requests_rejected: u64,
+    /// Sessions ended by the BGF (media inactivity, session expiry) with BYE both ways.
+    pub sessions_ended_by_bgf: u64,
 }
 
 /// Why a core could not be built from a config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoreError {
     /// A port pool range is unusable.
-    #[error("{side}: rtp port range: {source}")]
+    #[error("{side}.rtp_ports: {source}")]
     Ports {
         /// `access` or `core`.
         side: &'static str,
@@ -41,10 +58,28 @@ pub enum CoreError {
     },
 }
 
-/// The complete replayable state of one instance.
+/// The complete replayable state of one instance. Two cores that applied the
+/// same logged inputs compare equal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoreState {
-    _todo: (),
+    /// Next session number.
+    pub next_session: u64,
+    /// Next timer number.
+    pub next_timer: u64,
+    /// Live sessions by number.
+    pub sessions: BTreeMap<u64, Session>,
+    /// Call-ID → session number.
+    pub by_call_id: BTreeMap<String, u64>,
+    /// Registration bindings by token.
+    pub bindings: BTreeMap<String, Binding>,
+    /// Server transactions.
+    pub servers: BTreeMap<ServerKey, ServerTxn>,
+    /// Client transactions.
+    pub clients: BTreeMap<ClientKey, ClientTxn>,
+    /// Armed timers.
+    pub timers: BTreeMap<TimerId, TimerKind>,
+    /// Media port pools.
+    pub pools: Pools,
 }
 
 /// A read-only view of one session, for the admin API and logs.
@@ -57,34 +92,88 @@ pub struct SessionView {
     /// `early`, `confirmed` or `terminating`.
     pub state: String,
     /// Side the dialog-creating INVITE came from (`access`: originating, `core`: terminating).
-    pub origin: media_plane::Side,
+    pub origin: Side,
     /// When the session was created.
-    pub created_at: crate::Millis,
+    pub created_at: Millis,
     /// The session's pinholes, one per accepted media stream.
     pub pinholes: Vec<media_plane::PinholeSpec>,
+}
+
+/// Per-input scratch: effects and whether state changed.
+struct Cx {
+    now: Millis,
+    effects: Vec<Effect>,
+    changed: bool,
 }
 
 /// One instance's session core.
 #[derive(Debug)]
 pub struct Core {
     cfg: CoreConfig,
+    addrs: MediaAddrs,
     state: CoreState,
     stats: CoreStats,
 }
 
+const DIALOG_CREATING: &[&str] = &["INVITE", "SUBSCRIBE", "REFER"];
+
 impl Core {
     /// A core with empty state.
     pub fn new(cfg: CoreConfig) -> Result<Core, CoreError> {
+        let access =
+            PortPool::new(cfg.access.rtp_port_min, cfg.access.rtp_port_max).map_err(|source| {
+                CoreError::Ports {
+                    side: "access",
+                    source,
+                }
+            })?;
+        let core =
+            PortPool::new(cfg.core.rtp_port_min, cfg.core.rtp_port_max).map_err(|source| {
+                CoreError::Ports {
+                    side: "core",
+                    source,
+                }
+            })?;
+        let addrs = MediaAddrs {
+            access_ip: cfg.access.media_ip,
+            core_ip: cfg.core.media_ip,
+            access_latching: cfg.access.latching,
+            core_latching: cfg.core.latching,
+        };
         Ok(Core {
             cfg,
-            state: CoreState { _todo: () },
+            addrs,
+            state: CoreState {
+                next_session: 1,
+                next_timer: 1,
+                sessions: BTreeMap::new(),
+                by_call_id: BTreeMap::new(),
+                bindings: BTreeMap::new(),
+                servers: BTreeMap::new(),
+                clients: BTreeMap::new(),
+                timers: BTreeMap::new(),
+                pools: Pools { access, core },
+            },
             stats: CoreStats::default(),
         })
     }
 
     /// Apply one input; returns the effects to carry out, in order.
-    pub fn apply(&mut self, _input: &Input) -> Applied {
-        Applied::default()
+    pub fn apply(&mut self, input: &Input) -> Applied {
+        let mut cx = Cx {
+            now: input.at(),
+            effects: Vec::new(),
+            changed: false,
+        };
+        match input {
+            Input::Sip(m) => self.on_sip(&mut cx, m),
+            Input::Timer { id, .. } => self.on_timer(&mut cx, *id),
+            Input::Media { event, .. } => self.on_media(&mut cx, event),
+        }
+        Applied {
+            effects: cx.effects,
+            state_changed: cx.changed,
+        }
     }
 
     /// The replayable state (compare two cores with `==`).
@@ -104,16 +193,1836 @@ impl Core {
 
     /// Number of live sessions.
     pub fn session_count(&self) -> usize {
-        0
+        self.state.sessions.len()
     }
 
     /// A view of every live session, ordered by session number.
     pub fn sessions(&self) -> Vec<SessionView> {
-        Vec::new()
+        self.state.sessions.values().map(view).collect()
+    }
+
+    /// One session by Call-ID.
+    pub fn session_by_call_id(&self, call_id: &str) -> Option<SessionView> {
+        let id = self.state.by_call_id.get(call_id)?;
+        self.state.sessions.get(id).map(view)
     }
 
     /// Number of live registrations (bindings).
     pub fn registration_count(&self) -> usize {
-        0
+        self.state.bindings.len()
+    }
+
+    /// Number of live transactions (server + client).
+    pub fn transaction_count(&self) -> usize {
+        self.state.servers.len() + self.state.clients.len()
+    }
+
+    // ----------------------------------------------------------------- helpers
+
+    fn sip_addr(&self, side: Side) -> SocketAddr {
+        self.cfg.side(side).sip
+    }
+
+    fn is_own(&self, addr: SocketAddr) -> bool {
+        addr == self.cfg.access.sip || addr == self.cfg.core.sip
+    }
+
+    fn is_own_route(&self, value: &str) -> bool {
+        NameAddr::parse(value)
+            .ok()
+            .and_then(|na| msg::parse_uri(&na.uri).ok())
+            .and_then(|u| msg::uri_socket(&u))
+            .map(|a| self.is_own(a))
+            .unwrap_or(false)
+    }
+
+    fn arm(&mut self, cx: &mut Cx, kind: TimerKind, delay: u64) -> TimerId {
+        let id = TimerId(self.state.next_timer);
+        self.state.next_timer += 1;
+        self.state.timers.insert(id, kind);
+        cx.effects.push(Effect::SetTimer {
+            id,
+            at: cx.now.saturating_add(delay),
+        });
+        cx.changed = true;
+        id
+    }
+
+    fn disarm(&mut self, cx: &mut Cx, id: Option<TimerId>) {
+        if let Some(id) = id {
+            if self.state.timers.remove(&id).is_some() {
+                cx.effects.push(Effect::CancelTimer(id));
+                cx.changed = true;
+            }
+        }
+    }
+
+    fn send(&self, cx: &mut Cx, flow: Flow, data: Vec<u8>) {
+        cx.effects.push(Effect::Send(Transmit {
+            side: flow.side,
+            transport: flow.transport,
+            src: self.sip_addr(flow.side),
+            dst: flow.addr,
+            data,
+        }));
+    }
+
+    fn pinholes(cx: &mut Cx, ops: Vec<PinholeOp>) {
+        if !ops.is_empty() {
+            cx.changed = true;
+        }
+        cx.effects.extend(ops.into_iter().map(Effect::Pinhole));
+    }
+
+    fn our_via(&self, side: Side, transport: Transport, branch: &str) -> String {
+        let a = self.sip_addr(side);
+        Via {
+            transport: transport.via_token().to_string(),
+            host: a.ip().to_string(),
+            port: Some(a.port()),
+            params: vec![
+                ("branch".into(), Some(branch.to_string())),
+                ("rport".into(), None),
+            ],
+        }
+        .to_string()
+    }
+
+    fn record_route(&self, side: Side, transport: Transport) -> String {
+        let t = match transport {
+            Transport::Tcp => ";transport=tcp",
+            Transport::Udp => "",
+        };
+        format!("<sip:{}{};lr>", self.sip_addr(side), t)
+    }
+
+    fn t1(&self) -> u64 {
+        self.cfg.timers.t1.max(1)
+    }
+
+    /// Where to send a response to a request that arrived as `inp` with top Via `via`.
+    fn response_flow(inp: &SipIn, via: &Via) -> Flow {
+        let addr = match inp.transport {
+            Transport::Tcp => inp.src,
+            Transport::Udp if via.param("rport").is_some() => inp.src,
+            Transport::Udp => SocketAddr::new(inp.src.ip(), via.port.unwrap_or(5060)),
+        };
+        Flow {
+            side: inp.side,
+            transport: inp.transport,
+            addr,
+        }
+    }
+
+    fn local_tag(&self, req: &Message) -> String {
+        let branch = req
+            .top_via()
+            .and_then(|v| Via::parse(v).ok())
+            .and_then(|v| v.branch().map(str::to_string))
+            .unwrap_or_default();
+        ids::tag(
+            self.cfg.secret,
+            &[
+                req.call_id().as_bytes(),
+                req.from_tag().unwrap_or_default().as_bytes(),
+                branch.as_bytes(),
+            ],
+        )
+    }
+
+    /// Answer a request ourselves, statelessly.
+    fn reply(
+        &mut self,
+        cx: &mut Cx,
+        inp: &SipIn,
+        req: &Message,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, String)],
+    ) {
+        let Some(via) = req.top_via().and_then(|v| Via::parse(v).ok()) else {
+            return;
+        };
+        let tag = self.local_tag(req);
+        let mut resp = make_response(req, code, reason, Some(&tag));
+        for (n, v) in extra {
+            resp.headers.push(msg::Header {
+                name: (*n).to_string(),
+                value: v.clone(),
+            });
+        }
+        if code >= 300 {
+            self.stats.requests_rejected += 1;
+        }
+        let flow = Self::response_flow(inp, &via);
+        let bytes = resp.to_bytes();
+        // A final non-2xx to an INVITE needs a server transaction to absorb
+        // its ACK and (UDP) retransmit the response until then.
+        if req.method() == Method::Invite && code >= 300 {
+            let key = server_key(req, &via, &Method::Invite);
+            let mut st = ServerTxn {
+                upstream: flow,
+                local: inp.dst,
+                invite: true,
+                state: ServerState::Completed,
+                last_response: bytes.clone(),
+                client: None,
+                session: None,
+                g_interval: self.t1(),
+                timers: Vec::new(),
+            };
+            if flow.transport == Transport::Udp {
+                st.timers
+                    .push(self.arm(cx, TimerKind::ServerRetransmit(key.clone()), self.t1()));
+            }
+            st.timers
+                .push(self.arm(cx, TimerKind::ServerCleanup(key.clone()), 64 * self.t1()));
+            self.state.servers.insert(key, st);
+            cx.changed = true;
+        }
+        self.send(cx, flow, bytes);
+    }
+
+    // ------------------------------------------------------------------- SIP
+
+    fn on_sip(&mut self, cx: &mut Cx, inp: &SipIn) {
+        let m = match Message::parse(&inp.data, self.cfg.max_message_bytes) {
+            Ok(m) => m,
+            Err(e) => return self.on_malformed(cx, inp, &e),
+        };
+        match m.start {
+            StartLine::Request { .. } => self.on_request(cx, inp, m),
+            StartLine::Response { .. } => self.on_response(cx, inp, m),
+        }
+    }
+
+    fn on_malformed(&mut self, cx: &mut Cx, inp: &SipIn, e: &msg::ParseError) {
+        let is_response = inp.data.starts_with(b"SIP/");
+        let reason: String = format!("Bad Request ({e})")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(120)
+            .collect();
+        match (!is_response)
+            .then(|| msg::make_error_response_raw(&inp.data, 400, &reason))
+            .flatten()
+        {
+            Some(resp) => {
+                self.stats.malformed_requests += 1;
+                warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src, error = %e,
+                      "malformed SIP request answered with 400");
+                let flow = Flow {
+                    side: inp.side,
+                    transport: inp.transport,
+                    addr: inp.src,
+                };
+                self.send(cx, flow, resp);
+            }
+            None if is_response => {
+                self.stats.dropped_responses += 1;
+                warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src, error = %e,
+                      "malformed SIP response dropped");
+            }
+            None => {
+                self.stats.dropped_other += 1;
+                warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src, error = %e,
+                      "unparseable SIP message dropped (no Via to answer to)");
+            }
+        }
+    }
+
+    fn on_request(&mut self, cx: &mut Cx, inp: &SipIn, mut m: Message) {
+        let method = m.method();
+        let Some(via) = m.top_via().and_then(|v| Via::parse(v).ok()) else {
+            return;
+        };
+        let upstream = Flow {
+            side: inp.side,
+            transport: inp.transport,
+            addr: inp.src,
+        };
+        match method {
+            Method::Ack => return self.on_ack(cx, inp, m, &via),
+            Method::Cancel => return self.on_cancel(cx, inp, m, &via),
+            _ => {}
+        }
+        let skey = server_key(&m, &via, &method);
+        if let Some(st) = self.state.servers.get(&skey) {
+            self.stats.retransmissions_absorbed += 1;
+            if !st.last_response.is_empty() {
+                let (flow, bytes) = (st.upstream, st.last_response.clone());
+                self.send(cx, flow, bytes);
+            }
+            return;
+        }
+        let max_forwards = m
+            .header("Max-Forwards")
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .unwrap_or(70);
+        if max_forwards == 0 {
+            if method == Method::Options {
+                return self.reply_options(cx, inp, &m);
+            }
+            return self.reply(cx, inp, &m, 483, "Too Many Hops", &[]);
+        }
+        let looped = m.headers_named("Via").any(|v| {
+            Via::parse(v)
+                .ok()
+                .and_then(|v| {
+                    let ip: std::net::IpAddr = v.host.parse().ok()?;
+                    Some(SocketAddr::new(ip, v.port.unwrap_or(5060)))
+                })
+                .map(|a| self.is_own(a))
+                .unwrap_or(false)
+        });
+        if looped {
+            return self.reply(cx, inp, &m, 482, "Loop Detected", &[]);
+        }
+        let StartLine::Request { uri: ruri, .. } = m.start.clone() else {
+            return;
+        };
+        // Pop our own Route entries (double Record-Route: up to two).
+        let mut popped = 0;
+        while popped < 2 {
+            match m.header("Route") {
+                Some(r) if self.is_own_route(r) => {
+                    m.pop_front("Route");
+                    popped += 1;
+                }
+                _ => break,
+            }
+        }
+        if method == Method::Options && popped == 0 && self.addressed_to_us(&ruri, inp.side) {
+            return self.reply_options(cx, inp, &m);
+        }
+        let egress = inp.side.other();
+        let in_dialog = m.to_tag().is_some();
+        let call_id = m.call_id().to_string();
+        let session_id = self.state.by_call_id.get(&call_id).copied();
+
+        if method == Method::Register && inp.side == Side::Core {
+            return self.reply(
+                cx,
+                inp,
+                &m,
+                403,
+                "Forbidden (REGISTER from the core side)",
+                &[],
+            );
+        }
+
+        // Resolve where the request goes.
+        let mut new_ruri: Option<String> = None;
+        let dest = match egress {
+            Side::Access => {
+                let token = registrar::token_of(&ruri, self.cfg.core.sip);
+                if let Some(b) = token.as_ref().and_then(|t| self.state.bindings.get(t)) {
+                    new_ruri = Some(b.contact.clone());
+                    Some(b.flow)
+                } else if token.is_some() {
+                    None
+                } else if let Some(s) = session_id.and_then(|id| self.state.sessions.get(&id)) {
+                    Some(s.ue_flow)
+                } else {
+                    self.route_or_uri(&m, &ruri, Side::Access)
+                }
+            }
+            Side::Core => {
+                if !in_dialog && m.count("Route") == 0 {
+                    Some(self.next_hop())
+                } else {
+                    Some(
+                        self.route_or_uri(&m, &ruri, Side::Core)
+                            .unwrap_or_else(|| self.next_hop()),
+                    )
+                }
+            }
+        };
+        let Some(dest) = dest else {
+            if in_dialog {
+                return self.reply(cx, inp, &m, 481, "Call/Transaction Does Not Exist", &[]);
+            }
+            return self.reply(
+                cx,
+                inp,
+                &m,
+                404,
+                "Not Found (no registration for this contact)",
+                &[],
+            );
+        };
+
+        // Session association.
+        let mut sid = None;
+        let mut new_session = false;
+        if method == Method::Invite && !in_dialog {
+            let id = self.state.next_session;
+            let ue_flow = if inp.side == Side::Access {
+                upstream
+            } else {
+                dest
+            };
+            let contact = m
+                .header("Contact")
+                .and_then(|c| NameAddr::parse(c).ok())
+                .map(|na| na.uri);
+            let s = Session {
+                id,
+                call_id: call_id.clone(),
+                origin: inp.side,
+                state: SessionState::Early,
+                created_at: cx.now,
+                ue_flow,
+                caller: m.header("From").unwrap_or_default().to_string(),
+                callee: m.header("To").unwrap_or_default().to_string(),
+                from_tag: m.from_tag().unwrap_or_default(),
+                to_tag: None,
+                access_contact: if inp.side == Side::Access {
+                    contact.clone()
+                } else {
+                    None
+                },
+                core_contact: if inp.side == Side::Core {
+                    contact
+                } else {
+                    None
+                },
+                access_routes: Vec::new(),
+                core_routes: Vec::new(),
+                cseq_from_access: 0,
+                cseq_from_core: 0,
+                streams: Vec::new(),
+                expiry: None,
+            };
+            self.state.next_session += 1;
+            self.state.sessions.insert(id, s);
+            self.state.by_call_id.insert(call_id.clone(), id);
+            self.stats.sessions_created += 1;
+            new_session = true;
+            sid = Some(id);
+            cx.changed = true;
+        } else if in_dialog || matches!(method, Method::Prack | Method::Update | Method::Bye) {
+            sid = session_id;
+        }
+        let cseq = m.cseq().map(|c| c.0).unwrap_or(0);
+        if let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) {
+            s.note_cseq(inp.side, cseq);
+            if method == Method::Bye {
+                s.state = SessionState::Terminating;
+            }
+            cx.changed = true;
+        }
+
+        // SDP.
+        let mut ops = Vec::new();
+        let mut rollback = None;
+        if m.has_sdp() && matches!(method, Method::Invite | Method::Update | Method::Prack) {
+            let Some(id) = sid else {
+                return self.reply(cx, inp, &m, 481, "Call/Transaction Does Not Exist", &[]);
+            };
+            let Some(s) = self.state.sessions.get_mut(&id) else {
+                return;
+            };
+            if !new_session && matches!(method, Method::Invite | Method::Update) {
+                rollback = Some(s.streams.clone());
+            }
+            let res = session::apply_sdp(
+                s,
+                &mut self.state.pools,
+                &self.addrs,
+                inp.side,
+                inp.src.ip(),
+                &m.body,
+                &mut ops,
+            );
+            match res {
+                Ok(body) => m.body = body,
+                Err(err) => {
+                    if let Some(saved) = rollback.take() {
+                        session::rollback(s, saved, &mut self.state.pools, &mut ops);
+                    }
+                    Self::pinholes(cx, ops);
+                    if new_session {
+                        self.end_session(cx, id);
+                        self.stats.sessions_refused += 1;
+                    }
+                    return match err {
+                        MediaPlanError::Sdp(e) => {
+                            warn!(instance = %self.cfg.instance, call_id = %call_id, error = %e,
+                                  "request refused: SDP not usable");
+                            let warning = format!("399 bgf \"{}\"", sanitize(&e.to_string()));
+                            self.reply(
+                                cx,
+                                inp,
+                                &m,
+                                488,
+                                "Not Acceptable Here",
+                                &[("Warning", warning)],
+                            )
+                        }
+                        MediaPlanError::NoPorts(side) => {
+                            warn!(instance = %self.cfg.instance, call_id = %call_id, side = %side,
+                                  "request refused: media port pool exhausted");
+                            self.reply(
+                                cx,
+                                inp,
+                                &m,
+                                503,
+                                "Service Unavailable (no media ports)",
+                                &[("Retry-After", "5".into())],
+                            )
+                        }
+                    };
+                }
+            }
+        }
+
+        // REGISTER: rewrite Contacts towards the core.
+        let mut pending = Vec::new();
+        if method == Method::Register {
+            let aor = m
+                .header("To")
+                .and_then(|t| NameAddr::parse(t).ok())
+                .map(|na| na.uri)
+                .unwrap_or_default();
+            let tcp = self.cfg.core_transport == Transport::Tcp;
+            for h in m.headers.iter_mut().filter(|h| h.name == "Contact") {
+                if h.value.trim() == "*" {
+                    pending.push(PendingBinding {
+                        token: "*".into(),
+                        aor: aor.clone(),
+                        contact: String::new(),
+                        original: "*".into(),
+                        flow: upstream,
+                    });
+                    continue;
+                }
+                if let Some((value, pb)) = registrar::rewrite_contact(
+                    self.cfg.secret,
+                    &aor,
+                    &h.value,
+                    self.cfg.core.sip,
+                    tcp,
+                    upstream,
+                ) {
+                    h.value = value;
+                    pending.push(pb);
+                }
+            }
+        }
+
+        // Build the forwarded request (RFC 3261 §16.6).
+        if let Some(top) = m.headers.iter_mut().find(|h| h.name == "Via") {
+            let mut v = via.clone();
+            if v.host != inp.src.ip().to_string() {
+                v.set_param("received", Some(inp.src.ip().to_string()));
+            }
+            if v.param("rport").is_some() {
+                v.set_param("rport", Some(inp.src.port().to_string()));
+            }
+            top.value = v.to_string();
+        }
+        let branch = ids::branch(
+            self.cfg.secret,
+            &[
+                skey.branch.as_bytes(),
+                skey.sent_by.as_bytes(),
+                method.as_str().as_bytes(),
+                inp.side.as_str().as_bytes(),
+            ],
+        );
+        m.push_front("Via", self.our_via(egress, dest.transport, &branch));
+        m.set("Max-Forwards", (max_forwards - 1).to_string());
+        if !in_dialog && DIALOG_CREATING.contains(&method.as_str()) {
+            m.push_front("Record-Route", self.record_route(inp.side, inp.transport));
+            m.push_front("Record-Route", self.record_route(egress, dest.transport));
+        }
+        if let Some(u) = new_ruri {
+            m.start = StartLine::Request {
+                method: method.clone(),
+                uri: u,
+            };
+        }
+        let bytes = m.to_bytes();
+        let invite = method == Method::Invite;
+        let ckey = ClientKey {
+            branch,
+            cancel: false,
+        };
+
+        // Server transaction (upstream) and, for INVITE, 100 Trying at once.
+        let mut st = ServerTxn {
+            upstream: Self::response_flow(inp, &via),
+            local: inp.dst,
+            invite,
+            state: ServerState::Proceeding,
+            last_response: Vec::new(),
+            client: Some(ckey.clone()),
+            session: sid,
+            g_interval: self.t1(),
+            timers: Vec::new(),
+        };
+        if invite {
+            let trying = make_response(
+                &Message::parse(&inp.data, usize::MAX).unwrap_or(m.clone()),
+                100,
+                "Trying",
+                None,
+            );
+            st.last_response = strip_to_100(trying).to_bytes();
+            let flow = st.upstream;
+            self.send(cx, flow, st.last_response.clone());
+        }
+        self.state.servers.insert(skey.clone(), st);
+
+        // Client transaction (downstream).
+        let mut ct = ClientTxn {
+            downstream: dest,
+            local: self.sip_addr(egress),
+            invite,
+            request: bytes.clone(),
+            state: ClientState::Calling,
+            role: ClientRole::Relay(skey),
+            session: sid,
+            cancel_pending: false,
+            cancelled: false,
+            interval: self.t1(),
+            retransmit: None,
+            timeout: None,
+            timer_c: None,
+            cleanup: None,
+            pending_bindings: pending,
+            rollback,
+        };
+        if dest.transport == Transport::Udp {
+            ct.retransmit =
+                Some(self.arm(cx, TimerKind::ClientRetransmit(ckey.clone()), self.t1()));
+        }
+        ct.timeout = Some(self.arm(cx, TimerKind::ClientTimeout(ckey.clone()), 64 * self.t1()));
+        if invite {
+            ct.timer_c =
+                Some(self.arm(cx, TimerKind::TimerC(ckey.clone()), self.cfg.timers.timer_c));
+        }
+        self.state.clients.insert(ckey, ct);
+        Self::pinholes(cx, ops);
+        debug!(instance = %self.cfg.instance, call_id = %call_id, method = %method,
+               from = %inp.side, to = %dest.addr, "request forwarded");
+        self.send(cx, dest, bytes);
+        self.stats.requests_forwarded += 1;
+        cx.changed = true;
+    }
+
+    fn next_hop(&self) -> Flow {
+        Flow {
+            side: Side::Core,
+            transport: self.cfg.core_transport,
+            addr: self.cfg.core_next_hop,
+        }
+    }
+
+    /// Destination from the top remaining Route, else the Request-URI, when
+    /// they hold an IP literal.
+    fn route_or_uri(&self, m: &Message, ruri: &str, side: Side) -> Option<Flow> {
+        let target = match m.header("Route") {
+            Some(r) => NameAddr::parse(r).ok()?.uri,
+            None => ruri.to_string(),
+        };
+        let uri = msg::parse_uri(&target).ok()?;
+        let addr = msg::uri_socket(&uri)?;
+        let transport = if target.to_ascii_lowercase().contains(";transport=tcp") {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        Some(Flow {
+            side,
+            transport,
+            addr,
+        })
+    }
+
+    fn addressed_to_us(&self, ruri: &str, side: Side) -> bool {
+        msg::parse_uri(ruri)
+            .ok()
+            .map(|u| {
+                let user_empty = msg::uri_user(&u).map(str::is_empty).unwrap_or(true);
+                user_empty
+                    && msg::uri_socket(&u)
+                        .map(|a| a == self.sip_addr(side))
+                        .unwrap_or(false)
+            })
+            .unwrap_or(false)
+    }
+
+    fn reply_options(&mut self, cx: &mut Cx, inp: &SipIn, m: &Message) {
+        let allow = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, PRACK, UPDATE".to_string();
+        self.reply(
+            cx,
+            inp,
+            m,
+            200,
+            "OK",
+            &[
+                ("Allow", allow),
+                ("Accept", "application/sdp".into()),
+                ("Supported", "100rel, timer".into()),
+            ],
+        );
+    }
+
+    fn on_ack(&mut self, cx: &mut Cx, inp: &SipIn, mut m: Message, via: &Via) {
+        let ikey = server_key(&m, via, &Method::Invite);
+        if let Some(st) = self.state.servers.get_mut(&ikey) {
+            match st.state {
+                ServerState::Completed => {
+                    st.state = ServerState::Confirmed;
+                    let timers = std::mem::take(&mut st.timers);
+                    let udp = st.upstream.transport == Transport::Udp;
+                    for t in timers {
+                        self.disarm(cx, Some(t));
+                    }
+                    if udp {
+                        let t = self.arm(
+                            cx,
+                            TimerKind::ServerCleanup(ikey.clone()),
+                            self.cfg.timers.t4,
+                        );
+                        if let Some(st) = self.state.servers.get_mut(&ikey) {
+                            st.timers.push(t);
+                        }
+                    } else {
+                        self.state.servers.remove(&ikey);
+                    }
+                    cx.changed = true;
+                    return;
+                }
+                ServerState::Confirmed => {
+                    self.stats.retransmissions_absorbed += 1;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        // ACK for a 2xx: end to end, routed like any in-dialog request.
+        let mut popped = 0;
+        while popped < 2 {
+            match m.header("Route") {
+                Some(r) if self.is_own_route(r) => {
+                    m.pop_front("Route");
+                    popped += 1;
+                }
+                _ => break,
+            }
+        }
+        let call_id = m.call_id().to_string();
+        let sid = self.state.by_call_id.get(&call_id).copied();
+        if popped == 0 && sid.is_none() {
+            self.stats.dropped_other += 1;
+            debug!(instance = %self.cfg.instance, call_id = %call_id, "stray ACK dropped");
+            return;
+        }
+        let StartLine::Request { uri: ruri, .. } = m.start.clone() else {
+            return;
+        };
+        let egress = inp.side.other();
+        let dest = match egress {
+            Side::Access => sid
+                .and_then(|id| self.state.sessions.get(&id))
+                .map(|s| s.ue_flow)
+                .or_else(|| self.route_or_uri(&m, &ruri, Side::Access)),
+            Side::Core => Some(
+                self.route_or_uri(&m, &ruri, Side::Core)
+                    .unwrap_or_else(|| self.next_hop()),
+            ),
+        };
+        let Some(dest) = dest else {
+            self.stats.dropped_other += 1;
+            return;
+        };
+        if m.has_sdp() {
+            if let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) {
+                let before = s.streams.clone();
+                let mut ops = Vec::new();
+                match session::apply_sdp(
+                    s,
+                    &mut self.state.pools,
+                    &self.addrs,
+                    inp.side,
+                    inp.src.ip(),
+                    &m.body,
+                    &mut ops,
+                ) {
+                    Ok(body) => m.body = body,
+                    Err(e) => {
+                        warn!(instance = %self.cfg.instance, call_id = %call_id, error = ?e,
+                              "ACK carried an unusable SDP answer; forwarded without body");
+                        m.body.clear();
+                        m.remove("Content-Type");
+                    }
+                }
+                if s.streams != before {
+                    cx.changed = true;
+                }
+                Self::pinholes(cx, ops);
+            }
+        }
+        let branch = ids::branch(
+            self.cfg.secret,
+            &[
+                via.branch().unwrap_or_default().as_bytes(),
+                via.sent_by().as_bytes(),
+                b"ACK",
+            ],
+        );
+        m.push_front("Via", self.our_via(egress, dest.transport, &branch));
+        let mf = m
+            .header("Max-Forwards")
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .unwrap_or(70);
+        m.set("Max-Forwards", mf.saturating_sub(1).to_string());
+        self.send(cx, dest, m.to_bytes());
+        self.stats.requests_forwarded += 1;
+    }
+
+    fn on_cancel(&mut self, cx: &mut Cx, inp: &SipIn, m: Message, via: &Via) {
+        let ikey = server_key(&m, via, &Method::Invite);
+        let Some(st) = self.state.servers.get(&ikey) else {
+            return self.reply(cx, inp, &m, 481, "Call/Transaction Does Not Exist", &[]);
+        };
+        let client = st.client.clone();
+        let proceeding = st.state == ServerState::Proceeding;
+        self.reply(cx, inp, &m, 200, "OK", &[]);
+        if !proceeding {
+            return;
+        }
+        let Some(ck) = client else { return };
+        let Some(ct) = self.state.clients.get_mut(&ck) else {
+            return;
+        };
+        if ct.cancelled {
+            self.stats.retransmissions_absorbed += 1;
+            return;
+        }
+        ct.cancelled = true;
+        cx.changed = true;
+        if ct.state == ClientState::Proceeding {
+            self.send_cancel(cx, &ck);
+        } else {
+            ct.cancel_pending = true;
+        }
+    }
+
+    /// Send a CANCEL for the INVITE client transaction `ck` (RFC 3261 §9.1).
+    fn send_cancel(&mut self, cx: &mut Cx, ck: &ClientKey) {
+        let Some(ct) = self.state.clients.get(ck) else {
+            return;
+        };
+        let Ok(inv) = Message::parse(&ct.request, usize::MAX) else {
+            return;
+        };
+        let StartLine::Request { uri, .. } = &inv.start else {
+            return;
+        };
+        let mut headers = Vec::new();
+        if let Some(v) = inv.top_via() {
+            headers.push(hdr("Via", v));
+        }
+        for r in inv.headers_named("Route") {
+            headers.push(hdr("Route", r));
+        }
+        headers.push(hdr("Max-Forwards", "70"));
+        for n in ["From", "To", "Call-ID"] {
+            if let Some(v) = inv.header(n) {
+                headers.push(hdr(n, v));
+            }
+        }
+        let n = inv.cseq().map(|c| c.0).unwrap_or(1);
+        headers.push(hdr("CSeq", &format!("{n} CANCEL")));
+        let cancel = Message {
+            start: StartLine::Request {
+                method: Method::Cancel,
+                uri: uri.clone(),
+            },
+            headers,
+            body: Vec::new(),
+        };
+        let (dest, session) = (ct.downstream, ct.session);
+        let key = ClientKey {
+            branch: ck.branch.clone(),
+            cancel: true,
+        };
+        self.start_internal(cx, key, dest, cancel.to_bytes(), session);
+    }
+
+    /// Start a client transaction for a request the core originates itself.
+    fn start_internal(
+        &mut self,
+        cx: &mut Cx,
+        key: ClientKey,
+        dest: Flow,
+        bytes: Vec<u8>,
+        session: Option<u64>,
+    ) {
+        if self.state.clients.contains_key(&key) {
+            return;
+        }
+        let mut ct = ClientTxn {
+            downstream: dest,
+            local: self.sip_addr(dest.side),
+            invite: false,
+            request: bytes.clone(),
+            state: ClientState::Calling,
+            role: ClientRole::Internal,
+            session,
+            cancel_pending: false,
+            cancelled: false,
+            interval: self.t1(),
+            retransmit: None,
+            timeout: None,
+            timer_c: None,
+            cleanup: None,
+            pending_bindings: Vec::new(),
+            rollback: None,
+        };
+        if dest.transport == Transport::Udp {
+            ct.retransmit = Some(self.arm(cx, TimerKind::ClientRetransmit(key.clone()), self.t1()));
+        }
+        ct.timeout = Some(self.arm(cx, TimerKind::ClientTimeout(key.clone()), 64 * self.t1()));
+        self.state.clients.insert(key, ct);
+        self.send(cx, dest, bytes);
+        cx.changed = true;
+    }
+
+    // ------------------------------------------------------------- responses
+
+    fn on_response(&mut self, cx: &mut Cx, inp: &SipIn, mut m: Message) {
+        let code = m.code().unwrap_or(0);
+        let Some(via) = m.top_via().and_then(|v| Via::parse(v).ok()) else {
+            return;
+        };
+        let ours = via
+            .host
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, via.port.unwrap_or(5060)) == self.sip_addr(inp.side))
+            .unwrap_or(false);
+        if !ours {
+            self.stats.dropped_responses += 1;
+            warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src, via = %via,
+                  "response dropped: top Via is not ours");
+            return;
+        }
+        let method = m.method();
+        let ckey = ClientKey {
+            branch: via.branch().unwrap_or_default().to_string(),
+            cancel: method == Method::Cancel,
+        };
+        let Some(ct) = self.state.clients.get(&ckey) else {
+            if (200..300).contains(&code) && method == Method::Invite {
+                return self.forward_2xx_stateless(cx, inp, m);
+            }
+            self.stats.dropped_responses += 1;
+            debug!(instance = %self.cfg.instance, code, call_id = %m.call_id(),
+                   "response matches no transaction; dropped");
+            return;
+        };
+        let (invite, state, role) = (ct.invite, ct.state, ct.role.clone());
+
+        if role == ClientRole::Internal {
+            if code >= 200 {
+                self.finish_client(cx, &ckey);
+                if method == Method::Bye {
+                    debug!(instance = %self.cfg.instance, call_id = %m.call_id(), code, "BYE sent by the BGF answered");
+                }
+            } else if state == ClientState::Calling {
+                self.proceeding(cx, &ckey);
+            }
+            return;
+        }
+        let ClientRole::Relay(skey) = role else {
+            return;
+        };
+
+        match state {
+            ClientState::Completed => {
+                self.stats.retransmissions_absorbed += 1;
+                if invite && code >= 300 {
+                    if let Some(ack) = self.build_ack(&ckey, &m) {
+                        let dest = self.state.clients.get(&ckey).map(|c| c.downstream);
+                        if let Some(dest) = dest {
+                            self.send(cx, dest, ack);
+                        }
+                    }
+                }
+                return;
+            }
+            ClientState::Accepted => {
+                if (200..300).contains(&code) {
+                    return self.forward_2xx_stateless(cx, inp, m);
+                }
+                self.stats.dropped_responses += 1;
+                return;
+            }
+            _ => {}
+        }
+
+        if code == 100 {
+            self.proceeding(cx, &ckey);
+            return;
+        }
+
+        let sid = self.state.clients.get(&ckey).and_then(|c| c.session);
+        let mut ops = Vec::new();
+
+        // Dialog and media bookkeeping.
+        if let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) {
+            if invite && (101..300).contains(&code) {
+                if let Some(tag) = m.to_tag() {
+                    if s.to_tag.is_none() || code >= 200 {
+                        s.to_tag = Some(tag);
+                        s.callee = m.header("To").unwrap_or_default().to_string();
+                    }
+                }
+                if let Some(c) = m.header("Contact").and_then(|c| NameAddr::parse(c).ok()) {
+                    match inp.side {
+                        Side::Access => s.access_contact = Some(c.uri),
+                        Side::Core => s.core_contact = Some(c.uri),
+                    }
+                }
+                if s.access_routes.is_empty() && s.core_routes.is_empty() {
+                    let rr: Vec<String> = m
+                        .headers_named("Record-Route")
+                        .map(str::to_string)
+                        .collect();
+                    let (towards_origin, towards_other) = split_route_set(&rr, |r| {
+                        NameAddr::parse(r)
+                            .ok()
+                            .and_then(|na| msg::parse_uri(&na.uri).ok())
+                            .and_then(|u| msg::uri_socket(&u))
+                            .map(|a| a == self.cfg.access.sip || a == self.cfg.core.sip)
+                            .unwrap_or(false)
+                    });
+                    match s.origin {
+                        Side::Access => {
+                            s.access_routes = towards_origin;
+                            s.core_routes = towards_other;
+                        }
+                        Side::Core => {
+                            s.core_routes = towards_origin;
+                            s.access_routes = towards_other;
+                        }
+                    }
+                }
+                cx.changed = true;
+            }
+            if m.has_sdp()
+                && code < 300
+                && matches!(method, Method::Invite | Method::Prack | Method::Update)
+            {
+                match session::apply_sdp(
+                    s,
+                    &mut self.state.pools,
+                    &self.addrs,
+                    inp.side,
+                    inp.src.ip(),
+                    &m.body,
+                    &mut ops,
+                ) {
+                    Ok(body) => m.body = body,
+                    Err(e) => {
+                        warn!(instance = %self.cfg.instance, call_id = %m.call_id(), code, error = ?e,
+                              "response carried an unusable SDP; forwarded without body");
+                        m.body.clear();
+                        m.remove("Content-Type");
+                    }
+                }
+                cx.changed = true;
+            }
+        }
+
+        if code < 200 {
+            self.proceeding(cx, &ckey);
+            if invite {
+                let old = self.state.clients.get(&ckey).and_then(|c| c.timer_c);
+                self.disarm(cx, old);
+                let t = self.arm(cx, TimerKind::TimerC(ckey.clone()), self.cfg.timers.timer_c);
+                let pending = match self.state.clients.get_mut(&ckey) {
+                    Some(c) => {
+                        c.timer_c = Some(t);
+                        std::mem::take(&mut c.cancel_pending)
+                    }
+                    None => false,
+                };
+                if pending {
+                    self.send_cancel(cx, &ckey);
+                }
+            }
+        } else if invite && code < 300 {
+            self.client_accepted(cx, &ckey);
+            self.server_finish(cx, &skey, ServerState::Accepted, None);
+            if let Some(id) = sid {
+                self.confirm_session(cx, id, &m);
+            }
+        } else if invite {
+            if let Some(ack) = self.build_ack(&ckey, &m) {
+                let dest = self.state.clients.get(&ckey).map(|c| c.downstream);
+                if let Some(dest) = dest {
+                    self.send(cx, dest, ack);
+                }
+            }
+            let rollback = self.client_completed(cx, &ckey, 32_000);
+            if let Some(id) = sid {
+                self.invite_failed(cx, id, rollback, &mut ops);
+            }
+        } else {
+            let (rollback, pending) = match self.state.clients.get_mut(&ckey) {
+                Some(c) => (c.rollback.take(), std::mem::take(&mut c.pending_bindings)),
+                None => (None, Vec::new()),
+            };
+            self.client_completed(cx, &ckey, self.cfg.timers.t4);
+            if method == Method::Register && code < 300 {
+                self.registered(cx, &mut m, pending);
+            }
+            if method == Method::Bye {
+                if let Some(id) = sid {
+                    self.end_session(cx, id);
+                }
+            } else if code >= 300 {
+                if let (Some(id), Some(saved)) = (sid, rollback) {
+                    if let Some(s) = self.state.sessions.get_mut(&id) {
+                        session::rollback(s, saved, &mut self.state.pools, &mut ops);
+                    }
+                }
+            }
+        }
+        Self::pinholes(cx, ops);
+
+        // Relay upstream (RFC 3261 §16.7).
+        m.pop_front("Via");
+        let bytes = m.to_bytes();
+        let Some(st) = self.state.servers.get_mut(&skey) else {
+            return;
+        };
+        let flow = st.upstream;
+        if code >= 200 {
+            let keep = !(invite && code < 300);
+            if keep {
+                st.last_response = bytes.clone();
+            }
+        } else {
+            st.last_response = bytes.clone();
+        }
+        if code >= 300 || (!invite && code >= 200) {
+            self.server_finish(cx, &skey, ServerState::Completed, Some(bytes.clone()));
+        }
+        self.send(cx, flow, bytes);
+        self.stats.responses_forwarded += 1;
+        cx.changed = true;
+    }
+
+    /// Forward a 2xx to INVITE that matches no live client transaction
+    /// (a retransmission, or a second 2xx): pop our Via, route by the next.
+    fn forward_2xx_stateless(&mut self, cx: &mut Cx, inp: &SipIn, mut m: Message) {
+        m.pop_front("Via");
+        let Some(next) = m.top_via().and_then(|v| Via::parse(v).ok()) else {
+            self.stats.dropped_responses += 1;
+            return;
+        };
+        let Some(addr) = next.response_target() else {
+            self.stats.dropped_responses += 1;
+            return;
+        };
+        if m.has_sdp() {
+            if let Some(s) = self
+                .state
+                .by_call_id
+                .get(m.call_id())
+                .copied()
+                .and_then(|id| self.state.sessions.get_mut(&id))
+            {
+                let before = s.streams.clone();
+                let mut ops = Vec::new();
+                if let Ok(body) = session::apply_sdp(
+                    s,
+                    &mut self.state.pools,
+                    &self.addrs,
+                    inp.side,
+                    inp.src.ip(),
+                    &m.body,
+                    &mut ops,
+                ) {
+                    m.body = body;
+                }
+                if s.streams != before {
+                    cx.changed = true;
+                }
+                Self::pinholes(cx, ops);
+            }
+        }
+        let transport = if next.transport == "TCP" {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        let flow = Flow {
+            side: inp.side.other(),
+            transport,
+            addr,
+        };
+        self.send(cx, flow, m.to_bytes());
+        self.stats.responses_forwarded += 1;
+    }
+
+    fn proceeding(&mut self, cx: &mut Cx, ck: &ClientKey) {
+        let Some(c) = self.state.clients.get_mut(ck) else {
+            return;
+        };
+        if c.state != ClientState::Calling {
+            return;
+        }
+        c.state = ClientState::Proceeding;
+        cx.changed = true;
+        if c.invite {
+            let t = c.retransmit.take();
+            self.disarm(cx, t);
+        } else {
+            c.interval = self.cfg.timers.t2;
+        }
+    }
+
+    fn client_accepted(&mut self, cx: &mut Cx, ck: &ClientKey) {
+        let Some(c) = self.state.clients.get_mut(ck) else {
+            return;
+        };
+        c.state = ClientState::Accepted;
+        let ts = [c.retransmit.take(), c.timeout.take(), c.timer_c.take()];
+        for t in ts {
+            self.disarm(cx, t);
+        }
+        let t = self.arm(cx, TimerKind::ClientCleanup(ck.clone()), 64 * self.t1());
+        if let Some(c) = self.state.clients.get_mut(ck) {
+            c.cleanup = Some(t);
+            c.rollback = None;
+        }
+    }
+
+    /// Final non-2xx (or any non-INVITE final): completed; returns the saved
+    /// media for rollback.
+    fn client_completed(
+        &mut self,
+        cx: &mut Cx,
+        ck: &ClientKey,
+        udp_wait: u64,
+    ) -> Option<Vec<Option<media_plane::PinholeSpec>>> {
+        let c = self.state.clients.get_mut(ck)?;
+        c.state = ClientState::Completed;
+        let rollback = c.rollback.take();
+        let udp = c.downstream.transport == Transport::Udp;
+        let ts = [c.retransmit.take(), c.timeout.take(), c.timer_c.take()];
+        for t in ts {
+            self.disarm(cx, t);
+        }
+        if udp {
+            let t = self.arm(cx, TimerKind::ClientCleanup(ck.clone()), udp_wait);
+            if let Some(c) = self.state.clients.get_mut(ck) {
+                c.cleanup = Some(t);
+            }
+        } else {
+            self.state.clients.remove(ck);
+        }
+        cx.changed = true;
+        rollback
+    }
+
+    fn finish_client(&mut self, cx: &mut Cx, ck: &ClientKey) {
+        if let Some(c) = self.state.clients.remove(ck) {
+            for t in [c.retransmit, c.timeout, c.timer_c, c.cleanup] {
+                self.disarm(cx, t);
+            }
+            cx.changed = true;
+        }
+    }
+
+    /// The server transaction got its final response.
+    fn server_finish(
+        &mut self,
+        cx: &mut Cx,
+        sk: &ServerKey,
+        state: ServerState,
+        last: Option<Vec<u8>>,
+    ) {
+        let Some(st) = self.state.servers.get_mut(sk) else {
+            return;
+        };
+        if st.state != ServerState::Proceeding {
+            return;
+        }
+        st.state = state;
+        if let Some(l) = last {
+            st.last_response = l;
+        }
+        let udp = st.upstream.transport == Transport::Udp;
+        let invite = st.invite;
+        cx.changed = true;
+        match (state, invite) {
+            (ServerState::Completed, true) => {
+                if udp {
+                    let g = self.arm(cx, TimerKind::ServerRetransmit(sk.clone()), self.t1());
+                    let h = self.arm(cx, TimerKind::ServerCleanup(sk.clone()), 64 * self.t1());
+                    if let Some(st) = self.state.servers.get_mut(sk) {
+                        st.timers.extend([g, h]);
+                    }
+                } else {
+                    let h = self.arm(cx, TimerKind::ServerCleanup(sk.clone()), 64 * self.t1());
+                    if let Some(st) = self.state.servers.get_mut(sk) {
+                        st.timers.push(h);
+                    }
+                }
+            }
+            _ => {
+                // Timer J (non-INVITE) / L (INVITE accepted): absorb retransmissions a while.
+                if udp || state == ServerState::Accepted {
+                    let t = self.arm(cx, TimerKind::ServerCleanup(sk.clone()), 64 * self.t1());
+                    if let Some(st) = self.state.servers.get_mut(sk) {
+                        st.timers.push(t);
+                    }
+                } else {
+                    self.state.servers.remove(sk);
+                }
+            }
+        }
+    }
+
+    fn build_ack(&self, ck: &ClientKey, resp: &Message) -> Option<Vec<u8>> {
+        let ct = self.state.clients.get(ck)?;
+        let inv = Message::parse(&ct.request, usize::MAX).ok()?;
+        let StartLine::Request { uri, .. } = &inv.start else {
+            return None;
+        };
+        let mut headers = Vec::new();
+        headers.push(hdr("Via", inv.top_via()?));
+        for r in inv.headers_named("Route") {
+            headers.push(hdr("Route", r));
+        }
+        headers.push(hdr("Max-Forwards", "70"));
+        headers.push(hdr("From", inv.header("From")?));
+        headers.push(hdr("To", resp.header("To")?));
+        headers.push(hdr("Call-ID", inv.call_id()));
+        let n = inv.cseq().ok()?.0;
+        headers.push(hdr("CSeq", &format!("{n} ACK")));
+        Some(
+            Message {
+                start: StartLine::Request {
+                    method: Method::Ack,
+                    uri: uri.clone(),
+                },
+                headers,
+                body: Vec::new(),
+            }
+            .to_bytes(),
+        )
+    }
+
+    fn confirm_session(&mut self, cx: &mut Cx, id: u64, resp: &Message) {
+        let expires_s = resp
+            .header("Session-Expires")
+            .and_then(|v| v.split(';').next())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(self.cfg.session_expires_s);
+        let old = match self.state.sessions.get_mut(&id) {
+            Some(s) => {
+                if s.state == SessionState::Early {
+                    s.state = SessionState::Confirmed;
+                    info!(instance = %self.cfg.instance, call_id = %s.call_id, session = id, "session confirmed");
+                }
+                s.expiry.take()
+            }
+            None => return,
+        };
+        self.disarm(cx, old);
+        if expires_s > 0 {
+            let t = self.arm(
+                cx,
+                TimerKind::SessionExpiry(id),
+                expires_s.saturating_mul(1000),
+            );
+            if let Some(s) = self.state.sessions.get_mut(&id) {
+                s.expiry = Some(t);
+            }
+        }
+        cx.changed = true;
+    }
+
+    fn invite_failed(
+        &mut self,
+        cx: &mut Cx,
+        id: u64,
+        rollback: Option<Vec<Option<media_plane::PinholeSpec>>>,
+        ops: &mut Vec<PinholeOp>,
+    ) {
+        let Some(s) = self.state.sessions.get_mut(&id) else {
+            return;
+        };
+        match rollback {
+            // A failed re-INVITE leaves the session as it was.
+            Some(saved) => session::rollback(s, saved, &mut self.state.pools, ops),
+            None if s.state == SessionState::Early => self.end_session(cx, id),
+            None => {}
+        }
+        cx.changed = true;
+    }
+
+    fn end_session(&mut self, cx: &mut Cx, id: u64) {
+        let Some(mut s) = self.state.sessions.remove(&id) else {
+            return;
+        };
+        if self.state.by_call_id.get(&s.call_id) == Some(&id) {
+            self.state.by_call_id.remove(&s.call_id);
+        }
+        let mut ops = Vec::new();
+        session::release_all(&mut s, &mut self.state.pools, &mut ops);
+        self.disarm(cx, s.expiry);
+        Self::pinholes(cx, ops);
+        self.stats.sessions_ended += 1;
+        cx.changed = true;
+        info!(instance = %self.cfg.instance, call_id = %s.call_id, session = id, "session ended");
+    }
+
+    fn registered(&mut self, cx: &mut Cx, resp: &mut Message, pending: Vec<PendingBinding>) {
+        let default_expires = resp
+            .header("Expires")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(3600);
+        let mut seen = Vec::new();
+        for h in resp.headers.iter_mut().filter(|h| h.name == "Contact") {
+            let Ok(mut na) = NameAddr::parse(&h.value) else {
+                continue;
+            };
+            let Some(token) = registrar::token_of(&na.uri, self.cfg.core.sip) else {
+                continue;
+            };
+            let expires = na
+                .param("expires")
+                .and_then(|e| e.parse::<u64>().ok())
+                .unwrap_or(default_expires)
+                .min(self.cfg.max_register_expires_s);
+            if let Some(pb) = pending.iter().find(|p| p.token == token) {
+                seen.push(token.clone());
+                if let Ok(orig) = NameAddr::parse(&pb.original) {
+                    na = NameAddr {
+                        params: na.params.clone(),
+                        ..orig
+                    };
+                }
+                if expires == 0 {
+                    self.remove_binding(cx, &token);
+                } else {
+                    self.upsert_binding(cx, pb, expires);
+                }
+            } else if let Some(b) = self.state.bindings.get(&token) {
+                na.uri = b.contact.clone();
+            }
+            h.value = na.to_string();
+        }
+        for pb in &pending {
+            if pb.token == "*" {
+                let gone: Vec<String> = self
+                    .state
+                    .bindings
+                    .iter()
+                    .filter(|(_, b)| b.aor == pb.aor)
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                for t in gone {
+                    self.remove_binding(cx, &t);
+                }
+            } else if !seen.contains(&pb.token) {
+                self.remove_binding(cx, &pb.token);
+            }
+        }
+    }
+
+    fn upsert_binding(&mut self, cx: &mut Cx, pb: &PendingBinding, expires_s: u64) {
+        let old = self.state.bindings.get(&pb.token).map(|b| b.timer);
+        self.disarm(cx, old);
+        let timer = self.arm(
+            cx,
+            TimerKind::Registration(pb.token.clone()),
+            expires_s * 1000,
+        );
+        self.state.bindings.insert(
+            pb.token.clone(),
+            Binding {
+                aor: pb.aor.clone(),
+                contact: pb.contact.clone(),
+                flow: pb.flow,
+                expires_at: cx.now + expires_s * 1000,
+                timer,
+            },
+        );
+        info!(instance = %self.cfg.instance, aor = %pb.aor, flow = %pb.flow.addr, expires_s, "registration bound");
+        cx.changed = true;
+    }
+
+    fn remove_binding(&mut self, cx: &mut Cx, token: &str) {
+        if let Some(b) = self.state.bindings.remove(token) {
+            self.disarm(cx, Some(b.timer));
+            info!(instance = %self.cfg.instance, aor = %b.aor, "registration removed");
+            cx.changed = true;
+        }
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    fn on_timer(&mut self, cx: &mut Cx, id: TimerId) {
+        let Some(kind) = self.state.timers.remove(&id) else {
+            return; // stale: cancelled after the driver armed it
+        };
+        cx.changed = true;
+        match kind {
+            TimerKind::ClientRetransmit(k) => {
+                let t2 = self.cfg.timers.t2;
+                let Some(c) = self.state.clients.get_mut(&k) else {
+                    return;
+                };
+                if c.retransmit != Some(id) {
+                    return;
+                }
+                c.retransmit = None;
+                let resend = matches!(
+                    (c.invite, c.state),
+                    (true, ClientState::Calling)
+                        | (false, ClientState::Calling | ClientState::Proceeding)
+                );
+                if !resend {
+                    return;
+                }
+                c.interval = if c.invite {
+                    c.interval.saturating_mul(2)
+                } else if c.state == ClientState::Proceeding {
+                    t2
+                } else {
+                    c.interval.saturating_mul(2).min(t2)
+                };
+                let (dest, bytes, interval) = (c.downstream, c.request.clone(), c.interval);
+                self.send(cx, dest, bytes);
+                let t = self.arm(cx, TimerKind::ClientRetransmit(k.clone()), interval);
+                if let Some(c) = self.state.clients.get_mut(&k) {
+                    c.retransmit = Some(t);
+                }
+            }
+            TimerKind::ClientTimeout(k) => self.client_timeout(cx, &k),
+            TimerKind::TimerC(k) => {
+                let Some(c) = self.state.clients.get_mut(&k) else {
+                    return;
+                };
+                c.timer_c = None;
+                match c.state {
+                    ClientState::Proceeding if !c.cancelled => {
+                        c.cancelled = true;
+                        self.send_cancel(cx, &k);
+                    }
+                    ClientState::Calling => self.client_timeout(cx, &k),
+                    _ => {}
+                }
+            }
+            TimerKind::ClientCleanup(k) => self.finish_client(cx, &k),
+            TimerKind::ServerRetransmit(k) => {
+                let t2 = self.cfg.timers.t2;
+                let Some(st) = self.state.servers.get_mut(&k) else {
+                    return;
+                };
+                st.timers.retain(|t| *t != id);
+                if st.state != ServerState::Completed {
+                    return;
+                }
+                st.g_interval = st.g_interval.saturating_mul(2).min(t2);
+                let (flow, bytes, g) = (st.upstream, st.last_response.clone(), st.g_interval);
+                self.send(cx, flow, bytes);
+                let t = self.arm(cx, TimerKind::ServerRetransmit(k.clone()), g);
+                if let Some(st) = self.state.servers.get_mut(&k) {
+                    st.timers.push(t);
+                }
+            }
+            TimerKind::ServerCleanup(k) => {
+                if let Some(st) = self.state.servers.remove(&k) {
+                    for t in st.timers {
+                        if t != id {
+                            self.disarm(cx, Some(t));
+                        }
+                    }
+                }
+            }
+            TimerKind::SessionExpiry(sid) => {
+                if let Some(s) = self.state.sessions.get_mut(&sid) {
+                    s.expiry = None;
+                }
+                info!(instance = %self.cfg.instance, session = sid, "session expired without refresh");
+                self.terminate_with_bye(cx, sid);
+            }
+            TimerKind::Registration(token) => {
+                if self.state.bindings.get(&token).map(|b| b.timer) == Some(id) {
+                    if let Some(b) = self.state.bindings.remove(&token) {
+                        info!(instance = %self.cfg.instance, aor = %b.aor, "registration expired");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Timer B/F (or C before any provisional): no final response came.
+    fn client_timeout(&mut self, cx: &mut Cx, k: &ClientKey) {
+        let Some(c) = self.state.clients.get(k) else {
+            return;
+        };
+        if !matches!(c.state, ClientState::Calling | ClientState::Proceeding) {
+            return;
+        }
+        let (role, session, invite, request) =
+            (c.role.clone(), c.session, c.invite, c.request.clone());
+        self.finish_client(cx, k);
+        let method = Message::parse(&request, usize::MAX)
+            .map(|m| m.method())
+            .ok();
+        if let ClientRole::Relay(sk) = role {
+            // Answer upstream with 408 built from the request we relayed.
+            if let Ok(mut req) = Message::parse(&request, usize::MAX) {
+                req.pop_front("Via");
+                let tag = self.local_tag(&req);
+                let resp = make_response(&req, 408, "Request Timeout", Some(&tag)).to_bytes();
+                if let Some(st) = self.state.servers.get(&sk) {
+                    if st.state == ServerState::Proceeding {
+                        let flow = st.upstream;
+                        self.send(cx, flow, resp.clone());
+                        self.server_finish(cx, &sk, ServerState::Completed, Some(resp));
+                    }
+                }
+            }
+        }
+        if let Some(id) = session {
+            let early = self
+                .state
+                .sessions
+                .get(&id)
+                .map(|s| s.state == SessionState::Early)
+                .unwrap_or(false);
+            if (invite && early) || method == Some(Method::Bye) {
+                self.end_session(cx, id);
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- media
+
+    fn on_media(&mut self, cx: &mut Cx, ev: &MediaEvent) {
+        match ev {
+            MediaEvent::Latched {
+                id,
+                side,
+                rtcp,
+                remote,
+            } => {
+                let Some(spec) = self
+                    .state
+                    .sessions
+                    .get_mut(&id.session)
+                    .and_then(|s| s.streams.get_mut(usize::from(id.stream)))
+                    .and_then(|s| s.as_mut())
+                else {
+                    return;
+                };
+                let leg = spec.leg_mut(*side);
+                let before = leg.clone();
+                if *rtcp {
+                    leg.remote_rtcp = Some(*remote);
+                } else {
+                    leg.remote_rtp = Some(*remote);
+                    leg.latch_ip = None;
+                }
+                if *leg != before {
+                    cx.changed = true;
+                    debug!(instance = %self.cfg.instance, pinhole = %id, side = %side, remote = %remote, "media latched");
+                }
+            }
+            MediaEvent::Inactive { session } => {
+                let confirmed = self
+                    .state
+                    .sessions
+                    .get(session)
+                    .map(|s| s.state == SessionState::Confirmed)
+                    .unwrap_or(false);
+                if confirmed {
+                    info!(instance = %self.cfg.instance, session, "media inactive: ending session");
+                    self.terminate_with_bye(cx, *session);
+                }
+            }
+        }
+    }
+
+    /// End a confirmed session from the middle: BYE to both parties.
+    fn terminate_with_bye(&mut self, cx: &mut Cx, id: u64) {
+        let Some(s) = self.state.sessions.get(&id).cloned() else {
+            return;
+        };
+        for side in [Side::Access, Side::Core] {
+            if let Some((dest, bytes)) = self.build_bye(&s, side) {
+                let key = ClientKey {
+                    branch: Via::parse(
+                        &String::from_utf8_lossy(&bytes)
+                            .lines()
+                            .find(|l| l.starts_with("Via: "))
+                            .unwrap_or_default()[5..],
+                    )
+                    .ok()
+                    .and_then(|v| v.branch().map(str::to_string))
+                    .unwrap_or_default(),
+                    cancel: false,
+                };
+                self.start_internal(cx, key, dest, bytes, None);
+            }
+        }
+        self.stats.sessions_ended_by_bgf += 1;
+        self.end_session(cx, id);
+    }
+
+    fn build_bye(&self, s: &Session, to: Side) -> Option<(Flow, Vec<u8>)> {
+        let target = s.contact(to)?.clone();
+        let to_tag = s.to_tag.as_ref()?;
+        let callee = if NameAddr::parse(&s.callee).ok()?.param("tag").is_some() {
+            s.callee.clone()
+        } else {
+            let mut na = NameAddr::parse(&s.callee).ok()?;
+            na.set_param("tag", Some(to_tag.clone()));
+            na.to_string()
+        };
+        let (from_h, to_h) = if s.is_caller_side(to) {
+            (callee, s.caller.clone())
+        } else {
+            (s.caller.clone(), callee)
+        };
+        let cseq = s.cseq_from(to.other()).saturating_add(1);
+        let routes = s.routes(to);
+        let dest = match to {
+            Side::Access => s.ue_flow,
+            Side::Core => {
+                let first = routes.first().cloned().unwrap_or_else(|| target.clone());
+                let uri = NameAddr::parse(&first).ok().map(|n| n.uri).unwrap_or(first);
+                msg::parse_uri(&uri)
+                    .ok()
+                    .and_then(|u| msg::uri_socket(&u))
+                    .map(|addr| Flow {
+                        side: Side::Core,
+                        transport: if uri.to_ascii_lowercase().contains(";transport=tcp") {
+                            Transport::Tcp
+                        } else {
+                            Transport::Udp
+                        },
+                        addr,
+                    })
+                    .unwrap_or_else(|| self.next_hop())
+            }
+        };
+        let branch = ids::branch(
+            self.cfg.secret,
+            &[
+                s.call_id.as_bytes(),
+                b"BYE",
+                to.as_str().as_bytes(),
+                &cseq.to_le_bytes(),
+            ],
+        );
+        let mut headers = vec![hdr("Via", &self.our_via(to, dest.transport, &branch))];
+        for r in routes {
+            headers.push(hdr("Route", r));
+        }
+        headers.push(hdr("Max-Forwards", "70"));
+        headers.push(hdr("From", &from_h));
+        headers.push(hdr("To", &to_h));
+        headers.push(hdr("Call-ID", &s.call_id));
+        headers.push(hdr("CSeq", &format!("{cseq} BYE")));
+        headers.push(hdr(
+            "Reason",
+            "SIP;cause=408;text=\"media inactivity or session expiry (bgf)\"",
+        ));
+        let m = Message {
+            start: StartLine::Request {
+                method: Method::Bye,
+                uri: target,
+            },
+            headers,
+            body: Vec::new(),
+        };
+        Some((dest, m.to_bytes()))
+    }
+}
+
+fn view(s: &Session) -> SessionView {
+    SessionView {
+        id: s.id,
+        call_id: s.call_id.clone(),
+        state: s.state.as_str().to_string(),
+        origin: s.origin,
+        created_at: s.created_at,
+        pinholes: s.pinholes().cloned().collect(),
+    }
+}
+
+fn hdr(name: &str, value: &str) -> msg::Header {
+    msg::Header {
+        name: name.to_string(),
+        value: value.to_string(),
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+        .take(100)
+        .collect()
+}
+
+/// Server transaction key of a request (RFC 3261 §17.2.3).
+fn server_key(m: &Message, via: &Via, method: &Method) -> ServerKey {
+    let branch = match via.branch() {
+        Some(b) if b.starts_with("z9hG4bK") => b.to_string(),
+        // RFC 2543 peer: fall back to Call-ID, From-tag and CSeq number.
+        _ => format!(
+            "2543:{}:{}:{}",
+            m.call_id(),
+            m.from_tag().unwrap_or_default(),
+            m.cseq().map(|c| c.0).unwrap_or(0)
+        ),
+    };
+    ServerKey {
+        branch,
+        sent_by: via.sent_by(),
+        method: match method {
+            Method::Ack | Method::Invite => "INVITE".into(),
+            other => other.as_str().to_string(),
+        },
+    }
+}
+
+/// 100 Trying carries no To-tag and no Record-Route.
+fn strip_to_100(mut m: Message) -> Message {
+    m.headers.retain(|h| h.name != "Record-Route");
+    m
+}
+
+/// Split a Record-Route list around our own entries: the entries after ours
+/// (added on the INVITE's ingress side) are the route towards the origin, in
+/// order; the entries before ours (egress side) reversed are the route towards
+/// the other party.
+fn split_route_set(rr: &[String], is_own: impl Fn(&str) -> bool) -> (Vec<String>, Vec<String>) {
+    let first = rr.iter().position(|r| is_own(r));
+    let last = rr.iter().rposition(|r| is_own(r));
+    match (first, last) {
+        (Some(f), Some(l)) => {
+            let towards_origin = rr[l + 1..].to_vec();
+            let mut towards_other = rr[..f].to_vec();
+            towards_other.reverse();
+            (towards_origin, towards_other)
+        }
+        _ => (Vec::new(), Vec::new()),
     }
 }
