@@ -317,8 +317,13 @@ fn rewritten_connection(c: &Connection, ours: IpAddr, hold: IpAddr) -> Connectio
 }
 
 /// The address without an RFC 8866 `/ttl` or `/count` suffix.
+/// The address without a `/ttl` suffix; an IPv6 address in URI brackets
+/// (`[::1]`, as SIPp's `[local_ip]` and some UAs write it) is accepted.
 fn ip_part(addr: &str) -> &str {
-    addr.split_once('/').map_or(addr, |(ip, _)| ip)
+    let ip = addr.split_once('/').map_or(addr, |(ip, _)| ip);
+    ip.strip_prefix('[')
+        .and_then(|i| i.strip_suffix(']'))
+        .unwrap_or(ip)
 }
 
 /// Validate `nettype addrtype address` (of `c=` or `a=rtcp`) and return the
@@ -1392,5 +1397,12 @@ a=rtcp-mux\r\n";
             }
             exercise(&body);
         }
+    }
+
+    #[test]
+    fn bracketed_ipv6_connection_address_is_accepted() {
+        let body = "v=0\r\no=- 1 1 IN IP6 [::1]\r\ns=-\r\nc=IN IP6 [::1]\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        assert_eq!(sdp.streams()[0].rtp(), Some("[::1]:6000".parse().unwrap()));
     }
 }
