@@ -101,13 +101,28 @@ fn last_err(what: &'static str) -> MediaError {
     }
 }
 
-/// Raise the soft open-files limit to the hard limit (one fd per port).
+/// Raise the open-files limit (one fd per port): first try the kernel
+/// maximum (`fs.nr_open`, allowed when running with CAP_SYS_RESOURCE), else
+/// the soft limit up to the hard limit. Returns the resulting soft limit.
 pub fn raise_nofile_limit() -> u64 {
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
     // SAFETY: plain getrlimit/setrlimit on a stack struct.
     unsafe {
         let mut r: libc::rlimit = zeroed();
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
             return 0;
+        }
+        if r.rlim_max < nr_open {
+            let want = libc::rlimit {
+                rlim_cur: nr_open,
+                rlim_max: nr_open,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return nr_open;
+            }
         }
         if r.rlim_cur < r.rlim_max {
             let old = r.rlim_cur;

@@ -85,6 +85,22 @@ impl<H> Pinhole<H> {
     }
 }
 
+impl Pinhole<()> {
+    /// A pinhole with no I/O handles (benchmarks, raw-frame backends that
+    /// keep their own port state).
+    pub fn without_io(spec: PinholeSpec) -> Pinhole<()> {
+        Pinhole::new(
+            Entry {
+                pending: LatchPending::from_spec(&spec),
+                spec,
+                io: Arc::new(()),
+            },
+            0,
+        )
+    }
+
+}
+
 /// Monotonic milliseconds since the plane started, convertible to Unix time.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
