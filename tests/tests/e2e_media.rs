@@ -222,12 +222,18 @@ fn reinvite_moves_the_ue_media_port() {
         "before the re-INVITE: {}",
         ue_old.summary()
     );
+    // The UE stops using its old port before it re-INVITEs (so no stray packet
+    // from the old port can re-latch the pinhole after the re-INVITE).
+    ue_old.stop_sending();
+    assert!(
+        !uac.messages_so_far().contains("CSeq: 2 INVITE"),
+        "the re-INVITE came too early for this test; raise the pause"
+    );
     // Wait for the re-INVITE transaction to complete (the UE sent its ACK).
     let reinvited = wait_until(Duration::from_secs(15), || {
         uac.messages_so_far().contains("CSeq: 2 ACK").then_some(())
     });
     assert!(reinvited.is_some(), "the re-INVITE did not complete");
-    ue_old.stop_sending();
     // Pinholes after the re-INVITE (the BGF may keep or change its ports).
     let p2 = pinhole(&bed);
     if p2.core.local != p.core.local {
@@ -237,7 +243,7 @@ fn reinvite_moves_the_ue_media_port() {
     ue_new.start_sending(p2.access.local, 0x0102, 1000);
     assert!(
         ue_new.wait_from(p2.access.local, 10, MEDIA_T),
-        "after the re-INVITE nothing reached the new UE port: new {} / old {}",
+        "after the re-INVITE nothing reached the new UE port: new {} / old {}\npinhole before {p:?}\npinhole after {p2:?}",
         ue_new.summary(),
         ue_old.summary()
     );
@@ -245,6 +251,15 @@ fn reinvite_moves_the_ue_media_port() {
         core.wait_from(p2.core.local, 10, MEDIA_T),
         "{}",
         core.summary()
+    );
+    // And nothing goes to the old port any more.
+    let old_rx = ue_old.received_count();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        ue_old.received_count(),
+        old_rx,
+        "media still goes to the old UE port: {}",
+        ue_old.summary()
     );
     core.stop_sending();
     ue_new.stop_sending();
