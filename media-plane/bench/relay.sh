@@ -13,7 +13,7 @@ OUT=${OUT:-/tmp/relay_bench_results.jsonl}
 SECS=${SECS:-5}
 RELAY_CPU=${RELAY_CPU:-1}
 GEN_CPU=${GEN_CPU:-0}
-ulimit -n 1048576 || ulimit -n "$(ulimit -Hn)"
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"  # hard limit here: 20000 fds
 WORK=$(mktemp -d)
 SERVER_PID=""
 cleanup() { exec 3>&- 2>/dev/null || true; [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true; rm -rf "$WORK"; }
@@ -51,10 +51,11 @@ for n in $STREAMS; do
   start_bgf "$n"
   for r in $RATES; do gen bgf "$n" "$r"; done
   stop_bgf
-  start_rtpengine
   for r in $RATES; do
-    # rtpengine: fresh calls per run (call-ids are per generator pid)
+    # A fresh rtpengine per run: calls left from the previous run (same
+    # source addresses) made the next run's packets vanish.
+    start_rtpengine
     gen rtpengine "$n" "$r"
+    stop_rtpengine
   done
-  stop_rtpengine
 done

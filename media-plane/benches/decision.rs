@@ -85,13 +85,25 @@ fn benches(c: &mut Criterion) {
     });
     let _ = v;
     let mut b6 = [0u8; 400];
-    let n6 = build_udp(&mut b6, sa("[2001:db8::99]:4000"), sa("[2001:db8::1]:20000"), &pkt).unwrap();
+    let n6 = build_udp(
+        &mut b6,
+        sa("[2001:db8::99]:4000"),
+        sa("[2001:db8::1]:20000"),
+        &pkt,
+    )
+    .unwrap();
     let mut out = [0u8; 400];
     c.bench_function("parse_translate_v6_to_v4", |b| {
         b.iter(|| {
             let v = parse_udp(black_box(&b6[..n6])).unwrap();
-            relay_rewrite(&mut b6[..n6], &v, sa("10.0.0.1:20000"), sa("10.0.0.9:5000"), &mut out)
-                .unwrap()
+            relay_rewrite(
+                &mut b6[..n6],
+                &v,
+                sa("10.0.0.1:20000"),
+                sa("10.0.0.9:5000"),
+                &mut out,
+            )
+            .unwrap()
         })
     });
 }

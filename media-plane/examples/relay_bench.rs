@@ -214,7 +214,8 @@ fn sdp_media(s: &str) -> Option<SocketAddrV4> {
 
 fn rtpengine_setup(ng: &str, streams: usize) -> Res<Vec<SocketAddrV4>> {
     let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    sock.connect(ng).map_err(|e| format!("ng connect {ng}: {e}"))?;
+    sock.connect(ng)
+        .map_err(|e| format!("ng connect {ng}: {e}"))?;
     sock.set_read_timeout(Some(Duration::from_millis(500)))
         .map_err(|e| e.to_string())?;
     let run = std::process::id();
@@ -307,7 +308,12 @@ fn gen(m: &HashMap<String, String>) -> Res<()> {
     // Receiver: one socket for every stream's output.
     let rx = UdpSocket::bind(SocketAddrV4::new(CORE_PEER, 5000))
         .map_err(|e| format!("bind receiver 127.63.0.1:5000: {e}"))?;
-    set_int(rx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 64 << 20);
+    set_int(
+        rx.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        64 << 20,
+    );
     rx.set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(|e| e.to_string())?;
     let received = Arc::new(AtomicU64::new(0));
@@ -434,9 +440,8 @@ fn gen(m: &HashMap<String, String>) -> Res<()> {
             let mut off = 0;
             while off < k {
                 // SAFETY: headers off..k point to live packets and names.
-                let r = unsafe {
-                    libc::sendmmsg(raw, hdrs.as_mut_ptr().add(off), (k - off) as u32, 0)
-                };
+                let r =
+                    unsafe { libc::sendmmsg(raw, hdrs.as_mut_ptr().add(off), (k - off) as u32, 0) };
                 if r <= 0 {
                     send_errors += 1;
                     off += 1;

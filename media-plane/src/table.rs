@@ -98,7 +98,6 @@ impl Pinhole<()> {
             0,
         )
     }
-
 }
 
 /// Monotonic milliseconds since the plane started, convertible to Unix time.
