@@ -14,7 +14,10 @@
 //!    `latch_ip` (any port) is also accepted and latches: it becomes the
 //!    remote ([`Latch`]). RTP and RTCP latch independently (NATs map the two
 //!    ports independently); after a kind has latched only the latched remote
-//!    passes. Anything else: [`Reason::WrongSource`].
+//!    passes — except the negotiated (SDP) remote itself, which is always
+//!    accepted and takes the remote back (a stale packet from a port the
+//!    media just moved away from cannot capture the stream). Anything else:
+//!    [`Reason::WrongSource`].
 //! 2. **Content.** On the RTP port: a packet whose second byte is 192..=223
 //!    is RTCP multiplexed on the RTP port (RFC 5761) and is checked as RTCP;
 //!    anything else must be a valid RTP version-2 header (rtp-rs). On the RTCP
@@ -100,14 +103,19 @@ pub struct Arrival {
     pub src: SocketAddr,
 }
 
-/// Which (side, port kind) pairs may still latch. Derived from the spec's
-/// `latch_ip`s when a pinhole is installed, then cleared bit by bit as the
-/// packet path latches.
+/// Latch state of a pinhole: which (side, port kind) pairs may still latch,
+/// and the remotes the session core negotiated (from SDP). Derived from the
+/// spec as installed by each upsert; the pending bits are cleared one by one
+/// as the packet path latches, the negotiated remotes never change until the
+/// next upsert.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct LatchPending(u8);
+pub struct LatchPending {
+    bits: u8,
+    negotiated: [Option<SocketAddr>; 4],
+}
 
 impl LatchPending {
-    fn bit(side: Side, kind: PortKind) -> u8 {
+    fn idx(side: Side, kind: PortKind) -> usize {
         let s = match side {
             Side::Access => 0,
             Side::Core => 2,
@@ -116,28 +124,44 @@ impl LatchPending {
             PortKind::Rtp => 0,
             PortKind::Rtcp => 1,
         };
-        1 << (s + k)
+        s + k
     }
 
-    /// Both port kinds pending on every leg that has a `latch_ip`.
+    fn bit(side: Side, kind: PortKind) -> u8 {
+        1 << Self::idx(side, kind)
+    }
+
+    /// Both port kinds pending on every leg that has a `latch_ip`; the
+    /// negotiated remotes taken from the spec.
     pub fn from_spec(spec: &PinholeSpec) -> LatchPending {
-        let mut p = LatchPending(0);
+        let mut p = LatchPending::default();
         for side in [Side::Access, Side::Core] {
-            if spec.leg(side).latch_ip.is_some() {
-                p.0 |= Self::bit(side, PortKind::Rtp) | Self::bit(side, PortKind::Rtcp);
+            let leg = spec.leg(side);
+            if leg.latch_ip.is_some() {
+                p.bits |= Self::bit(side, PortKind::Rtp) | Self::bit(side, PortKind::Rtcp);
             }
+            p.negotiated[Self::idx(side, PortKind::Rtp)] = leg.remote_rtp;
+            p.negotiated[Self::idx(side, PortKind::Rtcp)] = leg.remote_rtcp;
         }
         p
     }
 
     /// Whether `kind` on `side` may still latch.
     pub fn is_pending(self, side: Side, kind: PortKind) -> bool {
-        self.0 & Self::bit(side, kind) != 0
+        self.bits & Self::bit(side, kind) != 0
+    }
+
+    /// The remote the core negotiated for `kind` on `side` (before any latch).
+    pub fn negotiated(self, side: Side, kind: PortKind) -> Option<SocketAddr> {
+        self.negotiated[Self::idx(side, kind)]
     }
 
     /// This state with `kind` on `side` latched.
     pub fn cleared(self, side: Side, kind: PortKind) -> LatchPending {
-        LatchPending(self.0 & !Self::bit(side, kind))
+        LatchPending {
+            bits: self.bits & !Self::bit(side, kind),
+            ..self
+        }
     }
 
     /// Whether anything on `side` may still latch.
@@ -260,6 +284,15 @@ pub fn decide(
     };
     let latched = if expected == Some(arrival.src) {
         None
+    } else if pending.negotiated(arrival.side, arrival.kind) == Some(arrival.src) {
+        // The negotiated (SDP) address always wins over an earlier latch: after
+        // a re-INVITE moves the media, a late packet from the old port may have
+        // latched first; the new port's packets take the remote back.
+        Some(Latch {
+            side: arrival.side,
+            kind: arrival.kind,
+            remote: arrival.src,
+        })
     } else if pending.is_pending(arrival.side, arrival.kind)
         && leg.latch_ip.is_some_and(|ip| same_ip(ip, arrival.src.ip()))
     {
@@ -631,5 +664,42 @@ mod tests {
                 proptest::prop_assert_eq!(v, Verdict::Drop(Reason::WrongSource));
             }
         }
+    }
+
+    #[test]
+    fn negotiated_address_wins_over_a_stale_latch() {
+        let mut s = spec();
+        let sdp = sa("198.18.1.100:6002");
+        s.access.remote_rtp = Some(sdp);
+        s.access.latch_ip = Some(sdp.ip());
+        let p = LatchPending::from_spec(&s);
+        let stale = sa("198.18.1.100:6000");
+        let a = |src| Arrival {
+            side: Side::Access,
+            kind: PortKind::Rtp,
+            src,
+        };
+        let Verdict::Forward {
+            latched: Some(l), ..
+        } = decide(&s, p, &a(stale), &rtp(1))
+        else {
+            panic!("stale port latches first")
+        };
+        let (s2, p2) = l.apply(&s, p);
+        assert_eq!(s2.access.remote_rtp, Some(stale));
+        let Verdict::Forward {
+            latched: Some(back),
+            ..
+        } = decide(&s2, p2, &a(sdp), &rtp(2))
+        else {
+            panic!("the negotiated address is accepted after the stale latch")
+        };
+        assert_eq!(back.remote, sdp);
+        let (s3, p3) = back.apply(&s2, p2);
+        assert_eq!(s3.access.remote_rtp, Some(sdp));
+        assert_eq!(
+            decide(&s3, p3, &a(stale), &rtp(3)),
+            Verdict::Drop(Reason::WrongSource)
+        );
     }
 }

@@ -512,31 +512,9 @@ impl Core {
         }
 
         // Resolve where the request goes.
-        let mut new_ruri: Option<String> = None;
-        let dest = match egress {
-            Side::Access => {
-                let token = registrar::token_of(&ruri, self.cfg.core.sip);
-                if let Some(b) = token.as_ref().and_then(|t| self.state.bindings.get(t)) {
-                    new_ruri = Some(b.contact.clone());
-                    Some(b.flow)
-                } else if token.is_some() {
-                    None
-                } else if let Some(s) = session_id.and_then(|id| self.state.sessions.get(&id)) {
-                    Some(s.ue_flow)
-                } else {
-                    self.route_or_uri(&m, &ruri, Side::Access)
-                }
-            }
-            Side::Core => {
-                if !in_dialog && m.count("Route") == 0 {
-                    Some(self.next_hop())
-                } else {
-                    Some(
-                        self.route_or_uri(&m, &ruri, Side::Core)
-                            .unwrap_or_else(|| self.next_hop()),
-                    )
-                }
-            }
+        let (dest, new_ruri) = match self.resolve(&m, &ruri, egress, in_dialog, session_id) {
+            Some((d, u)) => (Some(d), u),
+            None => (None, None),
         };
         let Some(dest) = dest else {
             if in_dialog {
@@ -812,6 +790,52 @@ impl Core {
         cx.changed = true;
     }
 
+    /// Where a request leaving on `egress` goes, and the Request-URI to use
+    /// if it must change. `None`: nowhere (unknown registration or dialog).
+    fn resolve(
+        &self,
+        m: &Message,
+        ruri: &str,
+        egress: Side,
+        in_dialog: bool,
+        sid: Option<u64>,
+    ) -> Option<(Flow, Option<String>)> {
+        let session = sid.and_then(|id| self.state.sessions.get(&id));
+        if egress == Side::Access {
+            if let Some(token) = registrar::token_of(ruri, self.cfg.core.sip) {
+                let b = self.state.bindings.get(&token)?;
+                return Some((b.flow, Some(b.contact.clone())));
+            }
+        }
+        // A Request-URI naming the BGF itself (a UA that ignores the route
+        // set, as SIPp's stock scenarios do) is a strict route to us: the
+        // real target is the dialog's remote target on the egress side.
+        let ruri_is_us = msg::parse_uri(ruri)
+            .ok()
+            .and_then(|u| msg::uri_socket(&u))
+            .map(|a| self.is_own(a))
+            .unwrap_or(false);
+        let new_ruri = if ruri_is_us && m.count("Route") == 0 {
+            session.and_then(|s| s.contact(egress).cloned())
+        } else {
+            None
+        };
+        let target = new_ruri.as_deref().unwrap_or(ruri);
+        let dest = match egress {
+            Side::Access => session
+                .map(|s| s.ue_flow)
+                .or_else(|| self.route_or_uri(m, target, Side::Access)),
+            Side::Core if !in_dialog && m.count("Route") == 0 => Some(self.next_hop()),
+            Side::Core => Some(
+                self.route_or_uri(m, target, Side::Core)
+                    .filter(|f| !self.is_own(f.addr))
+                    .unwrap_or_else(|| self.next_hop()),
+            ),
+        };
+        // Never send to ourselves: that is a loop, not a route.
+        dest.filter(|f| !self.is_own(f.addr)).map(|d| (d, new_ruri))
+    }
+
     fn next_hop(&self) -> Flow {
         Flow {
             side: Side::Core,
@@ -925,16 +949,16 @@ impl Core {
             return;
         };
         let egress = inp.side.other();
-        let dest = match egress {
-            Side::Access => sid
-                .and_then(|id| self.state.sessions.get(&id))
-                .map(|s| s.ue_flow)
-                .or_else(|| self.route_or_uri(&m, &ruri, Side::Access)),
-            Side::Core => Some(
-                self.route_or_uri(&m, &ruri, Side::Core)
-                    .unwrap_or_else(|| self.next_hop()),
-            ),
+        let (dest, new_ruri) = match self.resolve(&m, &ruri, egress, true, sid) {
+            Some((d, u)) => (Some(d), u),
+            None => (None, None),
         };
+        if let Some(u) = new_ruri {
+            m.start = StartLine::Request {
+                method: Method::Ack,
+                uri: u,
+            };
+        }
         let Some(dest) = dest else {
             self.stats.dropped_other += 1;
             return;
@@ -1833,11 +1857,13 @@ impl Core {
                 };
                 let leg = spec.leg_mut(*side);
                 let before = leg.clone();
+                // latch_ip stays: RTP and RTCP latch independently on the
+                // packet path, and a later upsert must not stop the other kind
+                // from latching (the negotiated remote always wins anyway).
                 if *rtcp {
                     leg.remote_rtcp = Some(*remote);
                 } else {
                     leg.remote_rtp = Some(*remote);
-                    leg.latch_ip = None;
                 }
                 if *leg != before {
                     cx.changed = true;

@@ -666,7 +666,7 @@ fn latch_is_state_and_replays() {
     });
     let p = &h.core.sessions()[0].pinholes[0];
     assert_eq!(p.access.remote_rtp, Some(sa("198.18.1.100:31000")));
-    assert_eq!(p.access.latch_ip, None);
+    assert_eq!(p.access.latch_ip, Some(sa(UE).ip()), "RTCP may still latch");
     h.assert_replay_equal();
 }
 
@@ -878,5 +878,42 @@ fn randomized_workloads_replay_exactly() {
 }
 
 fn assert_replay_prefix(h: &Harness) {
+    h.assert_replay_equal();
+}
+
+#[test]
+fn in_dialog_requests_addressed_to_the_bgf_itself_follow_the_dialog() {
+    // SIPp's stock uac sends ACK and BYE to sip:service@<proxy> without Route
+    // headers: the BGF must route them to the callee, never to itself.
+    let mut h = Harness::new();
+    let (_inv, ok) = establish(&mut h, "strict1");
+    let from = ok.header("From").unwrap().to_string();
+    let to = ok.header("To").unwrap().to_string();
+    for (method, cseq) in [("ACK", 1), ("BYE", 2)] {
+        let req = in_dialog(
+            method,
+            &format!("sip:service@{BGF_ACCESS}"),
+            &[],
+            &format!("SIP/2.0/UDP {UE};branch=z9hG4bK-s{method}"),
+            &from,
+            &to,
+            "strict1",
+            cseq,
+            None,
+        );
+        let out = h.recv(Side::Access, UE, &req);
+        assert_eq!(out.len(), 1, "{method}: {out:#?}");
+        assert_eq!(
+            out[0].dst,
+            sa("198.18.2.20:5060"),
+            "{method} goes to the callee's contact"
+        );
+        match &out[0].msg.start {
+            sip_control::msg::StartLine::Request { uri, .. } => {
+                assert_eq!(uri, "sip:svc@198.18.2.20:5060")
+            }
+            _ => panic!(),
+        }
+    }
     h.assert_replay_equal();
 }
