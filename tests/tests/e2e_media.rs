@@ -222,14 +222,9 @@ fn reinvite_moves_the_ue_media_port() {
         "before the re-INVITE: {}",
         ue_old.summary()
     );
-    // The UE stops using its old port before it re-INVITEs (so no stray packet
-    // from the old port can re-latch the pinhole after the re-INVITE).
-    ue_old.stop_sending();
-    assert!(
-        !uac.messages_so_far().contains("CSeq: 2 INVITE"),
-        "the re-INVITE came too early for this test; raise the pause"
-    );
-    // Wait for the re-INVITE transaction to complete (the UE sent its ACK).
+    // The UE keeps sending from its old port while it re-INVITEs, as a real
+    // UE switching ports does: late packets from the old port must not keep
+    // (or capture) the stream once the new port's media arrives.
     let reinvited = wait_until(Duration::from_secs(15), || {
         uac.messages_so_far().contains("CSeq: 2 ACK").then_some(())
     });
@@ -247,6 +242,8 @@ fn reinvite_moves_the_ue_media_port() {
         ue_new.summary(),
         ue_old.summary()
     );
+    // Only now does the old port fall silent.
+    ue_old.stop_sending();
     assert!(
         core.wait_from(p2.core.local, 10, MEDIA_T),
         "{}",
