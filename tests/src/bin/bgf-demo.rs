@@ -30,8 +30,8 @@ const CORE_RTP: u16 = 42000;
 fn main() -> ExitCode {
     let started = Instant::now();
     println!("bgf-demo: one active BGF on loopback, {CALLS} calls at {CPS} calls/s, RTP on {MEDIA_CALLS} of them");
-    if !sipp_available() {
-        eprintln!("bgf-demo: `sipp` is not installed; install it with `apt-get install sip-tester` and rerun");
+    if !sipp_available() && !install_sipp() {
+        eprintln!("bgf-demo: `sipp` is not installed; install it with `apt-get install sip-tester` (as root) and rerun");
         return ExitCode::from(2);
     }
     let net = TestNet::new();
@@ -185,4 +185,23 @@ fn run(net: &TestNet, dir: &TestDir) -> Result<String, String> {
     } else {
         Err(fail(format!("{summary}\n\n{}", problems.join("\n"))))
     }
+}
+
+/// On a fresh machine the demo's one prerequisite is SIPp (Debian package
+/// `sip-tester`). As root, install it (saying so); otherwise leave it to the
+/// operator.
+fn install_sipp() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return false;
+    }
+    println!("bgf-demo: sipp missing; installing Debian package sip-tester (apt-get) ...");
+    let ok = |mut c: std::process::Command| c.status().map(|s| s.success()).unwrap_or(false);
+    let mut update = std::process::Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    let mut install = std::process::Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq", "--no-install-recommends", "sip-tester"])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    ok(update) && ok(install) && sipp_available()
 }
