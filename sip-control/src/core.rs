@@ -236,6 +236,55 @@ impl Core {
             .unwrap_or(false)
     }
 
+    /// Remove our own entries from the top of the Route set (double
+    /// Record-Route: up to two). Returns how many were removed.
+    fn pop_own_routes(&self, m: &mut Message) -> usize {
+        let mut popped = 0;
+        while popped < 2 {
+            match m.header("Route") {
+                Some(r) if self.is_own_route(r) => {
+                    m.pop_front("Route");
+                    popped += 1;
+                }
+                _ => break,
+            }
+        }
+        popped
+    }
+
+    /// Run the SDP body of a message that cannot be refused (ACK, a response)
+    /// through session `sid`'s media plan: the body is rewritten for the
+    /// other side, or — if unusable — removed with a warning (never relayed
+    /// with the peer's own addresses).
+    fn sdp_pass(&mut self, cx: &mut Cx, sid: Option<u64>, inp: &SipIn, m: &mut Message) {
+        let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) else {
+            return;
+        };
+        let before = s.streams.clone();
+        let mut ops = Vec::new();
+        match session::apply_sdp(
+            s,
+            &mut self.state.pools,
+            &self.addrs,
+            inp.side,
+            inp.src.ip(),
+            &m.body,
+            &mut ops,
+        ) {
+            Ok(body) => m.body = body,
+            Err(e) => {
+                warn!(instance = %self.cfg.instance, call_id = %m.call_id(), error = ?e,
+                      "unusable SDP in a message that cannot be refused; relayed without body");
+                m.body.clear();
+                m.remove("Content-Type");
+            }
+        }
+        if s.streams != before {
+            cx.changed = true;
+        }
+        Self::pinholes(cx, ops);
+    }
+
     fn arm(&mut self, cx: &mut Cx, kind: TimerKind, delay: u64) -> TimerId {
         let id = TimerId(self.state.next_timer);
         self.state.next_timer += 1;
@@ -482,16 +531,7 @@ impl Core {
             return;
         };
         // Pop our own Route entries (double Record-Route: up to two).
-        let mut popped = 0;
-        while popped < 2 {
-            match m.header("Route") {
-                Some(r) if self.is_own_route(r) => {
-                    m.pop_front("Route");
-                    popped += 1;
-                }
-                _ => break,
-            }
-        }
+        let popped = self.pop_own_routes(&mut m);
         if method == Method::Options && popped == 0 && self.addressed_to_us(&ruri, inp.side) {
             return self.reply_options(cx, inp, &m);
         }
@@ -928,16 +968,7 @@ impl Core {
             }
         }
         // ACK for a 2xx: end to end, routed like any in-dialog request.
-        let mut popped = 0;
-        while popped < 2 {
-            match m.header("Route") {
-                Some(r) if self.is_own_route(r) => {
-                    m.pop_front("Route");
-                    popped += 1;
-                }
-                _ => break,
-            }
-        }
+        let popped = self.pop_own_routes(&mut m);
         let call_id = m.call_id().to_string();
         let sid = self.state.by_call_id.get(&call_id).copied();
         if popped == 0 && sid.is_none() {
@@ -964,31 +995,7 @@ impl Core {
             return;
         };
         if m.has_sdp() {
-            if let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) {
-                let before = s.streams.clone();
-                let mut ops = Vec::new();
-                match session::apply_sdp(
-                    s,
-                    &mut self.state.pools,
-                    &self.addrs,
-                    inp.side,
-                    inp.src.ip(),
-                    &m.body,
-                    &mut ops,
-                ) {
-                    Ok(body) => m.body = body,
-                    Err(e) => {
-                        warn!(instance = %self.cfg.instance, call_id = %call_id, error = ?e,
-                              "ACK carried an unusable SDP answer; forwarded without body");
-                        m.body.clear();
-                        m.remove("Content-Type");
-                    }
-                }
-                if s.streams != before {
-                    cx.changed = true;
-                }
-                Self::pinholes(cx, ops);
-            }
+            self.sdp_pass(cx, sid, inp, &mut m);
         }
         let branch = ids::branch(
             self.cfg.secret,
@@ -1239,29 +1246,12 @@ impl Core {
                 }
                 cx.changed = true;
             }
-            if m.has_sdp()
-                && code < 300
-                && matches!(method, Method::Invite | Method::Prack | Method::Update)
-            {
-                match session::apply_sdp(
-                    s,
-                    &mut self.state.pools,
-                    &self.addrs,
-                    inp.side,
-                    inp.src.ip(),
-                    &m.body,
-                    &mut ops,
-                ) {
-                    Ok(body) => m.body = body,
-                    Err(e) => {
-                        warn!(instance = %self.cfg.instance, call_id = %m.call_id(), code, error = ?e,
-                              "response carried an unusable SDP; forwarded without body");
-                        m.body.clear();
-                        m.remove("Content-Type");
-                    }
-                }
-                cx.changed = true;
-            }
+        }
+        if m.has_sdp()
+            && code < 300
+            && matches!(method, Method::Invite | Method::Prack | Method::Update)
+        {
+            self.sdp_pass(cx, sid, inp, &mut m);
         }
 
         if code < 200 {
@@ -1357,31 +1347,8 @@ impl Core {
             return;
         };
         if m.has_sdp() {
-            if let Some(s) = self
-                .state
-                .by_call_id
-                .get(m.call_id())
-                .copied()
-                .and_then(|id| self.state.sessions.get_mut(&id))
-            {
-                let before = s.streams.clone();
-                let mut ops = Vec::new();
-                if let Ok(body) = session::apply_sdp(
-                    s,
-                    &mut self.state.pools,
-                    &self.addrs,
-                    inp.side,
-                    inp.src.ip(),
-                    &m.body,
-                    &mut ops,
-                ) {
-                    m.body = body;
-                }
-                if s.streams != before {
-                    cx.changed = true;
-                }
-                Self::pinholes(cx, ops);
-            }
+            let sid = self.state.by_call_id.get(m.call_id()).copied();
+            self.sdp_pass(cx, sid, inp, &mut m);
         }
         let transport = if next.transport == "TCP" {
             Transport::Tcp

@@ -652,7 +652,7 @@ pub struct Via {
     /// sent-by port, if present.
     pub port: Option<u16>,
     /// Parameters in order (`name`, optional value).
-    pub params: Vec<(String, Option<String>)>,
+    pub params: Params,
 }
 
 impl Via {
@@ -675,17 +675,7 @@ impl Via {
         let mut parts = rest.split(';');
         let sent_by = parts.next().unwrap_or_default().trim();
         let (host, port) = split_host_port(sent_by).ok_or_else(|| format!("{v:?}: bad sent-by"))?;
-        let mut params = Vec::new();
-        for p in parts {
-            let p = p.trim();
-            if p.is_empty() {
-                continue;
-            }
-            match p.split_once('=') {
-                Some((k, val)) => params.push((k.trim().to_string(), Some(val.trim().to_string()))),
-                None => params.push((p.to_string(), None)),
-            }
-        }
+        let params = parse_params(parts);
         Ok(Via {
             transport,
             host,
@@ -709,14 +699,7 @@ impl Via {
 
     /// Set (or add) a parameter.
     pub fn set_param(&mut self, name: &str, value: Option<String>) {
-        match self
-            .params
-            .iter_mut()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        {
-            Some(p) => p.1 = value,
-            None => self.params.push((name.to_string(), value)),
-        }
+        set_param(&mut self.params, name, value);
     }
 
     /// `host:port` identifying the sender (for transaction matching).
@@ -761,6 +744,30 @@ impl std::fmt::Display for Via {
     }
 }
 
+/// Header or Via parameters (`name[=value]`), in order, empties skipped.
+pub type Params = Vec<(String, Option<String>)>;
+
+fn parse_params<'a>(parts: impl Iterator<Item = &'a str>) -> Params {
+    parts
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), Some(v.trim().to_string())),
+            None => (p.to_string(), None),
+        })
+        .collect()
+}
+
+fn set_param(params: &mut Params, name: &str, value: Option<String>) {
+    match params
+        .iter_mut()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+    {
+        Some(p) => p.1 = value,
+        None => params.push((name.to_string(), value)),
+    }
+}
+
 /// Split `host[:port]` / `[v6]:port`.
 pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
     let s = s.trim();
@@ -799,7 +806,7 @@ pub struct NameAddr {
     /// Whether the URI was in angle brackets.
     pub angle: bool,
     /// Header parameters after the URI (`;tag=..;expires=..`), raw, without leading `;`.
-    pub params: Vec<(String, Option<String>)>,
+    pub params: Params,
 }
 
 impl NameAddr {
@@ -835,17 +842,7 @@ impl NameAddr {
         if uri.is_empty() || !uri.contains(':') {
             return Err(format!("{v:?}: no URI"));
         }
-        let mut params = Vec::new();
-        for p in rest.split(';') {
-            let p = p.trim();
-            if p.is_empty() {
-                continue;
-            }
-            match p.split_once('=') {
-                Some((k, val)) => params.push((k.trim().to_string(), Some(val.trim().to_string()))),
-                None => params.push((p.to_string(), None)),
-            }
-        }
+        let params = parse_params(rest.split(';'));
         Ok(NameAddr {
             display,
             uri,
@@ -864,14 +861,7 @@ impl NameAddr {
 
     /// Set or add a header parameter.
     pub fn set_param(&mut self, name: &str, value: Option<String>) {
-        match self
-            .params
-            .iter_mut()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        {
-            Some(p) => p.1 = value,
-            None => self.params.push((name.to_string(), value)),
-        }
+        set_param(&mut self.params, name, value);
     }
 }
 
