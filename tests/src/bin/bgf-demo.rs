@@ -201,7 +201,13 @@ fn install_sipp() -> bool {
     update.args(["update", "-qq"]);
     let mut install = std::process::Command::new("apt-get");
     install
-        .args(["install", "-y", "-qq", "--no-install-recommends", "sip-tester"])
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "sip-tester",
+        ])
         .env("DEBIAN_FRONTEND", "noninteractive");
     ok(update) && ok(install) && sipp_available()
 }
