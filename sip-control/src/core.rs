@@ -781,13 +781,11 @@ impl Core {
             timers: Vec::new(),
         };
         if invite {
-            let trying = make_response(
-                &Message::parse(&inp.data, usize::MAX).unwrap_or(m.clone()),
-                100,
-                "Trying",
-                None,
-            );
-            st.last_response = strip_to_100(trying).to_bytes();
+            // From the forwarded request minus our own Via: the upstream Via
+            // then carries received/rport as RFC 3581 wants.
+            let mut trying = make_response(&m, 100, "Trying", None);
+            trying.pop_front("Via");
+            st.last_response = trying.to_bytes();
             let flow = st.upstream;
             self.send(cx, flow, st.last_response.clone());
         }
@@ -1994,12 +1992,6 @@ fn server_key(m: &Message, via: &Via, method: &Method) -> ServerKey {
             other => other.as_str().to_string(),
         },
     }
-}
-
-/// 100 Trying carries no To-tag and no Record-Route.
-fn strip_to_100(mut m: Message) -> Message {
-    m.headers.retain(|h| h.name != "Record-Route");
-    m
 }
 
 /// Split a Record-Route list around our own entries: the entries after ours

@@ -18,6 +18,9 @@ fn establish(h: &mut Harness, call: &str) -> (Message, Message) {
     assert_eq!(out.len(), 2, "100 Trying + forwarded INVITE: {out:#?}");
     assert_eq!(code(&out[0]), Some(100));
     assert_eq!(out[0].dst, sa(UE));
+    let trying_vias: Vec<_> = out[0].msg.headers_named("Via").collect();
+    assert_eq!(trying_vias.len(), 1, "100 Trying carries only the UE's Via");
+    assert!(trying_vias[0].contains(&format!("branch=z9hG4bK-{call}-1")));
     let inv = out[1].msg.clone();
     assert_eq!(out[1].side, Side::Core);
     assert_eq!(out[1].dst, sa(NEXT_HOP));
