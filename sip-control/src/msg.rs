@@ -347,10 +347,11 @@ impl Message {
         if self.count("Via") == 0 {
             return Err(ParseError::Header("Via", "missing".into()));
         }
-        let top = self
-            .top_via()
-            .ok_or(ParseError::Header("Via", "missing".into()))?;
-        Via::parse(top).map_err(|e| ParseError::Header("Via", e))?;
+        // Every Via, not only the top one: a proxy forwards the others, and
+        // responses are routed by them (RFC 4475 badinv01: `Via: h;;,;,,`).
+        for v in self.headers_named("Via") {
+            Via::parse(v).map_err(|e| ParseError::Header("Via", e))?;
+        }
         let cseq = self.cseq().map_err(|e| ParseError::Header("CSeq", e))?;
         if let StartLine::Request { method, uri } = &self.start {
             if &cseq.1 != method {
@@ -360,6 +361,13 @@ impl Message {
                 ));
             }
             parse_uri(uri).map_err(|e| ParseError::StartLine(format!("Request-URI: {e}")))?;
+            if sip_uri_has_headers(uri) {
+                // Headers are not allowed in a Request-URI (RFC 3261 §19.1.1;
+                // RFC 4475 escruri) and a proxy must not forward them.
+                return Err(ParseError::StartLine(format!(
+                    "Request-URI {uri:?} carries headers"
+                )));
+            }
             if let Some(mf) = self.header("Max-Forwards") {
                 mf.trim().parse::<u8>().map_err(|_| {
                     ParseError::Header("Max-Forwards", format!("{mf:?} is not 0-255"))
@@ -592,13 +600,26 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
         )));
     }
     let method = Method::parse(m).ok_or_else(bad)?;
-    if uri.is_empty() {
+    // A bare URI: `<sip:..>` is not a Request-URI (RFC 4475 ltgtruri), even
+    // though rsipstack's URI parser accepts it.
+    if uri.is_empty() || uri.contains(['<', '>', '"']) {
         return Err(bad());
     }
     Ok(StartLine::Request {
         method,
         uri: uri.to_string(),
     })
+}
+
+/// Whether a sip:/sips: URI has a headers component (`?h=v` after the host;
+/// a `?` in the user part is allowed).
+fn sip_uri_has_headers(uri: &str) -> bool {
+    let scheme = uri.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+    if !matches!(scheme.as_deref(), Some("sip" | "sips")) {
+        return false;
+    }
+    let hostpart = uri.split_once('@').map(|(_, h)| h).unwrap_or(uri);
+    hostpart.contains('?')
 }
 
 /// Parse a URI with rsipstack (sip:, sips:, tel:; IPv6 hosts).
@@ -659,18 +680,35 @@ impl Via {
     /// Parse one Via element.
     pub fn parse(v: &str) -> Result<Via, String> {
         let v = v.trim();
-        let (proto, rest) = v
-            .split_once(|c: char| c.is_ascii_whitespace())
-            .ok_or_else(|| format!("{v:?}: no sent-by"))?;
-        let mut pp = proto.split('/').map(str::trim);
-        let (name, ver, transport) = (pp.next(), pp.next(), pp.next());
-        if name != Some("SIP") || ver != Some("2.0") {
+        // sent-protocol = name SLASH version SLASH transport, where SLASH
+        // allows whitespace on both sides (RFC 3261 §25.1; RFC 4475 wsinv).
+        let mut rest = v;
+        let mut proto = [""; 3];
+        for (i, field) in proto.iter_mut().enumerate() {
+            if i > 0 {
+                rest = rest
+                    .trim_start()
+                    .strip_prefix('/')
+                    .ok_or_else(|| format!("{v:?}: protocol is not SIP/2.0/transport"))?
+                    .trim_start();
+            }
+            let end = rest
+                .find(|c: char| c == '/' || c.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+            *field = &rest[..end];
+            rest = &rest[end..];
+        }
+        let [name, ver, transport] = proto;
+        if name != "SIP" || ver != "2.0" {
             return Err(format!("{v:?}: protocol is not SIP/2.0"));
         }
-        let transport = transport
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| format!("{v:?}: no transport"))?
-            .to_ascii_uppercase();
+        if transport.is_empty() {
+            return Err(format!("{v:?}: no transport"));
+        }
+        let transport = transport.to_ascii_uppercase();
+        if !rest.starts_with(|c: char| c.is_ascii_whitespace()) {
+            return Err(format!("{v:?}: no sent-by"));
+        }
         let rest = rest.trim();
         let mut parts = rest.split(';');
         let sent_by = parts.next().unwrap_or_default().trim();
@@ -842,6 +880,17 @@ impl NameAddr {
         if uri.is_empty() || !uri.contains(':') {
             return Err(format!("{v:?}: no URI"));
         }
+        if !angle && uri.contains(['"', '<', '>', '?', ' ', '\t']) {
+            // An unterminated quote lands here (RFC 4475 quotbal), and a URI
+            // with headers must be in <> (RFC 3261 §20; RFC 4475 regbadct).
+            return Err(format!("{v:?}: not a name-addr or addr-spec"));
+        }
+        if !valid_display(&display) {
+            // RFC 4475 baddn: `Bell, Alexander <sip:..>` must be quoted.
+            return Err(format!(
+                "{v:?}: display name must be a token list or quoted"
+            ));
+        }
         let params = parse_params(rest.split(';'));
         Ok(NameAddr {
             display,
@@ -880,6 +929,30 @@ impl std::fmt::Display for NameAddr {
         }
         Ok(())
     }
+}
+
+/// A display name: empty, one complete quoted string, or words of token
+/// characters (RFC 3261 §25.1). Non-ASCII octets are tolerated in unquoted
+/// words (UTF-8 names seen in the wild); ASCII separators are not.
+fn valid_display(d: &str) -> bool {
+    let d = d.trim();
+    if let Some(inner) = d.strip_prefix('"') {
+        let mut escape = false;
+        for (i, c) in inner.char_indices() {
+            if escape {
+                escape = false;
+                continue;
+            }
+            match c {
+                '\\' => escape = true,
+                '"' => return i + 1 == inner.len(),
+                _ => {}
+            }
+        }
+        return false;
+    }
+    d.bytes()
+        .all(|b| !b.is_ascii() || is_token_char(b) || b == b' ' || b == b'\t')
 }
 
 fn find_unquoted(s: &str, needle: char) -> Option<usize> {
