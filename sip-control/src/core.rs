@@ -504,6 +504,14 @@ impl Core {
             }
             return;
         }
+        // Only schemes we can route (RFC 3261 §16.3 item 2; RFC 4475 unkscm,
+        // novelsc): rsipstack parses any scheme.
+        if let StartLine::Request { uri, .. } = &m.start {
+            let scheme = uri.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+            if !matches!(scheme.as_deref(), Some("sip" | "sips" | "tel")) {
+                return self.reply(cx, inp, &m, 416, "Unsupported URI Scheme", &[]);
+            }
+        }
         let max_forwards = m
             .header("Max-Forwards")
             .and_then(|v| v.trim().parse::<u8>().ok())
@@ -527,6 +535,18 @@ impl Core {
         if looped {
             return self.reply(cx, inp, &m, 482, "Loop Detected", &[]);
         }
+        // We support no proxy extensions: every Proxy-Require option tag is
+        // unknown to us (RFC 3261 §16.3 item 5; RFC 4475 bext01).
+        let unsupported: Vec<&str> = m
+            .headers_named("Proxy-Require")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        if !unsupported.is_empty() {
+            let list = unsupported.join(", ");
+            return self.reply(cx, inp, &m, 420, "Bad Extension", &[("Unsupported", list)]);
+        }
         let StartLine::Request { uri: ruri, .. } = m.start.clone() else {
             return;
         };
@@ -549,6 +569,14 @@ impl Core {
                 "Forbidden (REGISTER from the core side)",
                 &[],
             );
+        }
+        // A Contact we cannot rewrite must not reach the registrar as the UE
+        // sent it: the core would then bypass the BGF (RFC 4475 regbadct).
+        if method == Method::Register
+            && m.headers_named("Contact")
+                .any(|c| c.trim() != "*" && NameAddr::parse(c).is_err())
+        {
+            return self.reply(cx, inp, &m, 400, "Bad Request (unusable Contact)", &[]);
         }
 
         // Resolve where the request goes.
