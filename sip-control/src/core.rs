@@ -1372,6 +1372,17 @@ impl Core {
             self.stats.dropped_responses += 1;
             return;
         };
+        // Never follow a Via to a broadcast, multicast or unspecified address
+        // (RFC 4475 bcast): that would make us a reflector.
+        let unroutable = addr.ip().is_unspecified()
+            || addr.ip().is_multicast()
+            || matches!(addr.ip(), std::net::IpAddr::V4(v4) if v4.is_broadcast());
+        if unroutable {
+            self.stats.dropped_responses += 1;
+            warn!(instance = %self.cfg.instance, call_id = %m.call_id(), target = %addr,
+                  "2xx dropped: next Via is not a unicast address");
+            return;
+        }
         if m.has_sdp() {
             let sid = self.state.by_call_id.get(m.call_id()).copied();
             self.sdp_pass(cx, sid, inp, &mut m);

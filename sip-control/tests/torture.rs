@@ -1244,3 +1244,337 @@ fn establish(h: &mut Harness, call: &str) {
     let s = h.core.session_by_call_id(call).expect("session");
     assert_eq!(s.state, "confirmed");
 }
+
+// ------------------------- valid-but-odd messages a proxy must forward
+
+/// Messages RFC 4475 says a proxy forwards (a UAS or registrar may refuse them).
+fn forwarded_cases() -> Vec<(&'static str, Vec<u8>)> {
+    let sdp = rfc_sdp("198.18.1.100");
+    vec![
+        // 3.1.2.12 baddate: a Date with a non-GMT zone; a proxy does not care.
+        (
+            "3.1.2.12 baddate",
+            build(
+                r#"INVITE sip:user@example.com SIP/2.0
+To: sip:user@example.com
+From: sip:caller@example.net;tag=2234923
+Max-Forwards: 70
+Call-ID: baddate.239423mnsadf3j23lj42--sedfnm234
+CSeq: 1392934 INVITE
+Via: SIP/2.0/UDP 198.18.1.100:5061;branch=z9hG4bKkdjuw
+Date: Fri, 01 Jan 2010 16:00:00 EST
+Contact: <sip:caller@host5.example.net>
+Content-Type: application/sdp
+Content-Length: $CL
+"#,
+                &sdp,
+            ),
+        ),
+        // 3.1.2.14 badaspec: spaces inside <> around the addr-spec. The RFC
+        // allows being liberal; we do not rewrite To, so we pass it on as is.
+        (
+            "3.1.2.14 badaspec",
+            build(
+                r#"OPTIONS sip:user@example.org SIP/2.0
+Via: SIP/2.0/UDP 198.18.1.100:5061;branch=z9hG4bKkdju43234
+Max-Forwards: 70
+From: "Bell, Alexander" <sip:a.g.bell@example.com>;tag=433423
+To: "Watson, Thomas" < sip:t.watson@example.org >
+Call-ID: badaspec.sdf0234n2nds0a099u23h3hnnw009cdkne3
+Accept: application/sdp
+CSeq: 3923239 OPTIONS
+l: 0
+"#,
+                b"",
+            ),
+        ),
+        // 3.2.1 badbranch: the magic cookie and nothing else.
+        (
+            "3.2.1 badbranch",
+            build(
+                r#"OPTIONS sip:user@example.com SIP/2.0
+To: sip:user@example.com
+From: sip:caller@example.org;tag=33242
+Max-Forwards: 3
+Via: SIP/2.0/UDP 198.18.1.100:5061;branch=z9hG4bK
+Accept: application/sdp
+Call-ID: badbranch.sadonfo23i420jv0as0derf3j3n
+CSeq: 8 OPTIONS
+l: 0
+"#,
+                b"",
+            ),
+        ),
+        // 3.3.4 unksm2: unknown schemes in To/From/Contact (the registrar's
+        // business, not the proxy's).
+        (
+            "3.3.4 unksm2",
+            build(
+                r#"REGISTER sip:example.com SIP/2.0
+To: isbn:2983792873
+From: <http://www.example.com>;tag=3234233
+Call-ID: unksm2.daksdj@hyphenated-host.example.com
+CSeq: 234902 REGISTER
+Max-Forwards: 70
+Via: SIP/2.0/UDP 198.18.1.100:5061;branch=z9hG4bKkdjuw
+Contact: <name:John_Smith>
+l: 0
+"#,
+                b"",
+            ),
+        ),
+        // 3.3.6 invut: an INVITE whose body is not SDP. A proxy forwards it;
+        // the UAS answers 415. No media is anchored (no SDP to anchor).
+        (
+            "3.3.6 invut",
+            build(
+                r#"INVITE sip:user@example.com SIP/2.0
+Contact: <sip:caller@host5.example.net>
+To: sip:j.user@example.com
+From: sip:caller@example.net;tag=8392034
+Max-Forwards: 70
+Call-ID: invut.0ha0isndaksdjadsfij34n23d
+CSeq: 235448 INVITE
+Via: SIP/2.0/UDP 198.18.1.100:5061;branch=z9hG4bKkdjuw
+Content-Type: application/unknownformat
+Content-Length: $CL
+"#,
+                b"<audio>\r\n <pcmu port=\"443\"/>\r\n</audio>\r\n",
+            ),
+        ),
+        // 3.3.7 regaut01: an Authorization scheme nobody knows.
+        (
+            "3.3.7 regaut01",
+            build(
+                r#"REGISTER sip:example.com SIP/2.0
+To: sip:j.user@example.com
+From: sip:j.user@example.com;tag=87321hj23128
+Max-Forwards: 8
+Call-ID: regaut01.0ha0isndaksdj
+CSeq: 9338 REGISTER
+Via: SIP/2.0/TCP 198.18.1.100:5061;branch=z9hG4bKkdjuw
+Authorization: NoOneKnowsThisScheme opaque-data=here
+Content-Length:0
+"#,
+                b"",
+            ),
+        ),
+        // 3.3.14 regescrt: a Contact URI with an escaped header, in <>: valid.
+        (
+            "3.3.14 regescrt",
+            build(
+                r#"REGISTER sip:example.com SIP/2.0
+To: sip:user@example.com
+From: sip:user@example.com;tag=8
+Max-Forwards: 70
+Call-ID: regescrt.k345asrl3fdbv@198.18.1.100
+CSeq: 14398234 REGISTER
+Via: SIP/2.0/UDP 198.18.1.100:5061;branch=z9hG4bKkdjuw
+M: <sip:user@example.com?Route=%3Csip:sip.example.com%3E>
+L:0
+"#,
+                b"",
+            ),
+        ),
+        // 3.4.1 inv2543: RFC 2543 syntax -- no branch, no From tag, no
+        // Max-Forwards, no Content-Length. Accepted; we add Max-Forwards.
+        (
+            "3.4.1 inv2543",
+            build(
+                r#"INVITE sip:UserB@example.com SIP/2.0
+Via: SIP/2.0/UDP 198.18.1.100:5061
+From: <sip:+13035551111@ift.client.example.net;user=phone>
+Record-Route: <sip:UserB@example.com;maddr=ss1.example.com>
+To: sip:+16505552222@ss1.example.net;user=phone
+Call-ID: inv2543.1717@ift.client.example.com
+CSeq: 56 INVITE
+Content-Type: application/sdp
+"#,
+                &crlf("v=0\no=mhandley 29739 7272939 IN IP4 198.18.1.100\ns=-\nc=IN IP4 198.18.1.100\nt=0 0\nm=audio 49217 RTP/AVP 0\n")
+                    .into_bytes(),
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn rfc4475_odd_but_valid_requests_are_forwarded() {
+    let mut h = Harness::new();
+    for (i, (name, data)) in forwarded_cases().into_iter().enumerate() {
+        // The RFC reuses one branch; from one sender that would be a
+        // retransmission of the previous request, so make each unique.
+        let raw = String::from_utf8_lossy(&data)
+            .replace("branch=z9hG4bKkdjuw", &format!("branch=z9hG4bKkdjuw-{i}"));
+        let data = raw.clone().into_bytes();
+        let transport = if raw.contains("SIP/2.0/TCP 198.18.1.100") {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        let out = recv_bytes(&mut h, Side::Access, transport, UE, data);
+        let fwd: Vec<&Sent> = out.iter().filter(|s| s.side == Side::Core).collect();
+        assert_eq!(fwd.len(), 1, "{name}: forwarded: {out:#?}");
+        let f = fwd[0];
+        assert_our_via_on_top(f);
+        assert!(
+            out.iter()
+                .filter(|s| s.side == Side::Access)
+                .all(|s| code(s) == Some(100)),
+            "{name}: no error to the sender: {out:#?}"
+        );
+        let m = &f.msg;
+        match name {
+            "3.1.2.12 baddate" => {
+                assert_eq!(m.header("Date"), Some("Fri, 01 Jan 2010 16:00:00 EST"))
+            }
+            "3.1.2.14 badaspec" => {
+                assert_eq!(
+                    m.header("To"),
+                    Some("\"Watson, Thomas\" < sip:t.watson@example.org >")
+                )
+            }
+            "3.2.1 badbranch" => assert_eq!(
+                Via::parse(m.headers_named("Via").nth(1).unwrap())
+                    .unwrap()
+                    .branch(),
+                Some("z9hG4bK")
+            ),
+            "3.3.4 unksm2" => {
+                assert_eq!(m.header("To"), Some("isbn:2983792873"));
+                assert_eq!(
+                    m.header("From"),
+                    Some("<http://www.example.com>;tag=3234233")
+                );
+            }
+            "3.3.6 invut" => {
+                assert_eq!(m.body, b"<audio>\r\n <pcmu port=\"443\"/>\r\n</audio>\r\n");
+                assert_eq!(m.header("Content-Type"), Some("application/unknownformat"));
+            }
+            "3.3.7 regaut01" => assert_eq!(
+                m.header("Authorization"),
+                Some("NoOneKnowsThisScheme opaque-data=here")
+            ),
+            "3.3.14 regescrt" => {
+                let c = NameAddr::parse(m.header("Contact").unwrap()).unwrap();
+                assert!(c.uri.ends_with("@198.18.2.10:5060"), "rewritten: {}", c.uri);
+            }
+            "3.4.1 inv2543" => {
+                assert_eq!(
+                    m.header("Max-Forwards"),
+                    Some("69"),
+                    "a proxy adds Max-Forwards"
+                );
+                assert_eq!(
+                    m.headers_named("Record-Route").nth(2),
+                    Some("<sip:UserB@example.com;maddr=ss1.example.com>")
+                );
+                assert!(m.has_sdp());
+            }
+            other => panic!("no check for {other}"),
+        }
+    }
+    h.assert_replay_equal();
+}
+
+#[test]
+fn rfc4475_3_3_5_bext01_proxy_require_gets_420_listing_the_tags() {
+    let mut h = Harness::new();
+    let (_, data, _) = invalid_cases()
+        .into_iter()
+        .find(|c| c.0 == "3.3.5 bext01")
+        .unwrap();
+    let out = recv_bytes(&mut h, Side::Access, Transport::Tcp, UE, data.clone());
+    assert_eq!(out.len(), 1);
+    assert_eq!(code(&out[0]), Some(420));
+    assert_eq!(
+        out[0].msg.header("Unsupported"),
+        Some("noProxiesSupportThis, norDoAnyProxiesSupportThis")
+    );
+    // Require alone is the UAS's business: forwarded.
+    let raw = String::from_utf8(data).unwrap().replace(
+        "Proxy-Require: noProxiesSupportThis, norDoAnyProxiesSupportThis\r\n",
+        "",
+    );
+    let raw = raw.replace("branch=z9hG4bKkdjuw", "branch=z9hG4bKkdjuw2");
+    let out = recv_bytes(&mut h, Side::Access, Transport::Tcp, UE, raw.into_bytes());
+    let f = forwarded(&out);
+    assert_eq!(
+        f.msg.header("Require"),
+        Some("nothingSupportsThis, nothingSupportsThisEither")
+    );
+    h.assert_replay_equal();
+}
+
+#[test]
+fn rfc4475_3_3_12_cparam01_and_3_3_13_cparam02_contact_vs_uri_parameters() {
+    let mut h = Harness::new();
+    for (call, contact, stored) in [
+        // addr-spec: `;unknownparam` is a Contact header parameter
+        (
+            "cparam01",
+            "sip:+19725552222@gw1.example.net;unknownparam",
+            "sip:+19725552222@gw1.example.net",
+        ),
+        // in <>: a URI parameter, part of the binding
+        (
+            "cparam02",
+            "<sip:+19725552222@gw1.example.net;unknownparam>",
+            "sip:+19725552222@gw1.example.net;unknownparam",
+        ),
+    ] {
+        let head = format!(
+            "REGISTER sip:example.com SIP/2.0
+Via: SIP/2.0/UDP 198.18.1.100:5061;branch=z9hG4bK{call}
+Max-Forwards: 70
+From: sip:watson@example.com;tag=DkfVgjkrtMwaerKKpe
+To: sip:watson@example.com
+Call-ID: {call}.70710@saturn.example.com
+CSeq: 2 REGISTER
+Contact: {contact}
+l: 0
+"
+        );
+        let out = from_ue(&mut h, build(&head, b""));
+        let f = forwarded(&out).msg.clone();
+        let c = NameAddr::parse(f.header("Contact").unwrap()).unwrap();
+        if call == "cparam01" {
+            assert_eq!(c.params, vec![("unknownparam".to_string(), None)], "{call}");
+        } else {
+            assert!(c.params.is_empty(), "{call}: {:?}", c.params);
+        }
+        let ok = respond(&f, 200, "OK", Some("r"), None, None).replace(
+            "Content-Length: 0",
+            &format!("Contact: <{}>;expires=3600\r\nContent-Length: 0", c.uri),
+        );
+        let back = h.recv(Side::Core, NEXT_HOP, &ok);
+        let got = NameAddr::parse(back[0].msg.header("Contact").unwrap()).unwrap();
+        assert_eq!(got.uri, stored, "{call}: the UE sees its own contact");
+    }
+    assert_eq!(h.core.registration_count(), 2);
+    h.assert_replay_equal();
+}
+
+#[test]
+fn rfc4475_3_3_10_bcast_2xx_is_never_sent_to_a_broadcast_via() {
+    // A 2xx to INVITE that matches no transaction is forwarded statelessly by
+    // the next Via (RFC 3261 §16.7). If that Via names a broadcast (or
+    // multicast, or unspecified) address it must not be followed.
+    let mut h = Harness::new();
+    let body = sdp_of("198.18.2.20", 7000);
+    for addr in ["255.255.255.255", "224.0.0.1", "0.0.0.0", "198.18.255.255"] {
+        let resp = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP {BGF_CORE};branch=z9hG4bK-bgf-none;rport\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK1saber23\r\nCall-ID: bcast.0384840201234ksdfak3j2erwedfsASdf\r\nCSeq: 35 INVITE\r\nFrom: sip:user@example.com;tag=11141343\r\nTo: sip:user@example.edu;tag=2229\r\nContent-Type: application/sdp\r\nContact: <sip:user@198.18.2.28>\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let out = h.recv(Side::Core, NEXT_HOP, &resp);
+        let bad = addr != "198.18.255.255";
+        if bad {
+            assert!(out.is_empty(), "{addr}: not followed: {out:#?}");
+        } else {
+            // an ordinary unicast address (in our test range) is followed
+            assert_eq!(out.len(), 1, "{addr}");
+            assert_eq!(out[0].dst, sa(&format!("{addr}:5060")));
+        }
+    }
+    h.assert_replay_equal();
+}
