@@ -1578,3 +1578,312 @@ fn rfc4475_3_3_10_bcast_2xx_is_never_sent_to_a_broadcast_via() {
     }
     h.assert_replay_equal();
 }
+
+// ------------------------------- rsipstack defects, checked through the core
+
+#[test]
+fn several_vias_on_one_line_are_split_and_responses_follow_the_right_one() {
+    let mut h = Harness::new();
+    let inv = sipp_invite("mv", "z9hG4bK-mv1", UE, 6000).replace(
+        "Via: SIP/2.0/UDP 198.18.1.100:5061;branch=z9hG4bK-mv1\r\n",
+        "Via: SIP/2.0/UDP 198.18.1.100:5061;branch=z9hG4bK-mv1;rport, SIP/2.0/UDP [2001:db8::9]:5062;branch=z9hG4bK-mv0;received=2001:db8::99, SIP/2.0/TCP 198.18.1.150;branch=z9hG4bK-mvx\r\n",
+    );
+    let out = h.recv(Side::Access, UE, &inv);
+    let f = forwarded(&out).clone();
+    let vias: Vec<&str> = f.msg.headers_named("Via").collect();
+    assert_eq!(vias.len(), 4, "{}", f.raw);
+    assert_our_via_on_top(&f);
+    assert_eq!(
+        vias[1],
+        "SIP/2.0/UDP 198.18.1.100:5061;branch=z9hG4bK-mv1;rport=5061"
+    );
+    assert_eq!(
+        vias[2], "SIP/2.0/UDP [2001:db8::9]:5062;branch=z9hG4bK-mv0;received=2001:db8::99",
+        "IPv6 received= kept whole"
+    );
+    assert_eq!(vias[3], "SIP/2.0/TCP 198.18.1.150;branch=z9hG4bK-mvx");
+    assert_eq!(
+        f.raw.matches("\r\nVia: ").count(),
+        4,
+        "one Via per line on the wire"
+    );
+    let ok = respond(
+        &f.msg,
+        200,
+        "OK",
+        Some("t"),
+        Some("sip:svc@198.18.2.20"),
+        Some(&sdp_of("198.18.2.20", 7000)),
+    );
+    let out = h.recv(Side::Core, NEXT_HOP, &ok);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].dst, sa(UE), "to the first of the Vias on that line");
+    let back: Vec<&str> = out[0].msg.headers_named("Via").collect();
+    assert_eq!(back, &vias[1..], "the rest relayed unchanged");
+    // A retransmitted 200 (no transaction any more) is relayed statelessly
+    // by the same Via.
+    let out = h.recv(Side::Core, NEXT_HOP, &ok);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].dst, sa(UE));
+    h.assert_replay_equal();
+}
+
+#[test]
+fn register_contact_keeps_transport_tcp_in_binding_and_200() {
+    let mut h = Harness::new();
+    let reg = "REGISTER sip:ims.example SIP/2.0\r\nv: SIP/2.0/TCP 198.18.1.100:5061;branch=z9hG4bK-rt1\r\nf: <sip:alice@ims.example>;tag=r1\r\nt: <sip:alice@ims.example>\r\ni: regtcp\r\nCSeq: 1 REGISTER\r\nm: <sip:alice@198.18.1.100:5061;transport=tcp>;expires=600\r\nMax-Forwards: 70\r\nl: 0\r\n\r\n";
+    let out = h.recv_t(Side::Access, Transport::Tcp, UE, reg);
+    let f = forwarded(&out).msg.clone();
+    let c = NameAddr::parse(f.header("Contact").unwrap()).unwrap();
+    assert_eq!(c.param("expires").as_deref(), Some("600"));
+    let ok = respond(&f, 200, "OK", Some("reg"), None, None).replace(
+        "Content-Length: 0",
+        &format!("Contact: <{}>;expires=600\r\nContent-Length: 0", c.uri),
+    );
+    let out = h.recv(Side::Core, NEXT_HOP, &ok);
+    assert_eq!(out[0].transport, Transport::Tcp);
+    assert_eq!(
+        NameAddr::parse(out[0].msg.header("Contact").unwrap())
+            .unwrap()
+            .uri,
+        "sip:alice@198.18.1.100:5061;transport=tcp",
+        "the 200 gives the UE its contact with ;transport=tcp"
+    );
+    // A terminating INVITE reaches the UE over TCP with that URI.
+    let body = sdp_of("198.18.2.30", 8000);
+    let inv = format!(
+        "INVITE {} SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.2.20:5060;branch=z9hG4bK-tt1\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>\r\nCall-ID: termtcp\r\nCSeq: 5 INVITE\r\nContact: <sip:bob@198.18.2.30>\r\nMax-Forwards: 60\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        c.uri,
+        body.len()
+    );
+    let out = h.recv(Side::Core, NEXT_HOP, &inv);
+    let to_ue = out.iter().find(|s| s.side == Side::Access).unwrap();
+    assert_eq!(to_ue.transport, Transport::Tcp);
+    assert_eq!(to_ue.dst, sa(UE));
+    assert_eq!(
+        ruri(&to_ue.msg),
+        "sip:alice@198.18.1.100:5061;transport=tcp"
+    );
+    h.assert_replay_equal();
+}
+
+#[test]
+fn record_route_list_on_one_line_is_relayed_without_stray_separators() {
+    let mut h = Harness::new();
+    let out = h.recv(
+        Side::Access,
+        UE,
+        &sipp_invite("rrl", "z9hG4bK-rrl", UE, 6000),
+    );
+    let f = forwarded(&out).msg.clone();
+    let ours: Vec<&str> = f.headers_named("Record-Route").collect();
+    let ok = respond(
+        &f,
+        200,
+        "OK",
+        Some("t"),
+        Some("sip:svc@198.18.2.20"),
+        Some(&sdp_of("198.18.2.20", 7000)),
+    );
+    // The core's proxies put theirs in front, all on one line with ours.
+    let rr_line = format!(
+        "Record-Route: <sip:198.18.2.30;lr>, <sip:p2@198.18.2.31;lr;ftag=x>, {}\r\n",
+        ours.join(", ")
+    );
+    let mut ok = ok;
+    for r in &ours {
+        ok = ok.replace(&format!("Record-Route: {r}\r\n"), "");
+    }
+    let ok = ok.replacen("\r\n", &format!("\r\n{rr_line}"), 1);
+    let out = h.recv(Side::Core, NEXT_HOP, &ok);
+    assert_eq!(out.len(), 1);
+    let rr: Vec<&str> = out[0].msg.headers_named("Record-Route").collect();
+    assert_eq!(rr.len(), 4);
+    assert_eq!(rr[0], "<sip:198.18.2.30;lr>");
+    assert_eq!(rr[1], "<sip:p2@198.18.2.31;lr;ftag=x>");
+    assert!(
+        !out[0].raw.contains(";,") && !out[0].raw.contains(",;"),
+        "{}",
+        out[0].raw
+    );
+    h.assert_replay_equal();
+}
+
+#[test]
+fn compact_forms_tel_and_ipv6_request_uris_and_binary_bodies() {
+    let mut h = Harness::new();
+    // Compact header names everywhere and a tel: Request-URI.
+    let body = sdp_of("198.18.1.100", 6000);
+    let inv = format!(
+        "INVITE tel:+15551234567;phone-context=ims.example SIP/2.0\r\nv: SIP/2.0/UDP 198.18.1.100:5061;branch=z9hG4bK-cf1\r\nf: <sip:ue@ims.example>;tag=c1\r\nt: <tel:+15551234567>\r\ni: compact1\r\nCSeq: 1 INVITE\r\nm: <sip:ue@198.18.1.100:5061>\r\nk: 100rel\r\nMax-Forwards: 70\r\nc: application/sdp\r\nl: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let out = h.recv(Side::Access, UE, &inv);
+    let f = forwarded(&out);
+    assert_eq!(ruri(&f.msg), "tel:+15551234567;phone-context=ims.example");
+    assert_eq!(f.msg.header("To"), Some("<tel:+15551234567>"));
+    assert_eq!(f.msg.header("Supported"), Some("100rel"));
+    assert!(f.msg.has_sdp(), "c: is Content-Type, the SDP was anchored");
+    assert_eq!(h.core.session_count(), 1);
+    // An IPv6 Request-URI.
+    let v6 = sipp_invite("v6ruri", "z9hG4bK-v6r", UE, 6002).replace(
+        "INVITE sip:service@198.18.2.20:5060",
+        "INVITE sip:service@[fd00::20]:5060",
+    );
+    let out = h.recv(Side::Access, UE, &v6);
+    assert_eq!(ruri(&forwarded(&out).msg), "sip:service@[fd00::20]:5060");
+    // A body of every octet value, forwarded byte for byte.
+    let bin: Vec<u8> = (0..=255u8).rev().chain(0..=255u8).collect();
+    let head = format!(
+        "MESSAGE sip:bob@ims.example SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.100:5061;branch=z9hG4bK-bin\r\nFrom: <sip:ue@ims.example>;tag=b\r\nTo: <sip:bob@ims.example>\r\nCall-ID: bin1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        bin.len()
+    );
+    let mut data = head.into_bytes();
+    data.extend_from_slice(&bin);
+    let out = from_ue(&mut h, data);
+    let f = forwarded(&out);
+    assert_eq!(f.msg.body, bin);
+    assert!(f
+        .raw
+        .contains(&format!("Content-Length: {}\r\n", bin.len())));
+    h.assert_replay_equal();
+}
+
+#[test]
+fn ipv6_received_added_by_us_is_written_whole_and_used() {
+    let mut cfg = config();
+    cfg.access.sip = sa("[fd00::10]:5060");
+    cfg.access.media_ip = "fd00::10".parse().unwrap();
+    let mut h = Harness::with(cfg);
+    // The UE's Via names an address it is not sending from (NAT64/privacy).
+    let req = "OPTIONS sip:bob@ims.example SIP/2.0\r\nVia: SIP/2.0/UDP [fd00::1]:5061;branch=z9hG4bK-v6rcv\r\nFrom: <sip:ue@ims.example>;tag=6\r\nTo: <sip:bob@ims.example>\r\nCall-ID: v6rcv\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nl: 0\r\n\r\n";
+    h.now += 10;
+    let out = sent(&h.apply(Input::Sip(SipIn {
+        side: Side::Access,
+        transport: Transport::Udp,
+        src: sa("[fd00::100]:5061"),
+        dst: sa("[fd00::10]:5060"),
+        at: h.now,
+        data: req.as_bytes().to_vec(),
+    })));
+    let f = forwarded(&out).clone();
+    let ue_via = f.msg.headers_named("Via").nth(1).unwrap();
+    assert_eq!(
+        ue_via,
+        "SIP/2.0/UDP [fd00::1]:5061;branch=z9hG4bK-v6rcv;received=fd00::100"
+    );
+    let back = answer(&mut h, &f.msg, 200, "OK");
+    assert_eq!(back[0].dst, sa("[fd00::100]:5061"), "answered to received=");
+    assert!(back[0].raw.contains(";received=fd00::100\r\n"));
+    h.assert_replay_equal();
+}
+
+// ------------------------------------------------------- property: no panic
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Flip(usize, u8),
+        Truncate(usize),
+        DupLine(usize),
+        Delete(usize, usize),
+        Insert(usize, Vec<u8>),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            4 => (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Flip(i, b)),
+            1 => any::<usize>().prop_map(Mutation::Truncate),
+            2 => any::<usize>().prop_map(Mutation::DupLine),
+            1 => (any::<usize>(), 1usize..16).prop_map(|(i, n)| Mutation::Delete(i, n)),
+            2 => (
+                any::<usize>(),
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 1..8),
+                    Just(b",".to_vec()),
+                    Just(b"\r\n".to_vec()),
+                    Just(b"\r\n ".to_vec()),
+                    Just(b";".to_vec()),
+                    Just(b"\"".to_vec()),
+                    Just(b"<".to_vec()),
+                    Just(b"%00".to_vec()),
+                ]
+            )
+                .prop_map(|(i, b)| Mutation::Insert(i, b)),
+        ]
+    }
+
+    fn apply(data: &mut Vec<u8>, m: &Mutation) {
+        let len = data.len().max(1);
+        match m {
+            Mutation::Flip(i, b) => {
+                if !data.is_empty() {
+                    data[i % len] = *b;
+                }
+            }
+            Mutation::Truncate(n) => data.truncate(n % len),
+            Mutation::DupLine(i) => {
+                let lines: Vec<usize> = data
+                    .windows(2)
+                    .enumerate()
+                    .filter(|(_, w)| *w == b"\r\n")
+                    .map(|(p, _)| p + 2)
+                    .collect();
+                if lines.len() >= 2 {
+                    let k = i % (lines.len() - 1);
+                    let line = data[lines[k]..lines[k + 1]].to_vec();
+                    let at = lines[k];
+                    data.splice(at..at, line);
+                }
+            }
+            Mutation::Delete(i, n) => {
+                let s = i % len;
+                let e = (s + n).min(data.len());
+                if s < e {
+                    data.drain(s..e);
+                }
+            }
+            Mutation::Insert(i, b) => {
+                let at = i % (data.len() + 1);
+                data.splice(at..at, b.iter().copied());
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_invites_never_panic_and_get_forwarded_or_4xx(
+            muts in proptest::collection::vec(mutation(), 1..5),
+            tcp in any::<bool>(),
+        ) {
+            let mut data = sipp_invite("prop", "z9hG4bK-prop", UE, 6000).into_bytes();
+            for m in &muts {
+                apply(&mut data, m);
+            }
+            let mut h = Harness::new();
+            let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+            let out = recv_bytes(&mut h, Side::Access, transport, UE, data);
+            let forwarded = out.iter().filter(|s| s.side == Side::Core).count();
+            prop_assert!(forwarded <= 1, "{out:#?}");
+            for s in &out {
+                match (s.side, code(s)) {
+                    (Side::Core, None) => {
+                        let top = Via::parse(s.msg.top_via().unwrap()).unwrap();
+                        prop_assert_eq!(top.sent_by(), BGF_CORE);
+                    }
+                    (Side::Access, Some(100)) => prop_assert_eq!(forwarded, 1, "100 only with a forward"),
+                    (Side::Access, Some(c)) => prop_assert!((400..500).contains(&c), "{}", s.raw),
+                    _ => prop_assert!(false, "unexpected send: {s:#?}"),
+                }
+            }
+            // Whatever happened, the core still serves a call and replays.
+            establish(&mut h, "prop-after");
+            h.assert_replay_equal();
+        }
+    }
+}
