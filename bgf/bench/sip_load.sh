@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# System-level SIP benchmark: SIPp uac (access side) -> bgf active -> SIPp uas
+# (core side) on loopback, release build. Reports, per rate: calls ok/failed,
+# retransmissions, and bgf's CPU per call (utime+stime from /proc over the run
+# / successful calls). Signalling only (SIPp's stock scenarios carry SDP, so
+# every call allocates and releases its pinholes; no RTP is sent).
+#
+#   bgf/bench/sip_load.sh                 # RATES="300 1000 2000" CALLS=6000
+#
+# Bounded: each run is CALLS calls at RATE calls/s with 500 ms hold, on
+# 127.201.0.0/24 only, and SIPp is killed after 180 s whatever happens.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RATES=${RATES:-"300 1000 2000"}
+CALLS=${CALLS:-6000}
+WORKERS=${WORKERS:-1}
+cargo build --release -p bgf >/dev/null
+BGF=$PWD/target/release/bgf
+DIR=$(mktemp -d /tmp/bgf-sipload.XXXX)
+TICK=$(getconf CLK_TCK)
+cat > "$DIR/bgf.toml" <<TOML
+[instance]
+name = "load1"
+secret = "load-secret-123"
+[access]
+sip = "127.201.0.1:5060"
+rtp_ports = "20000-29999"
+[core]
+sip = "127.201.0.2:5060"
+rtp_ports = "30000-39999"
+next_hop = "127.201.0.3:5060"
+[media]
+workers = $WORKERS
+[log]
+format = "json"
+level = "warn"
+TOML
+cleanup() { kill "${BGFPID:-}" "${UASPID:-}" 2>/dev/null || true; }
+trap cleanup EXIT
+cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+printf '%-6s %-7s %-7s %-7s %-9s %s\n' rate ok failed retrans cpu_s "µs/call"
+for rate in $RATES; do
+    "$BGF" active --config "$DIR/bgf.toml" 2>"$DIR/bgf-$rate.log" & BGFPID=$!
+    for _ in $(seq 50); do [ -n "$(ss -Hlun 'sport = :5060' src 127.201.0.1)" ] && break; sleep 0.1; done
+    (cd "$DIR" && exec sipp -sn uas -i 127.201.0.3 -p 5060 -nostdin >/dev/null 2>&1) & UASPID=$!
+    sleep 0.3
+    c0=$(cpu "$BGFPID")
+    (cd "$DIR" && timeout 180 sipp -sn uac 127.201.0.1:5060 -i 127.201.0.4 -p 5061 \
+        -r "$rate" -m "$CALLS" -l $((rate * 2 + 100)) -d 500 -nostdin \
+        -trace_stat -stf "stat-$rate.csv" >/dev/null 2>&1) || true
+    c1=$(cpu "$BGFPID")
+    kill "$UASPID" "$BGFPID"; wait "$BGFPID" 2>/dev/null || true
+    stat="$DIR/stat-$rate.csv"
+    field() { paste -d= <(head -1 "$stat" | tr ';' '\n') <(tail -1 "$stat" | tr ';' '\n') | grep "^$1=" | cut -d= -f2; }
+    ok=$(field 'SuccessfulCall(C)'); failed=$(field 'FailedCall(C)'); re=$(field 'Retransmissions(C)')
+    awk -v r="$rate" -v ok="$ok" -v f="$failed" -v re="$re" -v c=$((c1 - c0)) -v t="$TICK" \
+        'BEGIN { printf "%-6s %-7s %-7s %-7s %-9.2f %.0f\n", r, ok, f, re, c/t, (ok>0 ? c/t*1e6/ok : 0) }'
+done
+echo "logs and SIPp stats in $DIR"
