@@ -268,15 +268,14 @@ impl Core {
             &self.addrs,
             inp.side,
             inp.src.ip(),
-            &m.body,
+            m.sdp().unwrap_or_default(),
             &mut ops,
         ) {
-            Ok(body) => m.body = body,
+            Ok(body) => m.set_sdp(body),
             Err(e) => {
                 warn!(instance = %self.cfg.instance, call_id = %m.call_id(), error = ?e,
                       "unusable SDP in a message that cannot be refused; relayed without body");
-                m.body.clear();
-                m.remove("Content-Type");
+                m.clear_body();
             }
         }
         if s.streams != before {
@@ -505,10 +504,16 @@ impl Core {
             return;
         }
         // Only schemes we can route (RFC 3261 §16.3 item 2; RFC 4475 unkscm,
-        // novelsc): rsipstack parses any scheme.
+        // novelsc): rsipstack parses any scheme. `urn` is the service URN of
+        // IMS emergency calls (urn:service:sos, RFC 5031); `im`/`pres` are
+        // IMS messaging and presence targets. Requests from the access side
+        // go to the core next hop whatever their target, so these route.
         if let StartLine::Request { uri, .. } = &m.start {
             let scheme = uri.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
-            if !matches!(scheme.as_deref(), Some("sip" | "sips" | "tel")) {
+            if !matches!(
+                scheme.as_deref(),
+                Some("sip" | "sips" | "tel" | "urn" | "im" | "pres")
+            ) {
                 return self.reply(cx, inp, &m, 416, "Unsupported URI Scheme", &[]);
             }
         }
@@ -678,11 +683,11 @@ impl Core {
                 &self.addrs,
                 inp.side,
                 inp.src.ip(),
-                &m.body,
+                m.sdp().unwrap_or_default(),
                 &mut ops,
             );
             match res {
-                Ok(body) => m.body = body,
+                Ok(body) => m.set_sdp(body),
                 Err(err) => {
                     if let Some(saved) = rollback.take() {
                         session::rollback(s, saved, &mut self.state.pools, &mut ops);

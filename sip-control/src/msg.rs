@@ -508,20 +508,64 @@ impl Message {
         }
     }
 
-    /// Whether the body is SDP (Content-Type application/sdp, or a body with
-    /// no Content-Type — RFC 3261 default for INVITE is SDP in practice).
-    pub fn has_sdp(&self) -> bool {
+    /// Where the session description is in the body, if there is one:
+    /// the whole body (`application/sdp`, or no Content-Type and a body that
+    /// starts like SDP), or the `application/sdp` part of a `multipart/*` body
+    /// (IMS emergency calls carry SDP beside a PIDF-LO location). A BGF must
+    /// find every SDP: one it missed would let media bypass the pinholes.
+    pub fn sdp_range(&self) -> Option<std::ops::Range<usize>> {
         if self.body.is_empty() {
-            return false;
+            return None;
         }
-        match self.header("Content-Type") {
-            Some(ct) => ct
-                .split(';')
-                .next()
-                .map(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
-                .unwrap_or(false),
-            None => false,
+        let Some(ct) = self.header("Content-Type") else {
+            return self.body.starts_with(b"v=").then_some(0..self.body.len());
+        };
+        let mut parts = ct.split(';');
+        let mime = parts.next().unwrap_or_default().trim();
+        if mime.eq_ignore_ascii_case("application/sdp") {
+            return Some(0..self.body.len());
         }
+        if !mime.to_ascii_lowercase().starts_with("multipart/") {
+            return None;
+        }
+        let boundary = parts.find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("boundary")
+                .then(|| v.trim().trim_matches('"').to_string())
+        })?;
+        multipart_sdp(&self.body, boundary.as_bytes())
+    }
+
+    /// Whether the message carries a session description (see [`Message::sdp_range`]).
+    pub fn has_sdp(&self) -> bool {
+        self.sdp_range().is_some()
+    }
+
+    /// The session description bytes, if any.
+    pub fn sdp(&self) -> Option<&[u8]> {
+        self.sdp_range().map(|r| &self.body[r])
+    }
+
+    /// Replace the session description (whole body or multipart part).
+    pub fn set_sdp(&mut self, sdp: Vec<u8>) {
+        match self.sdp_range() {
+            Some(r) if r.start == 0 && r.end == self.body.len() => self.body = sdp,
+            Some(r) => {
+                let mut body = Vec::with_capacity(self.body.len() + sdp.len());
+                body.extend_from_slice(&self.body[..r.start]);
+                body.extend_from_slice(&sdp);
+                body.extend_from_slice(&self.body[r.end..]);
+                self.body = body;
+            }
+            None => {}
+        }
+    }
+
+    /// Remove the body (used when an SDP cannot be relayed safely).
+    pub fn clear_body(&mut self) {
+        self.body.clear();
+        self.remove("Content-Type");
     }
 
     /// Serialise, with Content-Length set to the body length.
@@ -779,6 +823,56 @@ impl std::fmt::Display for Via {
             }
         }
         Ok(())
+    }
+}
+
+/// The content range of the first `application/sdp` part of a multipart
+/// body (RFC 2046): parts are delimited by `--boundary` lines; each part has
+/// headers, a blank line, then content up to the CRLF before the next
+/// delimiter.
+fn multipart_sdp(body: &[u8], boundary: &[u8]) -> Option<std::ops::Range<usize>> {
+    if boundary.is_empty() {
+        return None;
+    }
+    let mut delim = b"--".to_vec();
+    delim.extend_from_slice(boundary);
+    let find = |from: usize| -> Option<usize> {
+        body.get(from..)?
+            .windows(delim.len())
+            .position(|w| w == delim.as_slice())
+            .map(|p| p + from)
+    };
+    let mut at = find(0)?;
+    loop {
+        let after = at + delim.len();
+        if body.get(after..after + 2) == Some(b"--") {
+            return None; // closing delimiter
+        }
+        let part_start = after + body.get(after..)?.windows(2).position(|w| w == b"\r\n")? + 2;
+        let next = find(part_start)?;
+        let part_end = if next >= 2 && &body[next - 2..next] == b"\r\n" {
+            next - 2
+        } else {
+            next
+        };
+        let part = body.get(part_start..part_end)?;
+        let (headers, content_off) = match part.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(p) => (&part[..p], p + 4),
+            None if part.starts_with(b"\r\n") => (&part[..0], 2),
+            None => (part, part.len()),
+        };
+        let is_sdp = String::from_utf8_lossy(headers).split("\r\n").any(|h| {
+            h.split_once(':').is_some_and(|(n, v)| {
+                n.trim().eq_ignore_ascii_case("Content-Type")
+                    && v.split(';')
+                        .next()
+                        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+            })
+        });
+        if is_sdp && content_off <= part.len() {
+            return Some(part_start + content_off..part_end);
+        }
+        at = next;
     }
 }
 
@@ -1194,5 +1288,44 @@ f: <sip:x@example.com>;tag=1\r\nt: <tel:+15551234>\r\ni: abc\r\nCSeq: 2 OPTIONS\
         assert!(r.contains("Via: SIP/2.0/UDP 198.18.0.2:5060;branch=z9hG4bK1"));
         assert!(make_error_response_raw(b"SIP/2.0 200 OK\r\n\r\n", 400, "x").is_none());
         assert!(make_error_response_raw(b"garbage", 400, "x").is_none());
+    }
+
+    #[test]
+    fn finds_sdp_in_multipart_and_without_content_type() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 198.18.1.5\r\ns=-\r\nc=IN IP4 198.18.1.5\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
+        let pidf = "<?xml version=\"1.0\"?><presence/>";
+        let body = format!(
+            "--b1\r\nContent-Type: application/pidf+xml\r\n\r\n{pidf}\r\n--b1\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--b1--\r\n"
+        );
+        let raw = format!(
+            "INVITE urn:service:sos SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.1.5;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <urn:service:sos>\r\nCall-ID: e1\r\nCSeq: 1 INVITE\r\nContent-Type: multipart/mixed;boundary=\"b1\"\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut m = Message::parse(raw.as_bytes(), 65535).unwrap();
+        assert_eq!(m.sdp(), Some(sdp.as_bytes()));
+        m.set_sdp(b"v=0\r\nNEW\r\n".to_vec());
+        let b = String::from_utf8(m.body.clone()).unwrap();
+        assert!(b.contains(pidf), "other parts untouched");
+        assert!(
+            b.contains("application/sdp\r\n\r\nv=0\r\nNEW\r\n\r\n--b1--"),
+            "{b}"
+        );
+        // No Content-Type but an SDP-looking body: still found.
+        let raw = raw.replace("Content-Type: multipart/mixed;boundary=\"b1\"\r\n", "");
+        let raw = raw.replace(
+            &format!("Content-Length: {}\r\n\r\n{body}", body.len()),
+            &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
+        );
+        let m = Message::parse(raw.as_bytes(), 65535).unwrap();
+        assert_eq!(m.sdp(), Some(sdp.as_bytes()));
+        // Garbage multipart never panics.
+        for junk in [
+            "--b1",
+            "--b1\r\n",
+            "--b1\r\nContent-Type: application/sdp",
+            "x--b1--",
+        ] {
+            let _ = multipart_sdp(junk.as_bytes(), b"b1");
+        }
     }
 }

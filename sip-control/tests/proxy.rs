@@ -920,3 +920,39 @@ fn in_dialog_requests_addressed_to_the_bgf_itself_follow_the_dialog() {
     }
     h.assert_replay_equal();
 }
+
+#[test]
+fn multipart_sdp_is_anchored_and_other_parts_pass() {
+    // An IMS emergency INVITE: SDP beside a PIDF-LO location, multipart/mixed.
+    let mut h = Harness::new();
+    let sdp = sdp_of("198.18.1.100", 6000);
+    let pidf = "<?xml version=\"1.0\"?><presence entity=\"pres:ue@x\"><tuple id=\"1\"/></presence>";
+    let body = format!(
+        "--sep\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--sep\r\nContent-Type: application/pidf+xml\r\nContent-ID: <loc@ue>\r\n\r\n{pidf}\r\n--sep--\r\n"
+    );
+    let inv = format!(
+        "INVITE urn:service:sos SIP/2.0\r\nVia: SIP/2.0/UDP {UE};branch=z9hG4bK-sos\r\nFrom: <sip:ue@ims.example>;tag=s1\r\nTo: <urn:service:sos>\r\nCall-ID: sos1\r\nCSeq: 1 INVITE\r\nContact: <sip:ue@198.18.1.100:5061>\r\nGeolocation: <cid:loc@ue>\r\nMax-Forwards: 70\r\nContent-Type: multipart/mixed;boundary=sep\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let out = h.recv(Side::Access, UE, &inv);
+    let fwd = out
+        .iter()
+        .find(|s| s.side == Side::Core)
+        .expect("emergency INVITE forwarded, not refused")
+        .msg
+        .clone();
+    let text = String::from_utf8(fwd.body.clone()).unwrap();
+    assert!(
+        text.contains("c=IN IP4 198.18.2.10"),
+        "SDP part anchored: {text}"
+    );
+    assert!(
+        !text.contains("198.18.1.100"),
+        "UE media address hidden: {text}"
+    );
+    assert!(text.contains(pidf), "location part intact");
+    assert!(text.ends_with("--sep--\r\n"));
+    let p = &h.core.sessions()[0].pinholes[0];
+    assert_eq!(p.access.remote_rtp, Some(sa("198.18.1.100:6000")));
+    h.assert_replay_equal();
+}
