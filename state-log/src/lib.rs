@@ -1,14 +1,20 @@
-//! # state-log — the DAL-style input log (skeleton)
+//! # state-log — the DAL-style input log
 //!
-//! Will own the input log every active appends to and the standby tails: the
-//! versioned record format (serde + rmp-serde, per-record integrity check),
-//! the client API (`append` resolving when durable, `replay`, `tail`,
-//! `compact`, `fence` with epoch-checked appends), the embedded store server
-//! (fjall, group commit with fsync) and the Redis Streams backend.
+//! Owns the input log every active appends to and the standby tails: the
+//! versioned record format ([`record`]: MessagePack with `serde_bytes`, a
+//! CRC32C per record), the backend trait ([`store::LogStore`]: durable
+//! epoch-checked appends, reads, waits, truncation, fencing) and its
+//! backends — the embedded store server on fjall and Redis Streams.
 //!
 //! It does not own session state or decide what to log: the session core
 //! (`sip-control`) marks each input that changed state, and the daemon logs
-//! exactly those inputs before releasing their effects.
+//! exactly those inputs before releasing their effects (output commit).
 //!
-//! Status: skeleton. The log arrives with issue 3; until then an active runs
-//! without durability (see README, "What this version does not do yet").
+//! Status: record format and backend trait in place; backends, the client
+//! and output commit are being built under issue 3.
+
+pub mod record;
+pub mod store;
+
+pub use record::{Body, Epoch, FrameError, OperatorCommand, Record, Seq, FORMAT_VERSION};
+pub use store::{check_instance, LogError, LogStore};
