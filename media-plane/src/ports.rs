@@ -52,6 +52,11 @@ impl PortPool {
         })
     }
 
+    /// Whether `other` covers the same range (its allocations may differ).
+    pub fn same_range(&self, other: &PortPool) -> bool {
+        self.first == other.first && self.pairs == other.pairs
+    }
+
     /// Number of pairs in the pool.
     pub fn capacity(&self) -> u32 {
         self.pairs

@@ -56,6 +56,9 @@ pub enum CoreError {
         /// The pool's complaint.
         source: media_plane::PortPoolError,
     },
+    /// A saved state does not fit this config.
+    #[error("cannot restore core state: {0}")]
+    StateMismatch(String),
 }
 
 /// The complete replayable state of one instance. Two cores that applied the
@@ -156,6 +159,21 @@ impl Core {
             },
             stats: CoreStats::default(),
         })
+    }
+
+    /// A core resuming from a saved state (a log checkpoint). The state must
+    /// have been produced under a config with the same port ranges.
+    pub fn restore(cfg: CoreConfig, state: CoreState) -> Result<Core, CoreError> {
+        let mut core = Core::new(cfg)?;
+        if !core.state.pools.access.same_range(&state.pools.access)
+            || !core.state.pools.core.same_range(&state.pools.core)
+        {
+            return Err(CoreError::StateMismatch(
+                "the checkpoint's media port ranges differ from the config's rtp_ports".into(),
+            ));
+        }
+        core.state = state;
+        Ok(core)
     }
 
     /// Apply one input; returns the effects to carry out, in order.

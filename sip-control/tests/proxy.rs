@@ -956,3 +956,30 @@ fn multipart_sdp_is_anchored_and_other_parts_pass() {
     assert_eq!(p.access.remote_rtp, Some(sa("198.18.1.100:6000")));
     h.assert_replay_equal();
 }
+
+#[test]
+fn restore_from_a_checkpoint_then_replay_the_rest() {
+    // Checkpoint in the middle of a workload, then restore + replay the tail:
+    // the result equals the live core (what log compaction relies on).
+    let mut h = Harness::new();
+    establish(&mut h, "cp1");
+    h.recv(
+        Side::Access,
+        UE,
+        &sipp_invite("cp2", "z9hG4bK-cp2", UE, 6002),
+    );
+    let checkpoint = h.core.state().clone();
+    let split = h.log.len();
+    establish(&mut h, "cp3");
+    h.advance(70_000);
+    let mut restored = sip_control::Core::restore(config(), checkpoint).unwrap();
+    for i in &h.log[split..] {
+        restored.apply(i);
+    }
+    assert_eq!(restored.state(), h.core.state());
+    // A checkpoint from other port ranges is refused.
+    let mut other = config();
+    other.access.rtp_port_min = 40000;
+    other.access.rtp_port_max = 40999;
+    assert!(sip_control::Core::restore(other, h.core.state().clone()).is_err());
+}
