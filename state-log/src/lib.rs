@@ -13,8 +13,10 @@
 //! Status: record format and backend trait in place; backends, the client
 //! and output commit are being built under issue 3.
 
+pub mod embedded;
 pub mod record;
 pub mod store;
+pub mod testkit;
 
 pub use record::{Body, Epoch, FrameError, OperatorCommand, Record, Seq, FORMAT_VERSION};
 pub use store::{check_instance, LogError, LogStore};
