@@ -15,6 +15,7 @@
 
 pub mod embedded;
 pub mod record;
+pub mod redis_store;
 pub mod store;
 pub mod testkit;
 
