@@ -80,7 +80,7 @@ impl Cmd {
 }
 
 /// Durable per-instance state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Meta {
     epoch: Epoch,
     last_seq: Seq,

@@ -16,6 +16,8 @@
 pub mod embedded;
 pub mod record;
 pub mod redis_store;
+pub mod remote;
+pub mod server;
 pub mod store;
 pub mod testkit;
 
