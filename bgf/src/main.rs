@@ -51,6 +51,22 @@ enum Cmd {
         #[arg(long, value_name = "LEVEL")]
         log_level: Option<String>,
     },
+    /// Run the embedded state log server (single node: one process, one data
+    /// directory; multi-host deployments use the Redis backend).
+    Statelog {
+        /// TCP address to serve the state log on (e.g. 127.0.0.1:7400).
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Data directory (created if missing; one server per directory).
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormat,
+        /// Log level or tracing filter (overrides RUST_LOG; default info).
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
+    },
     /// Validate a configuration file and print a summary (exit 2 on errors).
     CheckConfig {
         /// Configuration file (TOML).
@@ -73,6 +89,12 @@ fn main() -> ExitCode {
             log_format,
             log_level,
         } => active(&config, log_format, log_level),
+        Cmd::Statelog {
+            listen,
+            data,
+            log_format,
+            log_level,
+        } => statelog(listen, &data, log_format, log_level),
     }
 }
 
@@ -181,6 +203,87 @@ fn active(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>)
             error!("{e}");
             ExitCode::from(1)
         }
+    }
+}
+
+fn statelog(
+    listen: std::net::SocketAddr,
+    data: &Path,
+    log_format: LogFormat,
+    log_level: Option<String>,
+) -> ExitCode {
+    if let Err(e) = init_logging(log_format, log_level.as_deref(), "info") {
+        eprintln!("bgf: {e}");
+        return ExitCode::from(1);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime (out of threads or memory?)");
+            return ExitCode::from(1);
+        }
+    };
+    let span = tracing::info_span!("statelog", listen = %listen);
+    let result = rt.block_on(run_statelog(listen, data.to_path_buf()).instrument(span.clone()));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let _enter = span.enter();
+    match result {
+        Ok(()) => {
+            info!("shutdown complete");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run_statelog(listen: std::net::SocketAddr, data: PathBuf) -> Result<(), String> {
+    // Bind first: a wrong or busy address is the most common startup error.
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        format!("cannot listen on {listen}: {e} — pick a free local address for --listen, or stop the process holding it")
+    })?;
+    let store = {
+        let dir = data.clone();
+        tokio::task::spawn_blocking(move || state_log::embedded::EmbeddedStore::open(&dir))
+            .await
+            .map_err(|e| format!("opening the store failed: {e}"))?
+            .map_err(|e| format!("{e} — fix --data {} and start again", data.display()))?
+    };
+    let signals = tokio::spawn(wait_for_signal());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(state_log::server::serve(listener, Arc::new(store), async {
+        let _ = stop_rx.await;
+    }));
+    info!(
+        data = %data.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "bgf statelog started (single node; multi-host deployments use the Redis backend)"
+    );
+    let failure = match signals.await {
+        Ok(Ok(name)) => {
+            info!(
+                signal = name,
+                "shutting down: stop accepting, finish the requests in hand, sync the store"
+            );
+            None
+        }
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(format!("signal handler task failed: {e}")),
+    };
+    let _ = stop_tx.send(());
+    // serve() returns after its connections finish (bounded) and drops the
+    // store, which commits the last group and closes the database.
+    if let Err(e) = server.await {
+        return Err(format!("state log server task failed: {e}"));
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
