@@ -88,6 +88,8 @@ impl RedisServer {
         cmd.args(["--bind", "127.0.0.1", "--port"])
             .arg(self.port.to_string())
             .args(["--save", "", "--protected-mode", "no", "--daemonize", "no"])
+            // Replicas sync at once instead of after the default 5 s.
+            .args(["--repl-diskless-sync-delay", "0"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
@@ -187,8 +189,20 @@ impl RedisServer {
                 .lines()
                 .filter(|l| l.starts_with("slave") && l.contains("state=online"))
                 .count();
+            // "online" is reported before a freshly synced replica streams
+            // (Redis 7 waits for its first REPLCONF ACK, sent once a
+            // second): ready means a write is actually acknowledged.
             if online >= n {
-                return;
+                let mut c = self.sync_conn();
+                let _: () = redis::cmd("SET")
+                    .arg("bgf-test:probe")
+                    .arg(1)
+                    .query(&mut c)
+                    .unwrap();
+                let acked: usize = redis::cmd("WAIT").arg(n).arg(200).query(&mut c).unwrap();
+                if acked >= n {
+                    return;
+                }
             }
             assert!(
                 Instant::now() < deadline,
