@@ -121,6 +121,48 @@ async fn scenario(name: &str, store: Arc<RedisStore>) {
     );
 }
 
+/// Tail wake-up: a waiter blocked in `wait_for` on one task, an append on
+/// another; time from the start of the append to the waiter's return.
+async fn tail_wake(store: Arc<RedisStore>) {
+    const N: u64 = 300;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Instant>(1);
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for after in 0..N {
+                let woke = store
+                    .wait_for("tail", after, Duration::from_secs(5))
+                    .await
+                    .expect("wait_for");
+                assert!(woke, "waiter timed out");
+                if tx.send(Instant::now()).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let mut lat = Vec::new();
+    for seq in 1..=N {
+        // Give the waiter time to block (it must not find the record yet).
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let t = Instant::now();
+        store
+            .append("tail", 0, &[record(seq)])
+            .await
+            .expect("append");
+        let Some(woke) = rx.recv().await else { break };
+        lat.push(woke.saturating_duration_since(t));
+    }
+    let _ = waiter.await;
+    lat.sort();
+    println!(
+        "tail wake-up (append start → wait_for returns, {} samples): p50 {:.0} µs, p99 {:.0} µs",
+        lat.len(),
+        pct(&lat, 0.5).as_secs_f64() * 1e6,
+        pct(&lat, 0.99).as_secs_f64() * 1e6
+    );
+}
+
 fn report(name: &str, tasks: usize, runs: &[Run]) {
     let mut all: Vec<Duration> = runs.iter().flat_map(|r| r.lat.iter().copied()).collect();
     all.sort();
@@ -168,7 +210,9 @@ fn main() {
             })
             .await
             .expect("connect");
-            scenario("no-persist", Arc::new(store)).await;
+            let store = Arc::new(store);
+            scenario("no-persist", store.clone()).await;
+            tail_wake(store).await;
         }
         {
             let primary = RedisServer::start(Persistence::None);
