@@ -300,17 +300,20 @@ impl EmbeddedStore {
         Ok(AppendAck(rx))
     }
 
-    /// Read up to `max` records from `from`, each with its stored frame.
+    /// Read up to `max` records from `from`, each with its stored frame,
+    /// stopping early (after at least one record) once the frames would
+    /// exceed `max_bytes`.
     pub async fn read_frames(
         &self,
         instance: &str,
         from: Seq,
         max: usize,
+        max_bytes: usize,
     ) -> Result<Vec<(Record, Vec<u8>)>, LogError> {
         check_instance(instance)?;
         let shared = self.shared.clone();
         let instance = instance.to_string();
-        tokio::task::spawn_blocking(move || read_blocking(&shared, &instance, from, max))
+        tokio::task::spawn_blocking(move || read_blocking(&shared, &instance, from, max, max_bytes))
             .await
             .map_err(|e| LogError::Unavailable(format!("read task failed: {e}")))?
     }
@@ -404,6 +407,7 @@ fn read_blocking(
     instance: &str,
     from: Seq,
     max: usize,
+    max_bytes: usize,
 ) -> Result<Vec<(Record, Vec<u8>)>, LogError> {
     let meta = shared.meta_of(instance);
     let from = from.max(meta.first_seq).max(1);
@@ -416,6 +420,7 @@ fn read_blocking(
     let hi = record_key(instance, last);
     let mut out = Vec::with_capacity((last - from + 1) as usize);
     let mut expect = from;
+    let mut bytes = 0usize;
     for kv in shared.records.range(lo..=hi) {
         let (k, v) = kv
             .into_inner()
@@ -450,6 +455,10 @@ fn read_blocking(
             }
             Err(e) => return Err(corrupt(instance, expect, e)),
         };
+        bytes = bytes.saturating_add(v.len());
+        if !out.is_empty() && bytes > max_bytes {
+            return Ok(out);
+        }
         if rec.seq != expect {
             return Err(corrupt(
                 instance,
@@ -695,7 +704,7 @@ impl LogStore for EmbeddedStore {
 
     async fn read(&self, instance: &str, from: Seq, max: usize) -> Result<Vec<Record>, LogError> {
         Ok(self
-            .read_frames(instance, from, max)
+            .read_frames(instance, from, max, usize::MAX)
             .await?
             .into_iter()
             .map(|(r, _)| r)

@@ -483,16 +483,10 @@ async fn other_op(store: &EmbeddedStore, op: Op) -> Result<Reply, LogError> {
             max,
         } => {
             let max = usize::try_from(max).unwrap_or(usize::MAX);
-            let recs = store.read_frames(&instance, from, max).await?;
-            let mut bytes = 0;
-            let mut out = Vec::with_capacity(recs.len());
-            for (_, f) in recs {
-                if !out.is_empty() && bytes + f.len() > MAX_READ_REPLY_BYTES {
-                    break;
-                }
-                bytes += f.len();
-                out.push(ByteBuf::from(f));
-            }
+            let recs = store
+                .read_frames(&instance, from, max, MAX_READ_REPLY_BYTES)
+                .await?;
+            let out = recs.into_iter().map(|(_, f)| ByteBuf::from(f)).collect();
             Reply::Frames(out)
         }
         Op::WaitFor {

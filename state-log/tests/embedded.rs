@@ -90,3 +90,21 @@ async fn corrupt_value_is_reported_with_its_seq() {
     }
     assert_eq!(s.read("c1", 5, 100).await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_frames_stops_at_the_byte_budget_but_returns_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open(dir.path()).unwrap();
+    let recs: Vec<_> = (1..=10).map(|q| testkit::rec("b1", q, 0)).collect();
+    s.append("b1", 0, &recs).await.unwrap();
+    let one = s.read_frames("b1", 1, 100, 1).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].0, recs[0]);
+    assert_eq!(one[0].1, recs[0].encode());
+    let f = recs[0].encode().len() + recs[1].encode().len();
+    assert_eq!(s.read_frames("b1", 1, 100, f).await.unwrap().len(), 2);
+    assert_eq!(
+        s.read_frames("b1", 1, 100, usize::MAX).await.unwrap().len(),
+        10
+    );
+}
