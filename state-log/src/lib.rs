@@ -10,8 +10,17 @@
 //! (`sip-control`) marks each input that changed state, and the daemon logs
 //! exactly those inputs before releasing their effects (output commit).
 //!
-//! Status: record format and backend trait in place; backends, the client
-//! and output commit are being built under issue 3.
+//! Modules: [`record`] (frame), [`store`] (trait and errors), [`embedded`]
+//! (fjall store with group commit and fsync), [`server`] / [`remote`] (the
+//! `bgf statelog` TCP server and its pipelined client), [`redis_store`]
+//! (Redis Streams: Lua epoch/contiguity check, WAIT for replicas, XREAD
+//! BLOCK tailing), [`testkit`] (the contract suite every backend passes).
+//!
+//! ```text
+//!  bgf active ──append(records, epoch)──▶ RemoteStore ══TCP══▶ bgf statelog (fjall, fsync)
+//!             └─────────────────────────▶ RedisStore ════════▶ redis primary ──▶ replica (WAIT)
+//!  standby ◀──read / wait_for (tail)────── same LogStore trait
+//! ```
 
 pub mod embedded;
 pub mod record;
