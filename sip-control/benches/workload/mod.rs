@@ -123,9 +123,10 @@ pub fn run(inputs: &[Input]) -> Core {
 /// Port pools wide enough for 10 000 live sessions.
 pub fn bench_config() -> sip_control::CoreConfig {
     let mut c = config();
-    c.access.rtp_port_min = 10000;
-    c.access.rtp_port_max = 39999;
-    c.core.rtp_port_min = 40000;
-    c.core.rtp_port_max = 65000;
+    // The widest ranges one media IP allows (32 256 pairs per side).
+    c.access.rtp_port_min = 1024;
+    c.access.rtp_port_max = 65535;
+    c.core.rtp_port_min = 1024;
+    c.core.rtp_port_max = 65535;
     c
 }
