@@ -5,6 +5,7 @@
 //! Addresses, port ranges and enumerations are read as strings and checked
 //! here (not by serde) so that one bad value does not hide the others.
 
+use crate::commit::{Backend, StatelogSettings};
 use serde::Deserialize;
 use sip_control::{CoreConfig, SideConfig, TimerConfig, Transport};
 use std::fmt;
@@ -26,6 +27,19 @@ pub struct FileConfig {
     #[serde(default)]
     pub log: LogSection,
     pub admin: Option<AdminSection>,
+    pub statelog: Option<StatelogSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatelogSection {
+    pub backend: Option<String>,
+    pub addr: Option<String>,
+    pub redis_url: Option<String>,
+    pub redis_replicas: Option<u64>,
+    pub append_timeout_ms: Option<u64>,
+    pub max_held: Option<u64>,
+    pub checkpoint_every: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +138,8 @@ pub struct Config {
     pub log_level: String,
     /// The admin server, if enabled.
     pub admin: Option<AdminSettings>,
+    /// Output commit to the state log, if enabled.
+    pub statelog: Option<StatelogSettings>,
 }
 
 impl Config {
@@ -131,7 +147,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let c = &self.core;
         format!(
-            "instance {}: access sip {} media {} rtp {}-{}{}; core sip {} media {} rtp {}-{}{}; next hop {} ({}); media backend {} with {} workers; admin {}",
+            "instance {}: access sip {} media {} rtp {}-{}{}; core sip {} media {} rtp {}-{}{}; next hop {} ({}); media backend {} with {} workers; admin {}; state log {}",
             c.instance,
             c.access.sip,
             c.access.media_ip,
@@ -149,6 +165,10 @@ impl Config {
             self.media.workers,
             match &self.admin {
                 Some(a) => a.listen.to_string(),
+                None => "off".to_string(),
+            },
+            match &self.statelog {
+                Some(l) => format!("{} at {}", l.backend.name(), l.backend.location()),
                 None => "off".to_string(),
             }
         )
@@ -277,6 +297,86 @@ fn port_range(field: &str, value: &str, errs: &mut Vec<String>) -> Option<(u16, 
         return None;
     }
     Some((min, max))
+}
+
+fn statelog(l: StatelogSection, errs: &mut Vec<String>) -> Option<StatelogSettings> {
+    let backend = match l.backend.as_deref().map(str::trim) {
+        None => {
+            errs.push("statelog.backend missing — set \"embedded\" (a `bgf statelog` server) or \"redis\"".into());
+            None
+        }
+        Some("embedded") => {
+            if l.redis_url.is_some() || l.redis_replicas.is_some() {
+                errs.push(
+                    "statelog.redis_url/redis_replicas: only valid with backend = \"redis\"".into(),
+                );
+            }
+            match &l.addr {
+                None => {
+                    errs.push("statelog.addr missing — set the `bgf statelog --listen` address, e.g. addr = \"127.0.0.1:7400\"".into());
+                    None
+                }
+                Some(a) => {
+                    socket_addr("statelog.addr", a, errs).map(|addr| Backend::Embedded { addr })
+                }
+            }
+        }
+        Some("redis") => {
+            if l.addr.is_some() {
+                errs.push("statelog.addr: only valid with backend = \"embedded\" — use statelog.redis_url".into());
+            }
+            let replicas = l.redis_replicas.unwrap_or(0);
+            if replicas > 16 {
+                errs.push(format!(
+                    "statelog.redis_replicas: {replicas} is out of range — use 0-16 (default 0)"
+                ));
+            }
+            match l.redis_url.as_deref().map(str::trim) {
+                Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
+                    Some(Backend::Redis {
+                        url: u.to_string(),
+                        replicas: replicas.min(16) as u32,
+                    })
+                }
+                Some(u) => {
+                    errs.push(format!("statelog.redis_url: \"{u}\" is not a redis URL — write redis://host:port[/db]"));
+                    None
+                }
+                None => {
+                    errs.push("statelog.redis_url missing — set it, e.g. redis_url = \"redis://127.0.0.1:6379/0\"".into());
+                    None
+                }
+            }
+        }
+        Some(b) => {
+            errs.push(format!(
+                "statelog.backend: \"{b}\" is not a backend — use \"embedded\" or \"redis\""
+            ));
+            None
+        }
+    };
+    let timeout = l.append_timeout_ms.unwrap_or(1000);
+    if !(10..=60_000).contains(&timeout) {
+        errs.push(format!(
+            "statelog.append_timeout_ms: {timeout} is out of range — use 10-60000 (default 1000)"
+        ));
+    }
+    let max_held = l.max_held.unwrap_or(10_000);
+    if !(1..=10_000_000).contains(&max_held) {
+        errs.push(format!(
+            "statelog.max_held: {max_held} is out of range — use 1-10000000 (default 10000)"
+        ));
+    }
+    let checkpoint_every = l.checkpoint_every.unwrap_or(20_000);
+    if checkpoint_every > 0 && checkpoint_every < 100 {
+        errs.push(format!("statelog.checkpoint_every: {checkpoint_every} is too small — use 0 (never) or at least 100 (default 20000)"));
+    }
+    Some(StatelogSettings {
+        backend: backend?,
+        append_timeout: Duration::from_millis(timeout),
+        max_held: max_held as usize,
+        checkpoint_every,
+    })
 }
 
 struct SideOut {
@@ -546,6 +646,8 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
         },
     };
 
+    let statelog = file.statelog.and_then(|l| statelog(l, &mut errs));
+
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
     }
@@ -588,6 +690,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
             log_format,
             log_level,
             admin,
+            statelog,
         }),
         _ => Err(ConfigErrors(vec![
             "configuration incomplete — see docs/CONFIG.md".into(),
@@ -833,6 +936,67 @@ token = "0123456789abcdef"
             assert!(
                 e.iter().any(|m| m.starts_with(field)),
                 "{field} not in {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn statelog_section() {
+        assert!(parse(GOOD).unwrap().statelog.is_none());
+        let c = parse(&format!(
+            "{GOOD}\n[statelog]\nbackend = \"embedded\"\naddr = \"127.0.0.1:7400\"\n"
+        ))
+        .unwrap();
+        let l = c.statelog.unwrap();
+        assert_eq!(
+            l.backend,
+            Backend::Embedded {
+                addr: "127.0.0.1:7400".parse().unwrap()
+            }
+        );
+        assert_eq!(l.append_timeout, Duration::from_millis(1000));
+        assert_eq!((l.max_held, l.checkpoint_every), (10_000, 20_000));
+        let c = parse(&format!("{GOOD}\n[statelog]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/0\"\nredis_replicas = 1\nappend_timeout_ms = 200\ncheckpoint_every = 0\n")).unwrap();
+        let l = c.statelog.unwrap();
+        assert_eq!(
+            l.backend,
+            Backend::Redis {
+                url: "redis://127.0.0.1:6379/0".into(),
+                replicas: 1
+            }
+        );
+        assert_eq!(l.checkpoint_every, 0);
+        let cases = [
+            ("", "statelog.backend missing"),
+            ("backend = \"kafka\"\n", "statelog.backend: \"kafka\""),
+            ("backend = \"embedded\"\n", "statelog.addr missing"),
+            (
+                "backend = \"embedded\"\naddr = \"nope\"\n",
+                "statelog.addr: \"nope\"",
+            ),
+            ("backend = \"redis\"\n", "statelog.redis_url missing"),
+            (
+                "backend = \"redis\"\nredis_url = \"http://x\"\n",
+                "statelog.redis_url",
+            ),
+            (
+                "backend = \"embedded\"\naddr = \"127.0.0.1:7400\"\nappend_timeout_ms = 5\n",
+                "statelog.append_timeout_ms",
+            ),
+            (
+                "backend = \"embedded\"\naddr = \"127.0.0.1:7400\"\nmax_held = 0\n",
+                "statelog.max_held",
+            ),
+            (
+                "backend = \"embedded\"\naddr = \"127.0.0.1:7400\"\ncheckpoint_every = 5\n",
+                "statelog.checkpoint_every",
+            ),
+        ];
+        for (body, expect) in cases {
+            let e = errors_of(&format!("{GOOD}\n[statelog]\n{body}"));
+            assert!(
+                e.iter().any(|m| m.starts_with(expect)),
+                "{expect} not in {e:?}"
             );
         }
     }

@@ -12,6 +12,7 @@
 //! effects), [`media`] (media plane glue), [`admin`] (HTTP admin API).
 
 mod admin;
+mod commit;
 mod config;
 mod media;
 mod runtime;
@@ -20,7 +21,7 @@ mod transport;
 use clap::{Parser, Subcommand};
 use config::{Config, LogFormat};
 use media_plane::Side;
-use runtime::{Channels, CoreLoop, TimerQueue};
+use runtime::{Channels, CoreLoop, LoopEnd, TimerQueue};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -195,9 +196,13 @@ fn active(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>)
     rt.shutdown_timeout(Duration::from_secs(2));
     let _enter = span.enter();
     match result {
-        Ok(()) => {
+        Ok(Stopped::Clean) => {
             info!("shutdown complete");
             ExitCode::SUCCESS
+        }
+        Ok(Stopped::Fenced) => {
+            error!("stopped: this instance was fenced by the state log (exit 3); restart it as a standby");
+            ExitCode::from(3)
         }
         Err(e) => {
             error!("{e}");
@@ -299,9 +304,37 @@ async fn wait_for_signal() -> Result<&'static str, String> {
     })
 }
 
-async fn run_active(cfg: Config, span: tracing::Span) -> Result<(), String> {
+/// How `bgf active` ended without error.
+enum Stopped {
+    /// Signal: exit 0.
+    Clean,
+    /// The state log fenced this instance: exit 3.
+    Fenced,
+}
+
+async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String> {
     let core = sip_control::Core::new(cfg.core.clone())
         .map_err(|e| format!("invalid configuration for the session core: {e} — fix the config"))?;
+    // Output commit: connect to the state log before serving anything.
+    let commit = match &cfg.statelog {
+        Some(s) => {
+            let store = commit::connect(s).await?;
+            let c = commit::Commit::start(s.clone(), store, cfg.core.instance.clone(), || {
+                rmp_serde::to_vec(core.state()).unwrap_or_default()
+            })
+            .await?;
+            let st = c.stats();
+            info!(
+                backend = st.backend,
+                store = %s.backend.location(),
+                epoch = st.epoch,
+                next_seq = st.next_seq,
+                "state log connected: output commit on"
+            );
+            Some(c)
+        }
+        None => None,
+    };
 
     // Bind everything before starting anything: a wrong address is the most
     // common startup error and must not leave threads behind.
@@ -338,6 +371,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<(), String> {
         transports,
         counters,
         timers: TimerQueue::default(),
+        commit,
     };
     let mut core_task = tokio::spawn(
         core_loop
@@ -386,6 +420,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<(), String> {
     // that the standby takes over).
     let mut failure = None;
     let mut media_back = None;
+    let mut fenced = false;
     tokio::select! {
         sig = signals => match sig {
             Ok(Ok(name)) => info!(signal = name, "shutting down: stop reading sockets, finish the input in hand, stop the media plane"),
@@ -393,7 +428,10 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<(), String> {
             Err(e) => failure = Some(format!("signal handler task failed: {e}")),
         },
         r = &mut core_task => match r {
-            Ok(m) => { media_back = Some(m); failure = Some("core loop stopped unexpectedly".into()) }
+            Ok(LoopEnd { media, fenced: f }) => {
+                media_back = Some(media);
+                if f.is_some() { fenced = true } else { failure = Some("core loop stopped unexpectedly".into()) }
+            }
             Err(e) => failure = Some(format!("core loop failed: {e} — this is a bug; the instance stops so that the standby can take over")),
         },
     }
@@ -403,7 +441,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<(), String> {
     }
     if media_back.is_none() && failure.is_none() {
         match core_task.await {
-            Ok(m) => media_back = Some(m),
+            Ok(end) => media_back = Some(end.media),
             Err(e) => failure = Some(format!("core loop failed: {e}")),
         }
     }
@@ -420,8 +458,9 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<(), String> {
             warn!("admin server did not stop within 5 s (a client holding a connection?)");
         }
     }
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
+    match (failure, fenced) {
+        (Some(e), _) => Err(e),
+        (None, true) => Ok(Stopped::Fenced),
+        (None, false) => Ok(Stopped::Clean),
     }
 }

@@ -12,9 +12,12 @@
 //!                                                                SetTimer/CancelTimer ▶ timer queue
 //! ```
 
+use crate::commit::{Commit, CommitStats, Fenced};
 use crate::transport::{bump, now_ms, Counters, TransportStats, Transports};
 use serde::Serialize;
-use sip_control::{Core, CoreStats, Effect, Input, MediaEvent, PinholeId, PinholeOp, TimerId};
+use sip_control::{
+    Core, CoreStats, Effect, Input, MediaEvent, PinholeId, PinholeOp, SipIn, TimerId, Transmit,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +53,9 @@ pub struct StatsReply {
     /// Armed core timers.
     pub timers: usize,
     pub transport: TransportStats,
+    /// Output commit (absent without `[statelog]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub statelog: Option<CommitStats>,
 }
 
 /// A question for the loop from the admin server.
@@ -118,6 +124,16 @@ pub struct CoreLoop {
     pub transports: Arc<Transports>,
     pub counters: Arc<Counters>,
     pub timers: TimerQueue,
+    /// Output commit to the state log (`None` = no log: effects at once).
+    pub commit: Option<Commit>,
+}
+
+/// How the loop ended.
+pub struct LoopEnd {
+    /// The media plane, for shutdown.
+    pub media: Box<dyn MediaOps>,
+    /// Set when the store fenced this instance (exit code 3).
+    pub fenced: Option<Fenced>,
 }
 
 /// The loop's input channels.
@@ -140,15 +156,27 @@ impl CoreLoop {
     /// Run until shutdown. The input in hand is always finished (applied and
     /// its effects executed) before the loop returns the media plane for
     /// shutdown.
-    pub async fn run(mut self, mut ch: Channels) -> Box<dyn MediaOps> {
+    pub async fn run(mut self, mut ch: Channels) -> LoopEnd {
+        let mut fenced = None;
         loop {
             let deadline = self.timers.next_deadline();
             let sleep = tokio::time::sleep_until(instant_for(deadline.unwrap_or(0)));
+            let has_commit = self.commit.is_some();
             // Biased so that under a sustained SIP load due timers, media
             // events and admin queries are never starved by the input queue.
             tokio::select! {
                 biased;
                 _ = ch.shutdown.changed() => break,
+                r = status_changed(&mut self.commit), if has_commit => {
+                    if r.is_err() {
+                        warn!("state log appender stopped; stopping the core loop");
+                        break;
+                    }
+                    if let Err(f) = self.on_commit_status().await {
+                        fenced = Some(f);
+                        break;
+                    }
+                }
                 _ = sleep, if deadline.is_some() => {
                     let now = now_ms();
                     for (id, due) in self.timers.pop_due(now) {
@@ -162,18 +190,87 @@ impl CoreLoop {
                 Some(input) = ch.inputs.recv() => self.handle(input).await,
             }
         }
+        if let Some(c) = &self.commit {
+            if fenced.is_none() && c.held_len() > 0 {
+                warn!(
+                    held = c.held_len(),
+                    "stopping with SIP messages still awaiting the state log; peers will retransmit to the standby"
+                );
+            }
+        }
         debug!(
             timers = self.timers.len(),
             sessions = self.core.session_count(),
             "core loop stopped"
         );
-        self.media
+        LoopEnd {
+            media: self.media,
+            fenced,
+        }
+    }
+
+    /// Release what the appender's latest status allows.
+    async fn on_commit_status(&mut self) -> Result<(), Fenced> {
+        let Some(c) = self.commit.as_mut() else {
+            return Ok(());
+        };
+        let out = c.on_status()?;
+        for t in out {
+            self.send(&t).await;
+        }
+        Ok(())
+    }
+
+    /// The daemon's own answer to a new INVITE while the log is degraded, or
+    /// a drop when the held queue is full. `true` = the input is consumed.
+    async fn refuse(&mut self, m: &SipIn) -> bool {
+        let Some(c) = self.commit.as_mut() else {
+            return false;
+        };
+        if c.full() {
+            c.dropped_held_full += 1;
+            trace!(src = %m.src, "held queue full: SIP input dropped");
+            return true;
+        }
+        if !c.degraded() {
+            return false;
+        }
+        let Ok(msg) =
+            sip_control::msg::Message::parse(&m.data, self.core.config().max_message_bytes)
+        else {
+            return false;
+        };
+        if msg.code().is_some()
+            || msg.method() != sip_control::msg::Method::Invite
+            || msg.to_tag().is_some()
+        {
+            return false;
+        }
+        let mut resp = sip_control::msg::make_response(&msg, 503, "Service Unavailable", None);
+        resp.set("Retry-After", "30".to_string());
+        resp.set("Content-Length", "0".to_string());
+        c.refused_503 += 1;
+        let t = Transmit {
+            side: m.side,
+            transport: m.transport,
+            src: m.dst,
+            dst: m.src,
+            data: resp.to_bytes(),
+        };
+        debug!(src = %m.src, call_id = msg.call_id(), "state log degraded: new INVITE refused with 503");
+        self.send(&t).await;
+        true
     }
 
     /// Apply one input and carry out its effects.
     async fn handle(&mut self, input: Input) {
         if let Input::Sip(m) = &input {
             debug!(side = %m.side, transport = ?m.transport, src = %m.src, bytes = m.data.len(), first_line = first_line(&m.data), "sip in");
+        }
+        if let Input::Sip(m) = &input {
+            if self.refuse(m).await {
+                return;
+            }
         }
         let applied = self.core.apply(&input);
         trace!(
@@ -182,25 +279,42 @@ impl CoreLoop {
             state_changed = applied.state_changed,
             "input applied"
         );
-        // ==================== OUTPUT-COMMIT SEAM (next issue) ====================
-        // If `applied.state_changed`, `input` must be appended to the state log
-        // and the effects below released only once that record is durable
-        // (acknowledged by the store). Inputs with `state_changed == false`
-        // (absorbed retransmissions, keepalives) release their effects at once.
-        // Today there is no log: effects are executed immediately. Keep all
-        // effect execution inside `execute` so the commit can wrap it.
-        // =========================================================================
-        self.execute(applied.effects).await;
+        // Output commit: a state-changing input is logged; its sends (and
+        // those of any later input) wait until its record is durable.
+        // Pinhole operations and timers run at once: media never waits.
+        let Some(c) = self.commit.as_mut() else {
+            self.execute(applied.effects).await;
+            return;
+        };
+        let tag = if applied.state_changed {
+            let seq = c.log(&input);
+            if c.checkpoint_due() {
+                let state = rmp_serde::to_vec(self.core.state()).unwrap_or_default();
+                c.checkpoint(state);
+            }
+            seq
+        } else {
+            c.latest()
+        };
+        let mut now = Vec::new();
+        let mut local = Vec::new();
+        for e in applied.effects {
+            match e {
+                Effect::Send(t) => now.extend(c.hold(tag, t)),
+                other => local.push(other),
+            }
+        }
+        self.execute(local).await;
+        for t in now {
+            self.send(&t).await;
+        }
     }
 
     /// Carry out effects in order. Failures are logged and counted, never fatal.
     async fn execute(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
-                Effect::Send(t) => {
-                    debug!(side = %t.side, transport = ?t.transport, dst = %t.dst, bytes = t.data.len(), first_line = first_line(&t.data), "sip out");
-                    self.transports.send(&t).await
-                }
+                Effect::Send(t) => self.send(&t).await,
                 Effect::Pinhole(op) => {
                     if let Err(e) = self.media.apply(&op) {
                         let id = match &op {
@@ -214,6 +328,11 @@ impl CoreLoop {
                 Effect::CancelTimer(id) => self.timers.cancel(id),
             }
         }
+    }
+
+    async fn send(&mut self, t: &Transmit) {
+        debug!(side = %t.side, transport = ?t.transport, dst = %t.dst, bytes = t.data.len(), first_line = first_line(&t.data), "sip out");
+        self.transports.send(t).await
     }
 
     fn answer(&self, q: Query) {
@@ -231,6 +350,7 @@ impl CoreLoop {
                         tcp_connections: self.transports.tcp_connections() as u64,
                         ..self.counters.snapshot()
                     },
+                    statelog: self.commit.as_ref().map(|c| c.stats()),
                 });
             }
             Query::Sessions(reply) => {
@@ -257,6 +377,14 @@ impl CoreLoop {
                 let _ = reply.send(views);
             }
         }
+    }
+}
+
+/// Resolves when the appender reports progress (never without a log).
+async fn status_changed(c: &mut Option<Commit>) -> Result<(), watch::error::RecvError> {
+    match c {
+        Some(c) => c.status_rx().changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -376,6 +504,7 @@ mod tests {
             transports,
             counters: counters.clone(),
             timers: TimerQueue::default(),
+            commit: None,
         };
         let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let far = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -458,7 +587,8 @@ mod tests {
 
         stop_tx.send(true).unwrap();
         let back = task.await.unwrap();
-        back.shutdown();
+        assert!(back.fenced.is_none());
+        back.media.shutdown();
         assert!(media.down.load(Ordering::SeqCst));
     }
 

@@ -1,0 +1,727 @@
+//! Output commit: every input that changed the core's state is appended to
+//! the state log, and the SIP messages it produced are released only once
+//! its record is durable (docs/ARCHITECTURE.md, "Output commit").
+//!
+//! The loop side ([`Commit`]) assigns sequence numbers, queues records to ONE
+//! sequential appender task ([`appender`]) and holds `Send` effects in a FIFO
+//! ([`HeldSends`]) tagged with the seq they wait for. The appender drains
+//! whatever is queued into one `append` call (group commit), retries the same
+//! batch in order until it is durable, and reports its progress through a
+//! `watch` channel the loop selects on. The loop never awaits the store.
+//!
+//! Not owned here: what changes state (the core says so), pinhole operations
+//! and timers (executed at once by the loop: media never waits on the log).
+
+use serde::Serialize;
+use sip_control::{Input, Transmit};
+use state_log::{Body, Epoch, LogError, LogStore, Record, Seq};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+/// Largest number of records in one `append` call.
+const MAX_BATCH: usize = 1024;
+/// Backoff between retries of a failed append.
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Which store the log lives in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A `bgf statelog` server.
+    Embedded { addr: SocketAddr },
+    /// Redis Streams.
+    Redis { url: String, replicas: u32 },
+}
+
+impl Backend {
+    /// Name for stats and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Embedded { .. } => "embedded",
+            Backend::Redis { .. } => "redis",
+        }
+    }
+
+    /// Where the store is, for operator messages.
+    pub fn location(&self) -> String {
+        match self {
+            Backend::Embedded { addr } => addr.to_string(),
+            Backend::Redis { url, .. } => url.clone(),
+        }
+    }
+}
+
+/// Validated `[statelog]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatelogSettings {
+    pub backend: Backend,
+    /// An append not durable within this is a failure (→ degraded).
+    pub append_timeout: Duration,
+    /// Bound on sends held awaiting durability (and on pending records);
+    /// past it new SIP input is dropped.
+    pub max_held: usize,
+    /// Write a checkpoint every this many records (0 = never).
+    pub checkpoint_every: u64,
+}
+
+/// Connect to the configured store.
+pub async fn connect(s: &StatelogSettings) -> Result<Arc<dyn LogStore>, String> {
+    match &s.backend {
+        Backend::Embedded { addr } => {
+            let t = state_log::remote::Timeouts {
+                connect: s.append_timeout,
+                request: s.append_timeout,
+            };
+            let store = state_log::remote::RemoteStore::connect(&addr.to_string(), t)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot reach the state log at {addr}: {e} — check statelog.addr and that `bgf statelog --listen {addr}` is running"
+                    )
+                })?;
+            Ok(Arc::new(store))
+        }
+        Backend::Redis { url, replicas } => {
+            let cfg = state_log::redis_store::RedisConfig {
+                url: url.clone(),
+                replicas: *replicas,
+                wait_timeout: s.append_timeout,
+                command_timeout: s.append_timeout,
+                ..Default::default()
+            };
+            let store = state_log::redis_store::RedisStore::connect(cfg)
+                .await
+                .map_err(|e| {
+                    format!("cannot reach the state log in redis at {url}: {e} — check statelog.redis_url and that redis-server is running and reachable")
+                })?;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Sends waiting for their record (or an earlier one) to be durable, in the
+/// order the core produced them. Tags never decrease.
+#[derive(Debug, Default)]
+pub struct HeldSends {
+    q: VecDeque<(Seq, Transmit)>,
+}
+
+impl HeldSends {
+    /// Queue `t`, releasable once `seq` is durable.
+    pub fn push(&mut self, seq: Seq, t: Transmit) {
+        debug_assert!(self.q.back().is_none_or(|(s, _)| *s <= seq));
+        self.q.push_back((seq, t));
+    }
+
+    /// Pop, in order, every send whose seq is `<= durable`.
+    pub fn release(&mut self, durable: Seq) -> Vec<Transmit> {
+        let mut out = Vec::new();
+        while self.q.front().is_some_and(|(s, _)| *s <= durable) {
+            if let Some((_, t)) = self.q.pop_front() {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// Number held.
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// Drop everything held; returns how many.
+    pub fn clear(&mut self) -> usize {
+        let n = self.q.len();
+        self.q.clear();
+        n
+    }
+}
+
+/// What the appender reports to the loop (latest value wins).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppenderStatus {
+    /// Highest seq known durable.
+    pub durable: Seq,
+    /// Successful append calls.
+    pub appends: u64,
+    /// Failed or timed-out append attempts.
+    pub failures: u64,
+    /// Whether the batch in hand has failed and is being retried.
+    pub failing: bool,
+    /// Last error message.
+    pub last_error: Option<String>,
+    /// Set when the store refused our epoch: `(presented, current)`.
+    pub fenced: Option<(Epoch, Epoch)>,
+    /// Checkpoints written and records truncated.
+    pub checkpoints: u64,
+    pub truncated: u64,
+}
+
+/// `/v1/stats` `statelog` object.
+#[derive(Clone, Debug, Serialize)]
+pub struct CommitStats {
+    pub backend: &'static str,
+    pub epoch: Epoch,
+    pub next_seq: Seq,
+    pub durable_seq: Seq,
+    pub held: usize,
+    pub appends: u64,
+    pub append_failures: u64,
+    pub degraded: bool,
+    pub last_error: Option<String>,
+    /// New INVITEs refused with 503 while degraded.
+    pub refused_503: u64,
+    /// SIP inputs dropped because `max_held` was reached.
+    pub dropped_held_full: u64,
+    pub checkpoints: u64,
+    pub truncated_records: u64,
+}
+
+/// The loop's side of output commit.
+pub struct Commit {
+    settings: StatelogSettings,
+    epoch: Epoch,
+    /// Next seq to assign.
+    next_seq: Seq,
+    /// Seq of the last checkpoint (or the start).
+    last_checkpoint: Seq,
+    held: HeldSends,
+    records: mpsc::UnboundedSender<Record>,
+    status: watch::Receiver<AppenderStatus>,
+    /// Latest status seen by the loop.
+    seen: AppenderStatus,
+    degraded: bool,
+    pub refused_503: u64,
+    pub dropped_held_full: u64,
+}
+
+/// Why the loop must stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fenced {
+    pub presented: Epoch,
+    pub current: Epoch,
+}
+
+impl Commit {
+    /// Read the instance's epoch and last seq and start the appender task.
+    /// `initial` is the core's state to checkpoint when the log already holds
+    /// records of an earlier run (so that replay starts from this core).
+    pub async fn start(
+        settings: StatelogSettings,
+        store: Arc<dyn LogStore>,
+        instance: String,
+        initial: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Commit, String> {
+        let where_ = settings.backend.location();
+        let bound = settings.append_timeout;
+        let epoch = tokio::time::timeout(bound, store.epoch(&instance))
+            .await
+            .map_err(|_| format!("state log at {where_} did not answer within {bound:?}"))?
+            .map_err(|e| format!("state log at {where_}: reading the epoch failed: {e}"))?;
+        let last = tokio::time::timeout(bound, store.last_seq(&instance))
+            .await
+            .map_err(|_| format!("state log at {where_} did not answer within {bound:?}"))?
+            .map_err(|e| format!("state log at {where_}: reading the last seq failed: {e}"))?;
+        let (rec_tx, rec_rx) = mpsc::unbounded_channel();
+        let (st_tx, st_rx) = watch::channel(AppenderStatus {
+            durable: last,
+            ..Default::default()
+        });
+        tokio::spawn(appender(
+            store,
+            instance,
+            epoch,
+            bound,
+            rec_rx,
+            st_tx,
+            AppenderStatus {
+                durable: last,
+                ..Default::default()
+            },
+        ));
+        let mut c = Commit {
+            settings,
+            epoch,
+            next_seq: last + 1,
+            last_checkpoint: last,
+            held: HeldSends::default(),
+            records: rec_tx,
+            status: st_rx,
+            seen: AppenderStatus {
+                durable: last,
+                ..Default::default()
+            },
+            degraded: false,
+            refused_503: 0,
+            dropped_held_full: 0,
+        };
+        if last > 0 {
+            // The log holds an earlier run's records; this core starts
+            // empty, so the log restarts from a checkpoint of it.
+            c.checkpoint(initial());
+        }
+        Ok(c)
+    }
+
+    /// The store's status channel (the loop selects on `changed()`).
+    pub fn status_rx(&mut self) -> &mut watch::Receiver<AppenderStatus> {
+        &mut self.status
+    }
+
+    /// Whether new sessions must be refused.
+    pub fn degraded(&self) -> bool {
+        self.degraded
+    }
+
+    /// Whether the held queue (or the records pending) reached `max_held`.
+    pub fn full(&self) -> bool {
+        let pending = self.next_seq.saturating_sub(1 + self.seen.durable);
+        self.held.len() >= self.settings.max_held || pending >= self.settings.max_held as u64
+    }
+
+    /// Log `input` (it changed state) and return its seq. The caller passes
+    /// the core's state for a checkpoint when [`Self::checkpoint_due`].
+    pub fn log(&mut self, input: &Input) -> Seq {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let _ = self.records.send(Record {
+            seq,
+            epoch: self.epoch,
+            body: Body::Input(input.clone()),
+        });
+        seq
+    }
+
+    /// Whether a checkpoint is due after the last logged record.
+    pub fn checkpoint_due(&self) -> bool {
+        let every = self.settings.checkpoint_every;
+        every > 0 && self.next_seq.saturating_sub(1 + self.last_checkpoint) >= every
+    }
+
+    /// Append a checkpoint (MessagePack of the core's state after the last
+    /// logged record); the appender truncates the log before it once durable.
+    pub fn checkpoint(&mut self, state: Vec<u8>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.last_checkpoint = seq;
+        let _ = self.records.send(Record {
+            seq,
+            epoch: self.epoch,
+            body: Body::Checkpoint(state),
+        });
+    }
+
+    /// The seq a send of the latest input waits for (the last assigned).
+    pub fn latest(&self) -> Seq {
+        self.next_seq - 1
+    }
+
+    /// Hold `t` until `seq` is durable; returns what may go out now.
+    pub fn hold(&mut self, seq: Seq, t: Transmit) -> Vec<Transmit> {
+        self.held.push(seq, t);
+        self.held.release(self.seen.durable)
+    }
+
+    /// Take in the appender's latest status: returns the sends now released
+    /// or `Err` when fenced. Logs degraded transitions.
+    pub fn on_status(&mut self) -> Result<Vec<Transmit>, Fenced> {
+        let st = self.status.borrow_and_update().clone();
+        if let Some((presented, current)) = st.fenced {
+            let dropped = self.held.clear();
+            tracing::error!(
+                epoch = presented,
+                current,
+                dropped_held = dropped,
+                "fenced by the store: epoch {presented} is stale (current {current}); another instance has taken over; stopping without releasing held messages"
+            );
+            return Err(Fenced { presented, current });
+        }
+        if st.failing && !self.degraded {
+            self.degraded = true;
+            tracing::error!(
+                store = %self.settings.backend.location(),
+                backend = self.settings.backend.name(),
+                error = st.last_error.as_deref().unwrap_or(""),
+                held = self.held.len(),
+                "ALARM state log degraded: appends are not durable within {:?}; new calls are refused with 503 and answers of existing calls are held — check the store address, that `bgf statelog` is running (embedded) or that redis is reachable",
+                self.settings.append_timeout
+            );
+        } else if !st.failing && self.degraded && st.durable >= self.seen.durable {
+            self.degraded = false;
+            tracing::info!(
+                store = %self.settings.backend.location(),
+                durable = st.durable,
+                "state log recovered: appends are durable again; accepting new calls"
+            );
+        }
+        self.seen = st;
+        Ok(self.held.release(self.seen.durable))
+    }
+
+    /// Counters for `/v1/stats`.
+    pub fn stats(&self) -> CommitStats {
+        CommitStats {
+            backend: self.settings.backend.name(),
+            epoch: self.epoch,
+            next_seq: self.next_seq,
+            durable_seq: self.seen.durable,
+            held: self.held.len(),
+            appends: self.seen.appends,
+            append_failures: self.seen.failures,
+            degraded: self.degraded,
+            last_error: self.seen.last_error.clone(),
+            refused_503: self.refused_503,
+            dropped_held_full: self.dropped_held_full,
+            checkpoints: self.seen.checkpoints,
+            truncated_records: self.seen.truncated,
+        }
+    }
+
+    /// Sends still held (dropped at shutdown).
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+}
+
+/// The sequential appender: records reach the store in seq order, one batch
+/// at a time; a failed batch is retried (same records, same order) until it
+/// is durable or the store fences us.
+async fn appender(
+    store: Arc<dyn LogStore>,
+    instance: String,
+    epoch: Epoch,
+    bound: Duration,
+    mut rx: mpsc::UnboundedReceiver<Record>,
+    tx: watch::Sender<AppenderStatus>,
+    mut st: AppenderStatus,
+) {
+    let mut batch: Vec<Record> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.clear();
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut backoff = BACKOFF_MIN;
+        let mut failed_before = false;
+        while let Some(last) = batch.last().map(|r| r.seq) {
+            let res =
+                match tokio::time::timeout(bound, store.append(&instance, epoch, &batch)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(LogError::Timeout(bound)),
+                };
+            let err = match res {
+                Ok(()) => {
+                    st.durable = last;
+                    st.appends += 1;
+                    st.failing = false;
+                    let cp = batch.iter().rev().find_map(|r| match r.body {
+                        Body::Checkpoint(_) => Some(r.seq),
+                        _ => None,
+                    });
+                    if let Some(cp) = cp {
+                        st.checkpoints += 1;
+                        match tokio::time::timeout(bound, store.truncate_before(&instance, cp))
+                            .await
+                        {
+                            Ok(Ok(n)) => {
+                                st.truncated += n;
+                                debug!(checkpoint = cp, removed = n, "log truncated");
+                            }
+                            Ok(Err(e)) => {
+                                warn!(checkpoint = cp, error = %e, "log truncation failed; retried at the next checkpoint")
+                            }
+                            Err(_) => {
+                                warn!(
+                                    checkpoint = cp,
+                                    "log truncation timed out; retried at the next checkpoint"
+                                )
+                            }
+                        }
+                    }
+                    let _ = tx.send(st.clone());
+                    break;
+                }
+                Err(LogError::StaleEpoch {
+                    presented, current, ..
+                }) => {
+                    st.fenced = Some((presented, current));
+                    let _ = tx.send(st.clone());
+                    return;
+                }
+                Err(LogError::Gap { expected, .. }) if failed_before => {
+                    // A failed attempt may have landed after all.
+                    let landed = expected.saturating_sub(1);
+                    if landed >= last {
+                        st.durable = last;
+                        st.appends += 1;
+                        st.failing = false;
+                        let _ = tx.send(st.clone());
+                        break;
+                    }
+                    if landed >= batch[0].seq {
+                        batch.retain(|r| r.seq > landed);
+                        st.durable = landed;
+                        continue;
+                    }
+                    LogError::Gap {
+                        instance: instance.clone(),
+                        expected,
+                        got: batch[0].seq,
+                    }
+                }
+                Err(e) => e,
+            };
+            failed_before = true;
+            st.failures += 1;
+            st.failing = true;
+            st.last_error = Some(err.to_string());
+            debug!(error = %err, first = batch[0].seq, last, "append failed; retrying the same records");
+            let _ = tx.send(st.clone());
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sip_control::{Side, Transport};
+
+    fn t(n: u8) -> Transmit {
+        Transmit {
+            side: Side::Access,
+            transport: Transport::Udp,
+            src: "127.0.0.1:5060".parse().unwrap(),
+            dst: "127.0.0.1:5061".parse().unwrap(),
+            data: vec![n],
+        }
+    }
+
+    fn ids(v: Vec<Transmit>) -> Vec<u8> {
+        v.into_iter().map(|t| t.data[0]).collect()
+    }
+
+    #[test]
+    fn held_sends_release_in_order_up_to_durable() {
+        let mut h = HeldSends::default();
+        h.push(1, t(1));
+        h.push(1, t(2));
+        h.push(2, t(3));
+        h.push(4, t(4));
+        assert!(h.release(0).is_empty());
+        assert_eq!(ids(h.release(1)), vec![1, 2]);
+        assert_eq!(h.len(), 2);
+        // 3 is durable but 4 is not: the send tagged 4 stays.
+        assert_eq!(ids(h.release(3)), vec![3]);
+        assert_eq!(ids(h.release(10)), vec![4]);
+        assert_eq!(h.len(), 0);
+    }
+
+    #[test]
+    fn unchanged_input_waits_behind_pending_record() {
+        let mut h = HeldSends::default();
+        // Input A changed state (seq 5) and sent; input B changed nothing and
+        // is tagged with the latest pending seq (5): it must not overtake A.
+        h.push(5, t(1));
+        h.push(5, t(2));
+        assert!(h.release(4).is_empty());
+        assert_eq!(ids(h.release(5)), vec![1, 2]);
+        assert_eq!(h.clear(), 0);
+    }
+
+    #[derive(Default)]
+    struct MemStore {
+        log: std::sync::Mutex<Vec<Record>>,
+        epoch: std::sync::Mutex<Epoch>,
+        /// Fail the next N appends with Unavailable.
+        fail: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl LogStore for MemStore {
+        async fn append(
+            &self,
+            instance: &str,
+            epoch: Epoch,
+            records: &[Record],
+        ) -> Result<(), LogError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                self.fail.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                return Err(LogError::Unavailable("down".into()));
+            }
+            let cur = *self.epoch.lock().unwrap();
+            if cur != epoch {
+                return Err(LogError::StaleEpoch {
+                    instance: instance.into(),
+                    presented: epoch,
+                    current: cur,
+                });
+            }
+            let mut l = self.log.lock().unwrap();
+            let expected = l.last().map_or(1, |r| r.seq + 1);
+            if records[0].seq != expected {
+                return Err(LogError::Gap {
+                    instance: instance.into(),
+                    expected,
+                    got: records[0].seq,
+                });
+            }
+            l.extend_from_slice(records);
+            Ok(())
+        }
+        async fn read(&self, _: &str, from: Seq, max: usize) -> Result<Vec<Record>, LogError> {
+            Ok(self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|r| r.seq >= from)
+                .take(max)
+                .cloned()
+                .collect())
+        }
+        async fn wait_for(&self, _: &str, _: Seq, _: Duration) -> Result<bool, LogError> {
+            Ok(false)
+        }
+        async fn last_seq(&self, _: &str) -> Result<Seq, LogError> {
+            Ok(self.log.lock().unwrap().last().map_or(0, |r| r.seq))
+        }
+        async fn truncate_before(&self, _: &str, before: Seq) -> Result<u64, LogError> {
+            let mut l = self.log.lock().unwrap();
+            let n = l.len();
+            l.retain(|r| r.seq >= before);
+            Ok((n - l.len()) as u64)
+        }
+        async fn fence(&self, _: &str) -> Result<Epoch, LogError> {
+            let mut e = self.epoch.lock().unwrap();
+            *e += 1;
+            Ok(*e)
+        }
+        async fn epoch(&self, _: &str) -> Result<Epoch, LogError> {
+            Ok(*self.epoch.lock().unwrap())
+        }
+    }
+
+    fn settings() -> StatelogSettings {
+        StatelogSettings {
+            backend: Backend::Embedded {
+                addr: "127.0.0.1:1".parse().unwrap(),
+            },
+            append_timeout: Duration::from_secs(5),
+            max_held: 4,
+            checkpoint_every: 0,
+        }
+    }
+
+    fn timer(n: u64) -> Input {
+        Input::Timer {
+            id: sip_control::TimerId(n),
+            at: n,
+        }
+    }
+
+    async fn next_status(c: &mut Commit) -> Result<Vec<Transmit>, Fenced> {
+        c.status_rx().changed().await.unwrap();
+        c.on_status()
+    }
+
+    #[tokio::test]
+    async fn sends_are_released_on_durable_acks_and_retries_keep_order() {
+        let store = Arc::new(MemStore::default());
+        let mut c = Commit::start(settings(), store.clone(), "bgf1".into(), Vec::new)
+            .await
+            .unwrap();
+        store.fail.store(2, std::sync::atomic::Ordering::SeqCst);
+        let s1 = c.log(&timer(1));
+        assert_eq!(s1, 1);
+        assert!(c.hold(s1, t(1)).is_empty(), "released before durable");
+        let s2 = c.log(&timer(2));
+        assert!(c.hold(s2, t(2)).is_empty());
+        // Unchanged input: waits behind seq 2.
+        assert!(c.hold(c.latest(), t(3)).is_empty());
+        let mut out = Vec::new();
+        let mut saw_degraded = false;
+        while out.len() < 3 {
+            out.extend(ids(next_status(&mut c).await.unwrap()));
+            saw_degraded |= c.degraded();
+        }
+        assert!(saw_degraded, "two failed attempts must degrade");
+        assert_eq!(out, vec![1, 2, 3]);
+        assert!(!c.degraded());
+        let log = store
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>();
+        assert_eq!(log, vec![1, 2]);
+        assert!(c.stats().append_failures >= 2);
+        // max_held bound.
+        for i in 0..4 {
+            let s = c.log(&timer(10 + i));
+            c.hold(s, t(9));
+        }
+        assert!(c.full() || c.held_len() < 4);
+    }
+
+    #[tokio::test]
+    async fn stale_epoch_fences_and_drops_held() {
+        let store = Arc::new(MemStore::default());
+        let mut c = Commit::start(settings(), store.clone(), "bgf1".into(), Vec::new)
+            .await
+            .unwrap();
+        store.fence("bgf1").await.unwrap();
+        let s = c.log(&timer(1));
+        assert!(c.hold(s, t(1)).is_empty());
+        let f = loop {
+            if let Err(f) = next_status(&mut c).await {
+                break f;
+            }
+        };
+        assert_eq!(
+            f,
+            Fenced {
+                presented: 0,
+                current: 1
+            }
+        );
+        assert_eq!(c.held_len(), 0);
+        assert!(store.log.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn restart_on_existing_log_checkpoints_and_truncates() {
+        let store = Arc::new(MemStore::default());
+        {
+            let mut c = Commit::start(settings(), store.clone(), "bgf1".into(), Vec::new)
+                .await
+                .unwrap();
+            c.log(&timer(1));
+            c.log(&timer(2));
+            while c.stats().durable_seq < 2 {
+                next_status(&mut c).await.unwrap();
+            }
+        }
+        let mut c = Commit::start(settings(), store.clone(), "bgf1".into(), || vec![7])
+            .await
+            .unwrap();
+        assert_eq!(c.latest(), 3);
+        while c.stats().checkpoints < 1 {
+            next_status(&mut c).await.unwrap();
+        }
+        let log = store.log.lock().unwrap().clone();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].seq, 3);
+        assert_eq!(log[0].body, Body::Checkpoint(vec![7]));
+    }
+}
