@@ -400,7 +400,36 @@ async fn appender(
     mut st: AppenderStatus,
 ) {
     let mut batch: Vec<Record> = Vec::new();
-    while let Some(first) = rx.recv().await {
+    // While idle, probe the store so that an outage raises the alarm (and
+    // new calls are refused) before the next call would be held.
+    let probe = bound.clamp(Duration::from_millis(100), Duration::from_secs(1));
+    loop {
+        let first = match tokio::time::timeout(probe, rx.recv()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(_) => {
+                let res = match tokio::time::timeout(bound, store.last_seq(&instance)).await {
+                    Ok(r) => r.map(|_| ()),
+                    Err(_) => Err(LogError::Timeout(bound)),
+                };
+                match res {
+                    Ok(()) if st.failing => {
+                        st.failing = false;
+                        let _ = tx.send(st.clone());
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        if !st.failing || st.last_error.as_deref() != Some(&e.to_string()) {
+                            st.failing = true;
+                            st.failures += 1;
+                            st.last_error = Some(e.to_string());
+                            let _ = tx.send(st.clone());
+                        }
+                    }
+                }
+                continue;
+            }
+        };
         batch.clear();
         batch.push(first);
         while batch.len() < MAX_BATCH {

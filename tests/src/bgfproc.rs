@@ -49,6 +49,8 @@ pub struct BgfConfig {
     pub admin_listen: SocketAddr,
     /// `[admin] token`.
     pub admin_token: String,
+    /// The body of a `[statelog]` section (TOML lines), if any.
+    pub statelog: Option<String>,
 }
 
 impl BgfConfig {
@@ -74,6 +76,7 @@ impl BgfConfig {
             log_level: "info".into(),
             admin_listen: net.addr(host::ADMIN, 8080),
             admin_token: "test-token-0123456789".into(),
+            statelog: None,
         }
     }
 
@@ -127,6 +130,9 @@ impl BgfConfig {
             "[admin]\nlisten = \"{}\"\ntoken = \"{}\"\n",
             self.admin_listen, self.admin_token
         );
+        if let Some(l) = &self.statelog {
+            s += &format!("\n[statelog]\n{l}\n");
+        }
         s
     }
 }
@@ -210,6 +216,20 @@ impl BgfProcess {
             self.stderr.display(),
             tail_file(&self.stderr, 16 * 1024)
         )
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM, then SIGKILL after 5 s.

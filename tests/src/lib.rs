@@ -28,6 +28,7 @@ pub mod net;
 pub mod rtp;
 pub mod sipp;
 pub mod sipraw;
+pub mod statelogproc;
 pub mod util;
 
 pub use admin::{AdminClient, LegView, PinholeView, SessionView};
@@ -36,4 +37,5 @@ pub use bgfproc::{BgfConfig, BgfProcess};
 pub use net::TestNet;
 pub use rtp::RtpEndpoint;
 pub use sipp::{Sipp, SippResult, SippRun};
+pub use statelogproc::StatelogProcess;
 pub use util::{wait_until, TestDir};

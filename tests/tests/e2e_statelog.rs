@@ -1,0 +1,379 @@
+//! Output commit end to end: `bgf active` with `[statelog] backend =
+//! "embedded"` against a real `bgf statelog` server. SIPp calls complete
+//! through the commit; the captured log replays into a fresh core equal to
+//! the live one; a dead store degrades the instance (503 for new INVITEs,
+//! calls in progress continue) and its return clears it; a fence stops the
+//! instance with exit 3 without releasing held messages.
+
+use bgf_tests::net::host;
+use bgf_tests::sipp::require_sipp;
+use bgf_tests::sipraw::{status_code, RawSip};
+use bgf_tests::util::{wait_udp_bound, TestDir};
+use bgf_tests::{wait_until, Bed, BgfConfig, Sipp, StatelogProcess};
+use sip_control::{Core, CoreConfig, SideConfig, TimerConfig, Transport};
+use state_log::remote::{RemoteStore, Timeouts};
+use state_log::{Body, LogStore};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const SIPP_T: Duration = Duration::from_secs(90);
+const READY: Duration = Duration::from_secs(10);
+
+/// Start a statelog server on the test's .7 address, then the bed using it.
+fn bed_with_log(name: &str, extra: &str) -> (Bed, StatelogProcess, TestDir) {
+    let data = TestDir::new(&format!("{name}-log"));
+    let mut store = None;
+    let bed = Bed::start_with(name, |net, cfg| {
+        let addr = net.addr(7, 7400);
+        store = Some(
+            StatelogProcess::start(addr, &data.join("data"), data.path())
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        cfg.statelog = Some(format!(
+            "backend = \"embedded\"\naddr = \"{addr}\"\n{extra}"
+        ));
+    });
+    (bed, store.unwrap(), data)
+}
+
+fn fnv(secret: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in secret.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The `CoreConfig` the daemon derives from the harness config.
+fn core_config(c: &BgfConfig) -> CoreConfig {
+    let side = |sip, media_ip, (min, max): (u16, u16), latching| SideConfig {
+        sip,
+        media_ip,
+        rtp_port_min: min,
+        rtp_port_max: max,
+        latching,
+    };
+    let mut timers = TimerConfig::default();
+    if let Some(t) = c.timer_c_ms {
+        timers.timer_c = t;
+    }
+    CoreConfig {
+        instance: c.name.clone(),
+        secret: fnv(&c.secret),
+        access: side(
+            c.access_sip,
+            c.access_media_ip,
+            c.access_rtp_ports,
+            c.access_latching,
+        ),
+        core: side(
+            c.core_sip,
+            c.core_media_ip,
+            c.core_rtp_ports,
+            c.core_latching,
+        ),
+        core_next_hop: c.next_hop,
+        core_transport: if c.next_hop_transport == "tcp" {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        },
+        timers,
+        session_expires_s: 0,
+        max_register_expires_s: 3600,
+        max_message_bytes: 65535,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Replay the instance's whole log (from its checkpoint if any) into a
+/// fresh core; returns it and the records read.
+fn replay(addr: SocketAddr, cfg: &CoreConfig) -> (Core, u64) {
+    rt().block_on(async {
+        let store = RemoteStore::connect(&addr.to_string(), Timeouts::default())
+            .await
+            .unwrap();
+        let mut core = Core::new(cfg.clone()).unwrap();
+        let mut from = 1;
+        let mut n = 0;
+        loop {
+            let recs = store.read(&cfg.instance, from, 1000).await.unwrap();
+            let Some(last) = recs.last().map(|r| r.seq) else {
+                break;
+            };
+            for r in recs {
+                n += 1;
+                match r.body {
+                    Body::Input(i) => {
+                        core.apply(&i);
+                    }
+                    Body::Checkpoint(b) => {
+                        core =
+                            Core::restore(cfg.clone(), rmp_serde::from_slice(&b).unwrap()).unwrap();
+                    }
+                    Body::Operator(_) => {}
+                }
+            }
+            from = last + 1;
+        }
+        (core, n)
+    })
+}
+
+fn statelog(bed: &Bed) -> serde_json::Value {
+    bed.stats()
+        .get("statelog")
+        .cloned()
+        .unwrap_or_else(|| panic!("no statelog in stats: {}", bed.stats()))
+}
+
+fn num(v: &serde_json::Value, k: &str) -> u64 {
+    v.get(k)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+fn live_sessions(bed: &Bed) -> serde_json::Value {
+    let (code, body) = bed.bgf.admin.get("/v1/sessions", true).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for s in v.as_array_mut().unwrap() {
+        if let Some(ps) = s.get_mut("pinholes").and_then(|p| p.as_array_mut()) {
+            for p in ps {
+                if let Some(o) = p.as_object_mut() {
+                    o.remove("counters");
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Replay the log and compare with the live core (retried while the live
+/// state moves between the reads).
+fn assert_replay_equals_live(bed: &Bed, store: SocketAddr) {
+    let cfg = core_config(&bed.bgf.config);
+    let mut last = String::new();
+    for _ in 0..40 {
+        let s1 = statelog(bed);
+        if num(&s1, "durable_seq") + 1 != num(&s1, "next_seq") {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let live = live_sessions(bed);
+        let stats = bed.stats();
+        let s2 = stats.get("statelog").cloned().unwrap();
+        if num(&s2, "next_seq") != num(&s1, "next_seq") {
+            continue;
+        }
+        let (core, n) = replay(store, &cfg);
+        assert!(n > 0, "the log is empty");
+        let replayed = serde_json::to_value(core.sessions()).unwrap();
+        if replayed == live
+            && core.session_count() as u64 == num(&stats, "sessions")
+            && core.registration_count() as u64 == num(&stats, "registrations")
+        {
+            return;
+        }
+        last = format!("replayed {replayed}\nlive {live}\nstats {stats}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("replay never matched the live state:\n{last}");
+}
+
+#[test]
+fn sipp_calls_through_output_commit_and_the_log_replays_to_the_live_state() {
+    if !require_sipp("sipp_calls_through_output_commit_and_the_log_replays_to_the_live_state") {
+        return;
+    }
+    let (bed, store, _data) = bed_with_log("statelog-replay", "");
+    let uas = bed
+        .core_sipp("uas", "uas_basic.xml")
+        .key("rtp_port", 42000)
+        .calls(21)
+        .spawn(bed.dir.path());
+    assert!(
+        wait_udp_bound(bed.core_peer(), READY),
+        "core SIPp did not start"
+    );
+    // One long call from another UE port, held up while the others run.
+    let long = Sipp::new("long", "uac_basic.xml")
+        .local(bed.net.addr(host::UE, 5070))
+        .remote(bed.access_sip())
+        .key("rtp_port", 41500)
+        .calls(1)
+        .pause_ms(12_000)
+        .spawn(bed.dir.path());
+    assert!(
+        bed.wait_session_with_pinhole(Duration::from_secs(10))
+            .is_some(),
+        "long call not set up: {}",
+        bed.stats()
+    );
+    let uac = bed
+        .ue_sipp("uac", "uac_basic.xml")
+        .key("rtp_port", 41000)
+        .calls(20)
+        .rate(10, 20)
+        .pause_ms(300)
+        .spawn(bed.dir.path())
+        .wait(SIPP_T);
+    assert!(uac.ok(), "{}", uac.describe());
+    assert_eq!(
+        uac.stat("SuccessfulCall(C)"),
+        Some(20),
+        "{}",
+        uac.describe()
+    );
+    // The long call is still up: replay the log and compare.
+    assert_eq!(bed.stat("sessions"), 1, "{}", bed.stats());
+    assert_replay_equals_live(&bed, store.addr);
+    let long = long.wait(SIPP_T);
+    assert!(long.ok(), "{}", long.describe());
+    let uas = uas.wait(SIPP_T);
+    assert!(uas.ok(), "{}", uas.describe());
+    assert!(bed.wait_idle(Duration::from_secs(15)), "{}", bed.stats());
+    assert_replay_equals_live(&bed, store.addr);
+    let l = statelog(&bed);
+    assert_eq!(
+        l.get("degraded"),
+        Some(&serde_json::Value::Bool(false)),
+        "{l}"
+    );
+    assert_eq!(num(&l, "held"), 0, "{l}");
+    assert!(num(&l, "appends") > 0, "{l}");
+}
+
+fn invite(call_id: &str, from: SocketAddr, to: SocketAddr) -> Vec<u8> {
+    format!(
+        "INVITE sip:svc@{to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from};branch=z9hG4bK-{call_id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:ue@{from}>;tag=t-{call_id}\r\n\
+         To: <sip:svc@{to}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:ue@{from}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn dead_store_degrades_refuses_new_calls_with_503_and_recovers() {
+    if !require_sipp("dead_store_degrades_refuses_new_calls_with_503_and_recovers") {
+        return;
+    }
+    let (bed, mut store, data) = bed_with_log("statelog-down", "append_timeout_ms = 300\n");
+    let uas = bed
+        .core_sipp("uas", "uas_basic.xml")
+        .key("rtp_port", 42000)
+        .calls(2)
+        .spawn(bed.dir.path());
+    assert!(
+        wait_udp_bound(bed.core_peer(), READY),
+        "core SIPp did not start"
+    );
+    let long = Sipp::new("long", "uac_basic.xml")
+        .local(bed.net.addr(host::UE, 5070))
+        .remote(bed.access_sip())
+        .key("rtp_port", 41500)
+        .calls(1)
+        .pause_ms(8_000)
+        .spawn(bed.dir.path());
+    assert!(
+        bed.wait_answered_pinhole(Duration::from_secs(10)).is_some(),
+        "long call not answered: {}",
+        bed.stats()
+    );
+
+    store.kill();
+    let degraded = wait_until(Duration::from_secs(10), || {
+        (statelog(&bed).get("degraded")? == &serde_json::Value::Bool(true)).then_some(())
+    });
+    assert!(degraded.is_some(), "never degraded: {}", bed.stats());
+    let raw = RawSip::bind(bed.net.addr(host::ROGUE, 5060)).unwrap();
+    raw.send(
+        bed.access_sip(),
+        &invite("refused-1", raw.local(), bed.access_sip()),
+    )
+    .unwrap();
+    let resp = raw
+        .recv_response(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no answer to the INVITE: {}", bed.stats()));
+    assert_eq!(status_code(&resp), Some(503), "{resp}");
+    assert!(resp.contains("Retry-After:"), "{resp}");
+    let l = statelog(&bed);
+    assert!(num(&l, "refused_503") >= 1, "{l}");
+    assert_eq!(
+        bed.stat("sessions"),
+        1,
+        "the long call must continue: {}",
+        bed.stats()
+    );
+
+    // The store returns on the same data and port: degraded clears.
+    store = StatelogProcess::start(store.addr, &store.data.clone(), data.path())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cleared = wait_until(Duration::from_secs(15), || {
+        (statelog(&bed).get("degraded")? == &serde_json::Value::Bool(false)).then_some(())
+    });
+    assert!(cleared.is_some(), "degraded never cleared: {}", bed.stats());
+    let uac = bed
+        .ue_sipp("uac", "uac_basic.xml")
+        .key("rtp_port", 41000)
+        .calls(1)
+        .pause_ms(200)
+        .spawn(bed.dir.path())
+        .wait(SIPP_T);
+    assert!(uac.ok(), "{}", uac.describe());
+    let long = long.wait(SIPP_T);
+    assert!(long.ok(), "the long call failed: {}", long.describe());
+    let uas = uas.wait(SIPP_T);
+    assert!(uas.ok(), "{}", uas.describe());
+    assert!(bed.wait_idle(Duration::from_secs(15)), "{}", bed.stats());
+    assert_replay_equals_live(&bed, store.addr);
+    drop(store);
+}
+
+#[test]
+fn fenced_instance_exits_3_and_sends_nothing_held() {
+    let (mut bed, store, _data) = bed_with_log("statelog-fence", "");
+    let peer = RawSip::bind(bed.core_peer()).unwrap();
+    let ue = RawSip::bind(bed.ue_sip()).unwrap();
+    let epoch = rt().block_on(async {
+        let s = RemoteStore::connect(&store.addr.to_string(), Timeouts::default())
+            .await
+            .unwrap();
+        s.fence(&bed.bgf.config.name).await.unwrap()
+    });
+    assert_eq!(epoch, 1);
+    ue.send(
+        bed.access_sip(),
+        &invite("fenced-1", ue.local(), bed.access_sip()),
+    )
+    .unwrap();
+    let status = bed.bgf.wait_exit(Duration::from_secs(15));
+    let status = status.unwrap_or_else(|| panic!("bgf did not exit\n{}", bed.bgf.logs()));
+    assert_eq!(status.code(), Some(3), "{}", bed.bgf.logs());
+    assert!(
+        peer.recv(Duration::from_millis(300)).is_none(),
+        "the INVITE was forwarded"
+    );
+    assert!(
+        ue.recv(Duration::from_millis(300)).is_none(),
+        "the UE got an answer"
+    );
+    assert!(
+        bed.bgf.logs().contains("fenced by the store"),
+        "{}",
+        bed.bgf.logs()
+    );
+}
