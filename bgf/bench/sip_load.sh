@@ -6,6 +6,9 @@
 # every call allocates and releases its pinholes; no RTP is sent).
 #
 #   bgf/bench/sip_load.sh                 # RATES="300 1000 2000" CALLS=6000
+#   STATELOG=embedded bgf/bench/sip_load.sh   # with output commit: a fresh
+#       `bgf statelog` (127.201.0.7:7400, data in the run's temp dir) per rate;
+#       its CPU is reported too (log_cpu_s, log µs/call)
 #
 # Bounded: each run is CALLS calls at RATE calls/s with 500 ms hold, on
 # 127.201.0.0/24 only, and SIPp is killed after 180 s whatever happens.
@@ -14,8 +17,9 @@ cd "$(dirname "$0")/../.."
 RATES=${RATES:-"300 1000 2000"}
 CALLS=${CALLS:-6000}
 WORKERS=${WORKERS:-1}
+STATELOG=${STATELOG:-}
 cargo build --release -p bgf >/dev/null
-BGF=$PWD/target/release/bgf
+BGF=${CARGO_TARGET_DIR:-$PWD/target}/release/bgf
 DIR=$(mktemp -d /tmp/bgf-sipload.XXXX)
 TICK=$(getconf CLK_TCK)
 cat > "$DIR/bgf.toml" <<TOML
@@ -35,25 +39,36 @@ workers = $WORKERS
 format = "json"
 level = "warn"
 TOML
-cleanup() { kill "${BGFPID:-}" "${UASPID:-}" 2>/dev/null || true; }
+case "$STATELOG" in
+    "") ;;
+    embedded) printf '[statelog]\nbackend = "embedded"\naddr = "127.201.0.7:7400"\n' >> "$DIR/bgf.toml" ;;
+    *) echo "STATELOG=$STATELOG: only \"embedded\" is supported here" >&2; exit 2 ;;
+esac
+cleanup() { kill "${BGFPID:-}" "${UASPID:-}" "${LOGPID:-}" 2>/dev/null || true; }
 trap cleanup EXIT
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-printf '%-6s %-7s %-7s %-7s %-9s %s\n' rate ok failed retrans cpu_s "µs/call"
+printf '%-6s %-7s %-7s %-7s %-9s %-8s %s\n' rate ok failed retrans cpu_s "µs/call" "log_µs/call"
 for rate in $RATES; do
+    LOGPID=
+    if [ -n "$STATELOG" ]; then
+        "$BGF" statelog --listen 127.201.0.7:7400 --data "$DIR/log-$rate" --log-level warn 2>"$DIR/statelog-$rate.log" & LOGPID=$!
+        for _ in $(seq 50); do [ -n "$(ss -Hltn 'sport = :7400' src 127.201.0.7)" ] && break; sleep 0.1; done
+    fi
     "$BGF" active --config "$DIR/bgf.toml" 2>"$DIR/bgf-$rate.log" & BGFPID=$!
     for _ in $(seq 50); do [ -n "$(ss -Hlun 'sport = :5060' src 127.201.0.1)" ] && break; sleep 0.1; done
     (cd "$DIR" && exec sipp -sn uas -i 127.201.0.3 -p 5060 -nostdin >/dev/null 2>&1) & UASPID=$!
     sleep 0.3
-    c0=$(cpu "$BGFPID")
+    c0=$(cpu "$BGFPID"); l0=0; [ -n "$LOGPID" ] && l0=$(cpu "$LOGPID")
     (cd "$DIR" && timeout 180 sipp -sn uac 127.201.0.1:5060 -i 127.201.0.4 -p 5061 \
         -r "$rate" -m "$CALLS" -l $((rate * 2 + 100)) -d 500 -nostdin \
         -trace_stat -stf "stat-$rate.csv" >/dev/null 2>&1) || true
-    c1=$(cpu "$BGFPID")
+    c1=$(cpu "$BGFPID"); l1=0; [ -n "$LOGPID" ] && l1=$(cpu "$LOGPID")
     kill "$UASPID" "$BGFPID"; wait "$BGFPID" 2>/dev/null || true
+    if [ -n "$LOGPID" ]; then kill "$LOGPID"; wait "$LOGPID" 2>/dev/null || true; fi
     stat="$DIR/stat-$rate.csv"
     field() { paste -d= <(head -1 "$stat" | tr ';' '\n') <(tail -1 "$stat" | tr ';' '\n') | grep "^$1=" | cut -d= -f2; }
     ok=$(field 'SuccessfulCall(C)'); failed=$(field 'FailedCall(C)'); re=$(field 'Retransmissions(C)')
-    awk -v r="$rate" -v ok="$ok" -v f="$failed" -v re="$re" -v c=$((c1 - c0)) -v t="$TICK" \
-        'BEGIN { printf "%-6s %-7s %-7s %-7s %-9.2f %.0f\n", r, ok, f, re, c/t, (ok>0 ? c/t*1e6/ok : 0) }'
+    awk -v r="$rate" -v ok="$ok" -v f="$failed" -v re="$re" -v c=$((c1 - c0)) -v l=$((l1 - l0)) -v t="$TICK" \
+        'BEGIN { printf "%-6s %-7s %-7s %-7s %-9.2f %-8.0f %.0f\n", r, ok, f, re, c/t, (ok>0 ? c/t*1e6/ok : 0), (ok>0 ? l/t*1e6/ok : 0) }'
 done
 echo "logs and SIPp stats in $DIR"
