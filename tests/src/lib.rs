@@ -25,6 +25,7 @@ pub mod bed;
 pub mod bgfproc;
 pub mod build;
 pub mod net;
+pub mod redisproc;
 pub mod rtp;
 pub mod sipp;
 pub mod sipraw;

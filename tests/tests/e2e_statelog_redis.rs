@@ -1,0 +1,539 @@
+//! Output commit end to end with the Redis Streams backend: `bgf active`
+//! with `[statelog] backend = "redis"` against a real `redis-server`
+//! (started by hand on the test's loopback /24). SIPp calls complete through
+//! the commit and the log, read back with `RedisStore`, replays into a fresh
+//! core equal to the live state; a redis crash (kill -9) degrades the
+//! instance (503 for new INVITEs, the call in progress continues), its
+//! restart on the same AOF clears it and no acknowledged record is lost;
+//! with `redis_replicas = 1` a dead replica degrades the instance too.
+
+use bgf_tests::net::host;
+use bgf_tests::redisproc::{require_redis, Persistence, RedisProcess};
+use bgf_tests::sipp::require_sipp;
+use bgf_tests::sipraw::{status_code, RawSip};
+use bgf_tests::util::{wait_udp_bound, TestDir};
+use bgf_tests::{wait_until, Bed, BgfConfig, Sipp};
+use sip_control::{Core, CoreConfig, SideConfig, TimerConfig, Transport};
+use state_log::redis_store::{RedisConfig, RedisStore};
+use state_log::{Body, LogStore};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const SIPP_T: Duration = Duration::from_secs(90);
+const READY: Duration = Duration::from_secs(10);
+/// Redis primary and replica: hosts .7 and .8 of the test's /24.
+const REDIS_HOST: u8 = 7;
+const REPLICA_HOST: u8 = 8;
+
+fn require(test: &str) -> bool {
+    require_sipp(test) && require_redis(test)
+}
+
+/// A bed whose bgf logs to a redis primary (AOF, fsync always) on .7, and
+/// optionally to a replica of it on .8 (`redis_replicas = 1`).
+struct RedisBed {
+    bed: Bed,
+    primary: RedisProcess,
+    replica: Option<RedisProcess>,
+    _data: TestDir,
+}
+
+fn bed_with_redis(name: &str, with_replica: bool, extra: &str) -> RedisBed {
+    let data = TestDir::new(&format!("{name}-redis"));
+    let mut primary = None;
+    let mut replica = None;
+    let bed = Bed::start_with(name, |net, cfg| {
+        let p = RedisProcess::start(
+            net.addr(REDIS_HOST, 6379),
+            &data.join("primary"),
+            Persistence::AofAlways,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut replicas = 0;
+        if with_replica {
+            let r = RedisProcess::start_replica(
+                net.addr(REPLICA_HOST, 6379),
+                &data.join("replica"),
+                p.addr,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                p.wait_replicas_acking(1, Duration::from_secs(20)),
+                "the replica never acknowledged a write\n{}\n{}",
+                p.logs(),
+                r.logs()
+            );
+            replica = Some(r);
+            replicas = 1;
+        }
+        cfg.statelog = Some(format!(
+            "backend = \"redis\"\nredis_url = \"{}\"\nredis_replicas = {replicas}\n{extra}",
+            p.url()
+        ));
+        primary = Some(p);
+    });
+    RedisBed {
+        bed,
+        primary: primary.unwrap(),
+        replica,
+        _data: data,
+    }
+}
+
+fn fnv(secret: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in secret.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The `CoreConfig` the daemon derives from the harness config.
+fn core_config(c: &BgfConfig) -> CoreConfig {
+    let side = |sip, media_ip, (min, max): (u16, u16), latching| SideConfig {
+        sip,
+        media_ip,
+        rtp_port_min: min,
+        rtp_port_max: max,
+        latching,
+    };
+    let mut timers = TimerConfig::default();
+    if let Some(t) = c.timer_c_ms {
+        timers.timer_c = t;
+    }
+    CoreConfig {
+        instance: c.name.clone(),
+        secret: fnv(&c.secret),
+        access: side(
+            c.access_sip,
+            c.access_media_ip,
+            c.access_rtp_ports,
+            c.access_latching,
+        ),
+        core: side(
+            c.core_sip,
+            c.core_media_ip,
+            c.core_rtp_ports,
+            c.core_latching,
+        ),
+        core_next_hop: c.next_hop,
+        core_transport: if c.next_hop_transport == "tcp" {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        },
+        timers,
+        session_expires_s: 0,
+        max_register_expires_s: 3600,
+        max_message_bytes: 65535,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A reading client (its connections live on the caller's runtime).
+async fn redis_store(url: &str) -> RedisStore {
+    RedisStore::connect(RedisConfig {
+        url: url.to_string(),
+        command_timeout: Duration::from_secs(5),
+        ..RedisConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The instance's last seq in redis.
+fn redis_last_seq(url: &str, instance: &str) -> u64 {
+    rt().block_on(async { redis_store(url).await.last_seq(instance).await.unwrap() })
+}
+
+/// Replay the instance's whole log (from its checkpoint if any) read from
+/// redis into a fresh core; returns it and the records read.
+fn replay(url: &str, cfg: &CoreConfig) -> (Core, u64) {
+    rt().block_on(async {
+        let store = redis_store(url).await;
+        let mut core = Core::new(cfg.clone()).unwrap();
+        let mut from = 1;
+        let mut n = 0;
+        loop {
+            let recs = store.read(&cfg.instance, from, 1000).await.unwrap();
+            let Some(last) = recs.last().map(|r| r.seq) else {
+                break;
+            };
+            for r in recs {
+                n += 1;
+                match r.body {
+                    Body::Input(i) => {
+                        core.apply(&i);
+                    }
+                    Body::Checkpoint(b) => {
+                        core =
+                            Core::restore(cfg.clone(), rmp_serde::from_slice(&b).unwrap()).unwrap();
+                    }
+                    Body::Operator(_) => {}
+                }
+            }
+            from = last + 1;
+        }
+        (core, n)
+    })
+}
+
+fn statelog(bed: &Bed) -> serde_json::Value {
+    bed.stats()
+        .get("statelog")
+        .cloned()
+        .unwrap_or_else(|| panic!("no statelog in stats: {}", bed.stats()))
+}
+
+fn num(v: &serde_json::Value, k: &str) -> u64 {
+    v.get(k)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+fn degraded(bed: &Bed) -> Option<bool> {
+    bed.bgf
+        .admin
+        .stats()
+        .ok()?
+        .get("statelog")?
+        .get("degraded")?
+        .as_bool()
+}
+
+fn live_sessions(bed: &Bed) -> serde_json::Value {
+    let (code, body) = bed.bgf.admin.get("/v1/sessions", true).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for s in v.as_array_mut().unwrap() {
+        if let Some(ps) = s.get_mut("pinholes").and_then(|p| p.as_array_mut()) {
+            for p in ps {
+                if let Some(o) = p.as_object_mut() {
+                    o.remove("counters");
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Replay the log and compare with the live core (retried while the live
+/// state moves between the reads). Returns the records replayed.
+fn assert_replay_equals_live(bed: &Bed, url: &str) -> u64 {
+    let cfg = core_config(&bed.bgf.config);
+    let mut last = String::new();
+    for _ in 0..40 {
+        let s1 = statelog(bed);
+        if num(&s1, "durable_seq") + 1 != num(&s1, "next_seq") {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let live = live_sessions(bed);
+        let stats = bed.stats();
+        let s2 = stats.get("statelog").cloned().unwrap();
+        if num(&s2, "next_seq") != num(&s1, "next_seq") {
+            continue;
+        }
+        let (core, n) = replay(url, &cfg);
+        assert!(n > 0, "the log is empty");
+        let replayed = serde_json::to_value(core.sessions()).unwrap();
+        if replayed == live
+            && core.session_count() as u64 == num(&stats, "sessions")
+            && core.registration_count() as u64 == num(&stats, "registrations")
+        {
+            return n;
+        }
+        last = format!("replayed {replayed}\nlive {live}\nstats {stats}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("replay never matched the live state:\n{last}");
+}
+
+fn invite(call_id: &str, from: SocketAddr, to: SocketAddr) -> Vec<u8> {
+    format!(
+        "INVITE sip:svc@{to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {from};branch=z9hG4bK-{call_id};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:ue@{from}>;tag=t-{call_id}\r\n\
+         To: <sip:svc@{to}>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:ue@{from}>\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Sends a raw INVITE from the rogue host and asserts a 503 with
+/// Retry-After comes back.
+fn assert_invite_refused_503(bed: &Bed, call_id: &str) {
+    let raw = RawSip::bind(bed.net.addr(host::ROGUE, 5060)).unwrap();
+    raw.send(
+        bed.access_sip(),
+        &invite(call_id, raw.local(), bed.access_sip()),
+    )
+    .unwrap();
+    let resp = raw
+        .recv_response(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no answer to the INVITE: {}", bed.stats()));
+    assert_eq!(status_code(&resp), Some(503), "{resp}\n{}", bed.stats());
+    assert!(resp.contains("Retry-After:"), "{resp}");
+}
+
+/// Starts a 1-call UAS pool of `calls` and the long call from UE port 5070;
+/// waits until the long call is answered through the BGF.
+fn start_long_call(
+    bed: &Bed,
+    uas_calls: u32,
+    pause_ms: u64,
+) -> (bgf_tests::SippRun, bgf_tests::SippRun) {
+    let uas = bed
+        .core_sipp("uas", "uas_basic.xml")
+        .key("rtp_port", 42000)
+        .calls(uas_calls)
+        .spawn(bed.dir.path());
+    assert!(
+        wait_udp_bound(bed.core_peer(), READY),
+        "core SIPp did not start"
+    );
+    let long = Sipp::new("long", "uac_basic.xml")
+        .local(bed.net.addr(host::UE, 5070))
+        .remote(bed.access_sip())
+        .key("rtp_port", 41500)
+        .calls(1)
+        .pause_ms(pause_ms)
+        .spawn(bed.dir.path());
+    assert!(
+        bed.wait_answered_pinhole(Duration::from_secs(10)).is_some(),
+        "long call not answered: {}",
+        bed.stats()
+    );
+    (uas, long)
+}
+
+#[test]
+fn redis_sipp_calls_through_output_commit_and_the_log_replays_to_the_live_state() {
+    if !require("redis_sipp_calls_through_output_commit_and_the_log_replays_to_the_live_state") {
+        return;
+    }
+    let rb = bed_with_redis("redis-replay", false, "");
+    let (bed, url) = (&rb.bed, rb.primary.url());
+    assert_eq!(
+        statelog(bed).get("backend").and_then(|b| b.as_str()),
+        Some("redis"),
+        "{}",
+        bed.stats()
+    );
+    let (uas, long) = start_long_call(bed, 21, 12_000);
+    let uac = bed
+        .ue_sipp("uac", "uac_basic.xml")
+        .key("rtp_port", 41000)
+        .calls(20)
+        .rate(10, 20)
+        .pause_ms(300)
+        .spawn(bed.dir.path())
+        .wait(SIPP_T);
+    assert!(uac.ok(), "{}", uac.describe());
+    assert_eq!(
+        uac.stat("SuccessfulCall(C)"),
+        Some(20),
+        "{}",
+        uac.describe()
+    );
+    // The long call is still up: replay the log and compare.
+    assert_eq!(bed.stat("sessions"), 1, "{}", bed.stats());
+    assert_replay_equals_live(bed, &url);
+    let long = long.wait(SIPP_T);
+    assert!(long.ok(), "{}", long.describe());
+    let uas = uas.wait(SIPP_T);
+    assert!(uas.ok(), "{}", uas.describe());
+    assert!(bed.wait_idle(Duration::from_secs(15)), "{}", bed.stats());
+    let n = assert_replay_equals_live(bed, &url);
+    let l = statelog(bed);
+    assert_eq!(
+        l.get("degraded"),
+        Some(&serde_json::Value::Bool(false)),
+        "{l}"
+    );
+    assert_eq!(num(&l, "held"), 0, "{l}");
+    assert_eq!(num(&l, "append_failures"), 0, "{l}");
+    assert!(num(&l, "appends") > 0, "{l}");
+    // Everything assigned is in redis, nothing more.
+    assert_eq!(n, num(&l, "durable_seq"), "{l}");
+    assert_eq!(redis_last_seq(&url, &bed.bgf.config.name), n, "{l}");
+}
+
+#[test]
+fn redis_crash_degrades_refuses_new_calls_with_503_and_restart_loses_nothing() {
+    if !require("redis_crash_degrades_refuses_new_calls_with_503_and_restart_loses_nothing") {
+        return;
+    }
+    let mut rb = bed_with_redis("redis-crash", false, "append_timeout_ms = 300\n");
+    let url = rb.primary.url();
+    let (uas, long) = start_long_call(&rb.bed, 2, 8_000);
+    let bed = &rb.bed;
+    // Everything so far is acknowledged: remember how far.
+    let acked = wait_until(Duration::from_secs(10), || {
+        let l = statelog(bed);
+        (num(&l, "durable_seq") + 1 == num(&l, "next_seq")).then(|| num(&l, "durable_seq"))
+    })
+    .unwrap_or_else(|| panic!("records never became durable: {}", bed.stats()));
+    assert!(acked > 0, "{}", bed.stats());
+
+    rb.primary.kill();
+    let bed = &rb.bed;
+    assert!(
+        wait_until(Duration::from_secs(10), || degraded(bed)?.then_some(())).is_some(),
+        "never degraded: {}",
+        bed.stats()
+    );
+    assert_invite_refused_503(bed, "refused-1");
+    let l = statelog(bed);
+    assert!(num(&l, "refused_503") >= 1, "{l}");
+    assert!(num(&l, "append_failures") >= 1, "{l}");
+    assert_eq!(
+        bed.stat("sessions"),
+        1,
+        "the long call must continue: {}",
+        bed.stats()
+    );
+
+    // Redis returns on the same AOF and port: degraded clears, and every
+    // acknowledged record survived the crash.
+    rb.primary.restart().unwrap_or_else(|e| panic!("{e}"));
+    let bed = &rb.bed;
+    assert!(
+        wait_until(Duration::from_secs(15), || (!degraded(bed)?).then_some(())).is_some(),
+        "degraded never cleared: {}",
+        bed.stats()
+    );
+    let survived = redis_last_seq(&url, &bed.bgf.config.name);
+    assert!(
+        survived >= acked,
+        "acknowledged seq {acked} but redis has {survived} after the restart"
+    );
+    let uac = bed
+        .ue_sipp("uac", "uac_basic.xml")
+        .key("rtp_port", 41000)
+        .calls(1)
+        .pause_ms(200)
+        .spawn(bed.dir.path())
+        .wait(SIPP_T);
+    assert!(uac.ok(), "{}", uac.describe());
+    let long = long.wait(SIPP_T);
+    assert!(long.ok(), "the long call failed: {}", long.describe());
+    let uas = uas.wait(SIPP_T);
+    assert!(uas.ok(), "{}", uas.describe());
+    assert!(bed.wait_idle(Duration::from_secs(15)), "{}", bed.stats());
+    let n = assert_replay_equals_live(bed, &url);
+    assert!(
+        n > acked,
+        "{n} records replayed, {acked} acknowledged before"
+    );
+    assert_eq!(num(&statelog(bed), "held"), 0, "{}", bed.stats());
+}
+
+#[test]
+fn redis_dead_replica_degrades_holds_unreplicated_messages_and_its_return_recovers() {
+    if !require("redis_dead_replica_degrades_holds_unreplicated_messages_and_its_return_recovers") {
+        return;
+    }
+    // Default append_timeout (1 s): WAIT on a loaded machine can take more
+    // than a few hundred ms even with a healthy replica.
+    let mut rb = bed_with_redis("redis-replica", true, "");
+    let url = rb.primary.url();
+    // UAS calls: the long one, uac, the held INVITE once released, uac2.
+    let (uas, long) = start_long_call(&rb.bed, 4, 12_000);
+    let bed = &rb.bed;
+    let uac = bed
+        .ue_sipp("uac", "uac_basic.xml")
+        .key("rtp_port", 41000)
+        .calls(1)
+        .pause_ms(200)
+        .spawn(bed.dir.path())
+        .wait(SIPP_T);
+    assert!(uac.ok(), "{}", uac.describe());
+    assert_eq!(degraded(bed), Some(false), "{}", bed.stats());
+
+    // The replica dies: appends land on the primary but are no longer
+    // acknowledged by a replica. The idle probe reads the primary, which
+    // still answers; the next append (a new INVITE) is what fails.
+    rb.replica.as_mut().unwrap().kill();
+    let bed = &rb.bed;
+    let raw = RawSip::bind(bed.net.addr(host::ROGUE, 5061)).unwrap();
+    raw.send(
+        bed.access_sip(),
+        &invite("unreplicated-1", raw.local(), bed.access_sip()),
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || degraded(bed)?.then_some(())).is_some(),
+        "never degraded: {}",
+        bed.stats()
+    );
+    // While the replica is away the instance stays degraded (retries of the
+    // unreplicated record must not count as durable because it is on the
+    // primary) and refuses new calls.
+    assert_invite_refused_503(bed, "refused-1");
+    assert_invite_refused_503(bed, "refused-2");
+    assert_eq!(degraded(bed), Some(true), "{}", bed.stats());
+    let l = statelog(bed);
+    assert!(num(&l, "held") >= 1, "{l}");
+    assert!(num(&l, "refused_503") >= 2, "{l}");
+    // Nothing about the unreplicated INVITE went out: not forwarded (no
+    // 180 back), not answered.
+    assert!(
+        raw.recv(Duration::from_millis(200)).is_none(),
+        "a message whose record no replica acknowledged was released: {l}"
+    );
+
+    // The replica returns: the held INVITE goes out, degraded clears, new
+    // calls complete.
+    rb.replica
+        .as_mut()
+        .unwrap()
+        .restart()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        rb.primary.wait_replicas_acking(1, Duration::from_secs(20)),
+        "the replica never came back\n{}",
+        rb.primary.logs()
+    );
+    let bed = &rb.bed;
+    assert!(
+        wait_until(Duration::from_secs(15), || (!degraded(bed)?).then_some(())).is_some(),
+        "degraded never cleared: {}",
+        bed.stats()
+    );
+    // The held INVITE was released and forwarded: the UAS rings back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut rang = false;
+    while !rang && std::time::Instant::now() < deadline {
+        rang = raw
+            .recv(Duration::from_millis(500))
+            .is_some_and(|(m, _)| matches!(status_code(&m), Some(180) | Some(200)));
+    }
+    assert!(rang, "the held INVITE was never released: {}", bed.stats());
+    let uac = bed
+        .ue_sipp("uac2", "uac_basic.xml")
+        .key("rtp_port", 41100)
+        .calls(1)
+        .pause_ms(200)
+        .spawn(bed.dir.path())
+        .wait(SIPP_T);
+    assert!(uac.ok(), "{}", uac.describe());
+    let long = long.wait(SIPP_T);
+    assert!(long.ok(), "the long call failed: {}", long.describe());
+    assert_eq!(num(&statelog(bed), "held"), 0, "{}", bed.stats());
+    // The unanswered-by-ACK raw call is still up; the log still replays
+    // to the live state.
+    assert_replay_equals_live(bed, &url);
+    drop(uas);
+}
