@@ -246,6 +246,13 @@ impl CoreLoop {
         {
             return false;
         }
+        // A retransmission of an INVITE the core already took (its effects
+        // are held until durable) is the core's to absorb: answering it 503
+        // would leave the caller thinking the call failed while the held
+        // INVITE goes on to ring the callee.
+        if self.core.session_by_call_id(msg.call_id()).is_some() {
+            return false;
+        }
         let mut resp = sip_control::msg::make_response(&msg, 503, "Service Unavailable", None);
         resp.set("Retry-After", "30".to_string());
         resp.set("Content-Length", "0".to_string());

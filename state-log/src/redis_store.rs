@@ -27,8 +27,12 @@
 //!   the timeout the append fails with [`LogError::Unavailable`]. The records
 //!   may nevertheless exist on the primary (and be replicated later): the
 //!   caller treats the append as failed, which is safe for output commit
-//!   because nothing was released for them; the next append of the same
-//!   seqs then fails with `Gap`, telling the writer to re-read `last_seq`.
+//!   because nothing was released for them. A retry of the same seqs finds
+//!   them on the primary; since a writer takes `Gap` after a failed attempt
+//!   to mean "my records landed", the store first confirms them on the
+//!   replicas (a write plus `WAIT` on the same connection covers every
+//!   earlier write): `Gap` only once they are replicated, `Unavailable`
+//!   ("not durable yet") while they are not.
 //!   With `replicas = 0` the acknowledgement is only as durable as the
 //!   primary's own persistence: run it with `appendonly yes` and
 //!   `appendfsync always` (a warning is logged at connect when it is not).
@@ -253,6 +257,39 @@ impl RedisStore {
         self.conns[i].clone()
     }
 
+    /// Make sure the primary's writes up to now are acknowledged by
+    /// `replicas` replicas: a propagating write on `c`, then WAIT.
+    async fn confirm_replicated(
+        &self,
+        c: &mut ConnectionManager,
+        meta: &str,
+        instance: &str,
+        landed: Seq,
+        bound: Duration,
+    ) -> Result<(), LogError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HINCRBY")
+            .arg(meta)
+            .arg("replica_checks")
+            .arg(1)
+            .ignore();
+        pipe.cmd("WAIT")
+            .arg(self.cfg.replicas)
+            .arg(ms(self.cfg.wait_timeout));
+        let (acked,): (u64,) = self
+            .bounded("WAIT (confirm)", bound, pipe.query_async(c))
+            .await?;
+        if acked < u64::from(self.cfg.replicas) {
+            return Err(LogError::Unavailable(format!(
+                "instance {instance}: seqs up to {landed} are on the primary but only {acked} of {} \
+                 redis replicas acknowledged them within {:?}; not durable yet — check the \
+                 replicas (INFO replication on {})",
+                self.cfg.replicas, self.cfg.wait_timeout, self.cfg.url
+            )));
+        }
+        Ok(())
+    }
+
     fn keys(&self, instance: &str) -> (String, String) {
         let p = &self.cfg.key_prefix;
         (
@@ -456,6 +493,15 @@ impl LogStore for RedisStore {
                 }
                 Some(Err(e)) if e.code() == Some("BGFGAP") => {
                     let expected = parse_u64(e.detail()).unwrap_or(0);
+                    if self.cfg.replicas > 0 && expected > first.seq {
+                        // Some of these seqs are already on the primary (an
+                        // earlier attempt whose WAIT failed): the caller will
+                        // treat them as durable, so they must be on the
+                        // replicas first. A write on this connection followed
+                        // by WAIT covers every earlier write (one stream).
+                        self.confirm_replicated(&mut c, &meta, instance, expected - 1, bound)
+                            .await?;
+                    }
                     return Err(LogError::Gap {
                         instance: instance.to_string(),
                         expected,

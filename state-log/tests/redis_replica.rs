@@ -70,19 +70,26 @@ async fn appends_wait_for_the_replica_and_fail_without_it() {
         "{r:?}"
     );
     assert!(took < Duration::from_secs(5), "append took {took:?}");
-    // The write may exist on the primary (documented): the writer re-reads
-    // last_seq and carries on from there.
+    // The write may exist on the primary (documented). Retrying it must not
+    // pass for durable while the replica is still gone: the Gap is only
+    // reported once the landed records are confirmed on the replicas.
     let now_last = store.last_seq("a").await.unwrap();
     assert_eq!(now_last, last + 2);
+    let again = store.append("a", 0, &recs("a", seq, 1)).await;
+    assert!(
+        matches!(&again, Err(LogError::Unavailable(m)) if m.contains("not durable yet")),
+        "{again:?}"
+    );
+
+    // Replica back: the retry now reports Gap (the records are replicated,
+    // the writer may count them durable), and appends are acknowledged again.
+    replica.restart();
+    primary.wait_replicas_online(1);
     let again = store.append("a", 0, &recs("a", seq, 1)).await;
     assert!(
         matches!(again, Err(LogError::Gap { expected, .. }) if expected == now_last + 1),
         "{again:?}"
     );
-
-    // Replica back: appends are acknowledged again and reach it.
-    replica.restart();
-    primary.wait_replicas_online(1);
     store
         .append("a", 0, &recs("a", now_last + 1, 4))
         .await

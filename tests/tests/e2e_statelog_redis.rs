@@ -441,7 +441,6 @@ fn redis_crash_degrades_refuses_new_calls_with_503_and_restart_loses_nothing() {
 }
 
 #[test]
-#[ignore = "reveals a durability bug (about 1 run in 6 fails): with redis_replicas >= 1 a retried append that gets Gap counts records as durable that only the primary holds; fix proposed for state-log/src/redis_store.rs (confirm replication with WAIT on Gap); run with --ignored once it is in"]
 fn redis_dead_replica_degrades_holds_unreplicated_messages_and_its_return_recovers() {
     if !require("redis_dead_replica_degrades_holds_unreplicated_messages_and_its_return_recovers") {
         return;
