@@ -456,6 +456,10 @@ async fn appender(
                         _ => None,
                     });
                     if let Some(cp) = cp {
+                        // The batch is durable: release what waits on it now,
+                        // not after the truncation (which may take up to
+                        // `bound` and would hold every answer meanwhile).
+                        let _ = tx.send(st.clone());
                         st.checkpoints += 1;
                         match tokio::time::timeout(bound, store.truncate_before(&instance, cp))
                             .await
