@@ -10,14 +10,15 @@
 //! - A call with RTP both ways keeps its media flowing while the store is
 //!   dead (degraded), and ends normally once the store is back.
 
+use bgf_tests::logcheck::{self, core_config, degraded, live_sessions, num, rt, statelog};
 use bgf_tests::net::host;
 use bgf_tests::rtp::RtpEndpoint;
 use bgf_tests::sipp::require_sipp;
 use bgf_tests::util::{wait_udp_bound, TestDir};
-use bgf_tests::{wait_until, Bed, BgfConfig, Sipp, StatelogProcess};
-use sip_control::{Core, CoreConfig, CoreState, SideConfig, TimerConfig, Transport};
+use bgf_tests::{wait_until, Bed, Sipp, StatelogProcess};
+use sip_control::{Core, CoreState};
 use state_log::remote::{RemoteStore, Timeouts};
-use state_log::{Body, LogStore, Record};
+use state_log::{Body, Record};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -49,120 +50,13 @@ fn bed_with_log(name: &str, extra: &str) -> (Bed, StatelogProcess, TestDir) {
     (bed, store.unwrap(), data)
 }
 
-fn fnv(secret: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in secret.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The `CoreConfig` the daemon derives from the harness config.
-fn core_config(c: &BgfConfig) -> CoreConfig {
-    let side = |sip, media_ip, (min, max): (u16, u16), latching| SideConfig {
-        sip,
-        media_ip,
-        rtp_port_min: min,
-        rtp_port_max: max,
-        latching,
-    };
-    let mut timers = TimerConfig::default();
-    if let Some(t) = c.timer_c_ms {
-        timers.timer_c = t;
-    }
-    CoreConfig {
-        instance: c.name.clone(),
-        secret: fnv(&c.secret),
-        access: side(
-            c.access_sip,
-            c.access_media_ip,
-            c.access_rtp_ports,
-            c.access_latching,
-        ),
-        core: side(
-            c.core_sip,
-            c.core_media_ip,
-            c.core_rtp_ports,
-            c.core_latching,
-        ),
-        core_next_hop: c.next_hop,
-        core_transport: if c.next_hop_transport == "tcp" {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        },
-        timers,
-        session_expires_s: 0,
-        max_register_expires_s: 3600,
-        max_message_bytes: 65535,
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Every record the store holds for `instance`, in order.
 fn read_log(addr: SocketAddr, instance: &str) -> Vec<Record> {
     rt().block_on(async {
         let store = RemoteStore::connect(&addr.to_string(), Timeouts::default())
             .await
             .unwrap();
-        let mut out = Vec::new();
-        let mut from = 1;
-        loop {
-            let recs = store.read(instance, from, 1000).await.unwrap();
-            let Some(last) = recs.last().map(|r| r.seq) else {
-                break;
-            };
-            out.extend(recs);
-            from = last + 1;
-        }
-        out
+        logcheck::read_all(&store, instance).await
     })
-}
-
-fn statelog(bed: &Bed) -> serde_json::Value {
-    bed.stats()
-        .get("statelog")
-        .cloned()
-        .unwrap_or_else(|| panic!("no statelog in stats: {}", bed.stats()))
-}
-
-fn num(v: &serde_json::Value, k: &str) -> u64 {
-    v.get(k)
-        .and_then(|x| x.as_u64())
-        .unwrap_or_else(|| panic!("{k} in {v}"))
-}
-
-fn degraded(bed: &Bed) -> Option<bool> {
-    bed.bgf
-        .admin
-        .stats()
-        .ok()?
-        .get("statelog")?
-        .get("degraded")?
-        .as_bool()
-}
-
-fn live_sessions(bed: &Bed) -> serde_json::Value {
-    let (code, body) = bed.bgf.admin.get("/v1/sessions", true).unwrap();
-    assert_eq!(code, 200, "{body}");
-    let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    for s in v.as_array_mut().unwrap() {
-        if let Some(ps) = s.get_mut("pinholes").and_then(|p| p.as_array_mut()) {
-            for p in ps {
-                if let Some(o) = p.as_object_mut() {
-                    o.remove("counters");
-                }
-            }
-        }
-    }
-    v
 }
 
 /// Waits until `/v1/stats` shows exactly `n` sessions.
@@ -344,6 +238,11 @@ fn thousands_of_calls_leave_a_bounded_log_that_replays_to_the_live_state() {
         .calls(SHORT_CALLS)
         .rate(SHORT_RATE, 2 * SHORT_RATE)
         .pause_ms(200)
+        // Generous timing: on a loaded 2-core machine an fsync can stall for
+        // seconds; SIPp's default 5 retransmissions (~16 s) would give up on
+        // a call the BGF still completes. 10 gives ~36 s.
+        .arg("-max_retrans")
+        .arg("10")
         .spawn(bed.dir.path())
         .wait(SIPP_T);
     // Every call must succeed: output commit with frequent checkpoints and

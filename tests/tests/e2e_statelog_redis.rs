@@ -7,15 +7,16 @@
 //! restart on the same AOF clears it and no acknowledged record is lost;
 //! with `redis_replicas = 1` a dead replica degrades the instance too.
 
+use bgf_tests::logcheck::{self, core_config, degraded, live_sessions, num, rt, statelog};
 use bgf_tests::net::host;
 use bgf_tests::redisproc::{require_redis, Persistence, RedisProcess};
 use bgf_tests::sipp::require_sipp;
 use bgf_tests::sipraw::{status_code, RawSip};
 use bgf_tests::util::{wait_udp_bound, TestDir};
-use bgf_tests::{wait_until, Bed, BgfConfig, Sipp};
-use sip_control::{Core, CoreConfig, SideConfig, TimerConfig, Transport};
+use bgf_tests::{wait_until, Bed, Sipp};
+use sip_control::{Core, CoreConfig};
 use state_log::redis_store::{RedisConfig, RedisStore};
-use state_log::{Body, LogStore};
+use state_log::LogStore;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -80,63 +81,6 @@ fn bed_with_redis(name: &str, with_replica: bool, extra: &str) -> RedisBed {
     }
 }
 
-fn fnv(secret: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in secret.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The `CoreConfig` the daemon derives from the harness config.
-fn core_config(c: &BgfConfig) -> CoreConfig {
-    let side = |sip, media_ip, (min, max): (u16, u16), latching| SideConfig {
-        sip,
-        media_ip,
-        rtp_port_min: min,
-        rtp_port_max: max,
-        latching,
-    };
-    let mut timers = TimerConfig::default();
-    if let Some(t) = c.timer_c_ms {
-        timers.timer_c = t;
-    }
-    CoreConfig {
-        instance: c.name.clone(),
-        secret: fnv(&c.secret),
-        access: side(
-            c.access_sip,
-            c.access_media_ip,
-            c.access_rtp_ports,
-            c.access_latching,
-        ),
-        core: side(
-            c.core_sip,
-            c.core_media_ip,
-            c.core_rtp_ports,
-            c.core_latching,
-        ),
-        core_next_hop: c.next_hop,
-        core_transport: if c.next_hop_transport == "tcp" {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        },
-        timers,
-        session_expires_s: 0,
-        max_register_expires_s: 3600,
-        max_message_bytes: 65535,
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A reading client (its connections live on the caller's runtime).
 async fn redis_store(url: &str) -> RedisStore {
     RedisStore::connect(RedisConfig {
@@ -156,72 +100,7 @@ fn redis_last_seq(url: &str, instance: &str) -> u64 {
 /// Replay the instance's whole log (from its checkpoint if any) read from
 /// redis into a fresh core; returns it and the records read.
 fn replay(url: &str, cfg: &CoreConfig) -> (Core, u64) {
-    rt().block_on(async {
-        let store = redis_store(url).await;
-        let mut core = Core::new(cfg.clone()).unwrap();
-        let mut from = 1;
-        let mut n = 0;
-        loop {
-            let recs = store.read(&cfg.instance, from, 1000).await.unwrap();
-            let Some(last) = recs.last().map(|r| r.seq) else {
-                break;
-            };
-            for r in recs {
-                n += 1;
-                match r.body {
-                    Body::Input(i) => {
-                        core.apply(&i);
-                    }
-                    Body::Checkpoint(b) => {
-                        core =
-                            Core::restore(cfg.clone(), rmp_serde::from_slice(&b).unwrap()).unwrap();
-                    }
-                    Body::Operator(_) => {}
-                }
-            }
-            from = last + 1;
-        }
-        (core, n)
-    })
-}
-
-fn statelog(bed: &Bed) -> serde_json::Value {
-    bed.stats()
-        .get("statelog")
-        .cloned()
-        .unwrap_or_else(|| panic!("no statelog in stats: {}", bed.stats()))
-}
-
-fn num(v: &serde_json::Value, k: &str) -> u64 {
-    v.get(k)
-        .and_then(|x| x.as_u64())
-        .unwrap_or_else(|| panic!("{k} in {v}"))
-}
-
-fn degraded(bed: &Bed) -> Option<bool> {
-    bed.bgf
-        .admin
-        .stats()
-        .ok()?
-        .get("statelog")?
-        .get("degraded")?
-        .as_bool()
-}
-
-fn live_sessions(bed: &Bed) -> serde_json::Value {
-    let (code, body) = bed.bgf.admin.get("/v1/sessions", true).unwrap();
-    assert_eq!(code, 200, "{body}");
-    let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    for s in v.as_array_mut().unwrap() {
-        if let Some(ps) = s.get_mut("pinholes").and_then(|p| p.as_array_mut()) {
-            for p in ps {
-                if let Some(o) = p.as_object_mut() {
-                    o.remove("counters");
-                }
-            }
-        }
-    }
-    v
+    rt().block_on(async { logcheck::replay(&redis_store(url).await, cfg).await })
 }
 
 /// Replay the log and compare with the live core (retried while the live

@@ -1,0 +1,155 @@
+//! Helpers for the output-commit tests: the `CoreConfig` a `bgf active`
+//! derives from a harness config, reading an instance's whole log from any
+//! `LogStore`, replaying it (from its checkpoint) into a fresh core, and the
+//! live state and `statelog` stats to compare it with.
+
+use crate::{Bed, BgfConfig};
+use sip_control::{Core, CoreConfig, SideConfig, TimerConfig, Transport};
+use state_log::{Body, LogStore, Record};
+
+/// FNV-1a 64 of the instance secret, as `bgf`'s config does.
+pub fn fnv(secret: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in secret.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The `CoreConfig` the daemon derives from the harness config.
+pub fn core_config(c: &BgfConfig) -> CoreConfig {
+    let side = |sip, media_ip, (min, max): (u16, u16), latching| SideConfig {
+        sip,
+        media_ip,
+        rtp_port_min: min,
+        rtp_port_max: max,
+        latching,
+    };
+    let mut timers = TimerConfig::default();
+    if let Some(t) = c.timer_c_ms {
+        timers.timer_c = t;
+    }
+    CoreConfig {
+        instance: c.name.clone(),
+        secret: fnv(&c.secret),
+        access: side(
+            c.access_sip,
+            c.access_media_ip,
+            c.access_rtp_ports,
+            c.access_latching,
+        ),
+        core: side(
+            c.core_sip,
+            c.core_media_ip,
+            c.core_rtp_ports,
+            c.core_latching,
+        ),
+        core_next_hop: c.next_hop,
+        core_transport: if c.next_hop_transport == "tcp" {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        },
+        timers,
+        session_expires_s: 0,
+        max_register_expires_s: 3600,
+        max_message_bytes: 65535,
+    }
+}
+
+/// A current-thread runtime for the blocking tests.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Every record of `instance`'s log, in order.
+pub async fn read_all(store: &dyn LogStore, instance: &str) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut from = 1;
+    loop {
+        let recs = store.read(instance, from, 1000).await.expect("log read");
+        let Some(last) = recs.last().map(|r| r.seq) else {
+            break;
+        };
+        out.extend(recs);
+        from = last + 1;
+    }
+    out
+}
+
+/// Replay records (from the latest checkpoint among them) into a fresh core.
+pub fn replay_records(records: Vec<Record>, cfg: &CoreConfig) -> Core {
+    let mut core = Core::new(cfg.clone()).expect("core config");
+    for r in records {
+        match r.body {
+            Body::Input(i) => {
+                core.apply(&i);
+            }
+            Body::Checkpoint(b) => {
+                let state = rmp_serde::from_slice(&b).expect("checkpoint decodes");
+                core = Core::restore(cfg.clone(), state).expect("checkpoint restores");
+            }
+            Body::Operator(_) => {}
+        }
+    }
+    core
+}
+
+/// Read `cfg.instance`'s whole log from `store` and replay it; returns the
+/// core and the number of records read.
+pub async fn replay(store: &dyn LogStore, cfg: &CoreConfig) -> (Core, u64) {
+    let recs = read_all(store, &cfg.instance).await;
+    let n = recs.len() as u64;
+    (replay_records(recs, cfg), n)
+}
+
+/// The `statelog` object of `/v1/stats`.
+pub fn statelog(bed: &Bed) -> serde_json::Value {
+    bed.stats()
+        .get("statelog")
+        .cloned()
+        .unwrap_or_else(|| panic!("no statelog in stats: {}", bed.stats()))
+}
+
+/// A numeric field of a JSON object.
+pub fn num(v: &serde_json::Value, k: &str) -> u64 {
+    v.get(k)
+        .and_then(|x| x.as_u64())
+        .unwrap_or_else(|| panic!("{k} in {v}"))
+}
+
+/// `statelog.degraded`, if the stats answer.
+pub fn degraded(bed: &Bed) -> Option<bool> {
+    bed.bgf
+        .admin
+        .stats()
+        .ok()?
+        .get("statelog")?
+        .get("degraded")?
+        .as_bool()
+}
+
+/// `/v1/sessions` without the per-pinhole `counters` (not part of the core state).
+pub fn live_sessions(bed: &Bed) -> serde_json::Value {
+    let (code, body) = bed
+        .bgf
+        .admin
+        .get("/v1/sessions", true)
+        .expect("GET /v1/sessions");
+    assert_eq!(code, 200, "{body}");
+    let mut v: serde_json::Value = serde_json::from_str(&body).expect("sessions JSON");
+    for s in v.as_array_mut().into_iter().flatten() {
+        if let Some(ps) = s.get_mut("pinholes").and_then(|p| p.as_array_mut()) {
+            for p in ps {
+                if let Some(o) = p.as_object_mut() {
+                    o.remove("counters");
+                }
+            }
+        }
+    }
+    v
+}
