@@ -6,6 +6,7 @@
 use crate::{Bed, BgfConfig};
 use sip_control::{Core, CoreConfig, SideConfig, TimerConfig, Transport};
 use state_log::{Body, LogStore, Record};
+use std::time::Duration;
 
 /// FNV-1a 64 of the instance secret, as `bgf`'s config does.
 pub fn fnv(secret: &str) -> u64 {
@@ -152,4 +153,38 @@ pub fn live_sessions(bed: &Bed) -> serde_json::Value {
         }
     }
     v
+}
+
+/// Replay the log (with `replay`) and compare with the live core: the
+/// sessions view (without counters) and the session/registration counts.
+/// Retried while the live state moves between the reads; returns the number
+/// of records replayed.
+pub fn assert_replay_equals_live(bed: &Bed, replay: impl Fn(&CoreConfig) -> (Core, u64)) -> u64 {
+    let cfg = core_config(&bed.bgf.config);
+    let mut last = String::new();
+    for _ in 0..40 {
+        let s1 = statelog(bed);
+        if num(&s1, "durable_seq") + 1 != num(&s1, "next_seq") {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        let live = live_sessions(bed);
+        let stats = bed.stats();
+        let s2 = stats.get("statelog").cloned().unwrap_or_default();
+        if num(&s2, "next_seq") != num(&s1, "next_seq") {
+            continue;
+        }
+        let (core, n) = replay(&cfg);
+        assert!(n > 0, "the log is empty");
+        let replayed = serde_json::to_value(core.sessions()).expect("sessions serialize");
+        if replayed == live
+            && core.session_count() as u64 == num(&stats, "sessions")
+            && core.registration_count() as u64 == num(&stats, "registrations")
+        {
+            return n;
+        }
+        last = format!("replayed {replayed}\nlive {live}\nstats {stats}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("replay never matched the live state:\n{last}");
 }

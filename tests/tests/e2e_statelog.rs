@@ -5,7 +5,7 @@
 //! calls in progress continue) and its return clears it; a fence stops the
 //! instance with exit 3 without releasing held messages.
 
-use bgf_tests::logcheck::{self, core_config, live_sessions, num, rt, statelog};
+use bgf_tests::logcheck::{self, num, rt, statelog};
 use bgf_tests::net::host;
 use bgf_tests::sipp::require_sipp;
 use bgf_tests::sipraw::{status_code, RawSip};
@@ -48,36 +48,8 @@ fn replay(addr: SocketAddr, cfg: &CoreConfig) -> (Core, u64) {
     })
 }
 
-/// Replay the log and compare with the live core (retried while the live
-/// state moves between the reads).
 fn assert_replay_equals_live(bed: &Bed, store: SocketAddr) {
-    let cfg = core_config(&bed.bgf.config);
-    let mut last = String::new();
-    for _ in 0..40 {
-        let s1 = statelog(bed);
-        if num(&s1, "durable_seq") + 1 != num(&s1, "next_seq") {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        }
-        let live = live_sessions(bed);
-        let stats = bed.stats();
-        let s2 = stats.get("statelog").cloned().unwrap();
-        if num(&s2, "next_seq") != num(&s1, "next_seq") {
-            continue;
-        }
-        let (core, n) = replay(store, &cfg);
-        assert!(n > 0, "the log is empty");
-        let replayed = serde_json::to_value(core.sessions()).unwrap();
-        if replayed == live
-            && core.session_count() as u64 == num(&stats, "sessions")
-            && core.registration_count() as u64 == num(&stats, "registrations")
-        {
-            return;
-        }
-        last = format!("replayed {replayed}\nlive {live}\nstats {stats}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("replay never matched the live state:\n{last}");
+    logcheck::assert_replay_equals_live(bed, |cfg| replay(store, cfg));
 }
 
 #[test]

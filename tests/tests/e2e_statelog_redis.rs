@@ -7,7 +7,7 @@
 //! restart on the same AOF clears it and no acknowledged record is lost;
 //! with `redis_replicas = 1` a dead replica degrades the instance too.
 
-use bgf_tests::logcheck::{self, core_config, degraded, live_sessions, num, rt, statelog};
+use bgf_tests::logcheck::{self, degraded, num, rt, statelog};
 use bgf_tests::net::host;
 use bgf_tests::redisproc::{require_redis, Persistence, RedisProcess};
 use bgf_tests::sipp::require_sipp;
@@ -103,36 +103,8 @@ fn replay(url: &str, cfg: &CoreConfig) -> (Core, u64) {
     rt().block_on(async { logcheck::replay(&redis_store(url).await, cfg).await })
 }
 
-/// Replay the log and compare with the live core (retried while the live
-/// state moves between the reads). Returns the records replayed.
 fn assert_replay_equals_live(bed: &Bed, url: &str) -> u64 {
-    let cfg = core_config(&bed.bgf.config);
-    let mut last = String::new();
-    for _ in 0..40 {
-        let s1 = statelog(bed);
-        if num(&s1, "durable_seq") + 1 != num(&s1, "next_seq") {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        }
-        let live = live_sessions(bed);
-        let stats = bed.stats();
-        let s2 = stats.get("statelog").cloned().unwrap();
-        if num(&s2, "next_seq") != num(&s1, "next_seq") {
-            continue;
-        }
-        let (core, n) = replay(url, &cfg);
-        assert!(n > 0, "the log is empty");
-        let replayed = serde_json::to_value(core.sessions()).unwrap();
-        if replayed == live
-            && core.session_count() as u64 == num(&stats, "sessions")
-            && core.registration_count() as u64 == num(&stats, "registrations")
-        {
-            return n;
-        }
-        last = format!("replayed {replayed}\nlive {live}\nstats {stats}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("replay never matched the live state:\n{last}");
+    logcheck::assert_replay_equals_live(bed, |cfg| replay(url, cfg))
 }
 
 fn invite(call_id: &str, from: SocketAddr, to: SocketAddr) -> Vec<u8> {
