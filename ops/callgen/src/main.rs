@@ -1,0 +1,2 @@
+//! # bgf-callgen (skeleton; arrives with issue 4)
+fn main() {}
