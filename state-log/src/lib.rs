@@ -22,6 +22,7 @@
 //!  standby ◀──read / wait_for (tail)────── same LogStore trait
 //! ```
 
+pub mod client;
 pub mod embedded;
 pub mod record;
 pub mod redis_store;
@@ -30,5 +31,6 @@ pub mod server;
 pub mod store;
 pub mod testkit;
 
+pub use client::{replay_all, LogClient, Replay, Replayer, Tail};
 pub use record::{Body, Epoch, FrameError, OperatorCommand, Record, Seq, FORMAT_VERSION};
 pub use store::{check_instance, LogError, LogStore};

@@ -19,9 +19,9 @@ use common::*;
 use media_plane::{MediaEvent, PinholeId, Side};
 use proptest::prelude::*;
 use sip_control::msg::{Message, NameAddr, StartLine};
-use sip_control::{Core, CoreState, Input};
+use sip_control::{CoreState, Input};
 use state_log::embedded::EmbeddedStore;
-use state_log::{Body, LogStore, Record, Seq};
+use state_log::{Body, LogStore, Record, Replayer, Seq};
 use std::net::{IpAddr, SocketAddr};
 
 const INSTANCE: &str = "replayprop";
@@ -341,25 +341,17 @@ impl World {
         for w in recs.windows(2) {
             assert_eq!(w[1].seq, w[0].seq + 1, "contiguous seqs");
         }
-        let start = recs
-            .iter()
-            .rposition(|r| matches!(r.body, Body::Checkpoint(_)));
-        let cfg = self.h.cfg.clone();
-        let mut core = match start.map(|i| &recs[i].body) {
-            Some(Body::Checkpoint(bytes)) => {
-                let state: CoreState = rmp_serde::from_slice(bytes).unwrap();
-                Core::restore(cfg, state).unwrap()
-            }
-            _ => Core::new(cfg).unwrap(),
-        };
-        for r in &recs[start.map_or(0, |i| i + 1)..] {
-            match &r.body {
-                Body::Input(i) => {
-                    core.apply(i);
-                }
-                other => panic!("record {} after the last checkpoint: {other:?}", r.seq),
-            }
+        for r in recs.iter().skip(1) {
+            assert!(
+                matches!(r.body, Body::Input(_)),
+                "record {} after the checkpoint is not an input: {:?}",
+                r.seq,
+                r.body
+            );
         }
+        let mut replayer = Replayer::new(self.h.cfg.clone()).unwrap();
+        replayer.apply_all(&recs).unwrap();
+        let core = replayer.core();
         assert_states_equal(core.state(), self.h.core.state());
         self.rebuilds += 1;
     }

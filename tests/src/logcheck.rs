@@ -5,7 +5,8 @@
 
 use crate::{Bed, BgfConfig};
 use sip_control::{Core, CoreConfig, SideConfig, TimerConfig, Transport};
-use state_log::{Body, LogStore, Record};
+use state_log::{replay_all, LogClient, LogStore, Record};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// FNV-1a 64 of the instance secret, as `bgf`'s config does.
@@ -67,45 +68,28 @@ pub fn rt() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// Every record of `instance`'s log, in order.
-pub async fn read_all(store: &dyn LogStore, instance: &str) -> Vec<Record> {
+/// Every record of `instance`'s log, in order (continuity-checked).
+pub async fn read_all(store: Arc<dyn LogStore>, instance: &str) -> Vec<Record> {
+    let mut replay = LogClient::new(store)
+        .replay(instance, 1)
+        .await
+        .expect("log end");
     let mut out = Vec::new();
-    let mut from = 1;
-    loop {
-        let recs = store.read(instance, from, 1000).await.expect("log read");
-        let Some(last) = recs.last().map(|r| r.seq) else {
-            break;
-        };
-        out.extend(recs);
-        from = last + 1;
+    while let Some(batch) = replay.next_batch().await.expect("log read") {
+        out.extend(batch);
     }
     out
 }
 
-/// Replay records (from the latest checkpoint among them) into a fresh core.
-pub fn replay_records(records: Vec<Record>, cfg: &CoreConfig) -> Core {
-    let mut core = Core::new(cfg.clone()).expect("core config");
-    for r in records {
-        match r.body {
-            Body::Input(i) => {
-                core.apply(&i);
-            }
-            Body::Checkpoint(b) => {
-                let state = rmp_serde::from_slice(&b).expect("checkpoint decodes");
-                core = Core::restore(cfg.clone(), state).expect("checkpoint restores");
-            }
-            Body::Operator(_) => {}
-        }
-    }
-    core
-}
-
-/// Read `cfg.instance`'s whole log from `store` and replay it; returns the
-/// core and the number of records read.
-pub async fn replay(store: &dyn LogStore, cfg: &CoreConfig) -> (Core, u64) {
-    let recs = read_all(store, &cfg.instance).await;
-    let n = recs.len() as u64;
-    (replay_records(recs, cfg), n)
+/// Read `cfg.instance`'s whole log from `store` and replay it (from its
+/// checkpoint if any) with the product's `Replayer`; returns the core and
+/// the number of records read.
+pub async fn replay(store: Arc<dyn LogStore>, cfg: &CoreConfig) -> (Core, u64) {
+    let r = replay_all(&LogClient::new(store), cfg)
+        .await
+        .expect("the log replays");
+    let n = r.records();
+    (r.into_core(), n)
 }
 
 /// The `statelog` object of `/v1/stats`.

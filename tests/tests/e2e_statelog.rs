@@ -15,6 +15,7 @@ use sip_control::{Core, CoreConfig};
 use state_log::remote::{RemoteStore, Timeouts};
 use state_log::LogStore;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 const SIPP_T: Duration = Duration::from_secs(90);
@@ -44,7 +45,7 @@ fn replay(addr: SocketAddr, cfg: &CoreConfig) -> (Core, u64) {
         let store = RemoteStore::connect(&addr.to_string(), Timeouts::default())
             .await
             .unwrap();
-        logcheck::replay(&store, cfg).await
+        logcheck::replay(Arc::new(store), cfg).await
     })
 }
 

@@ -20,6 +20,7 @@ use sip_control::{Core, CoreState};
 use state_log::remote::{RemoteStore, Timeouts};
 use state_log::{Body, Record};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 const SIPP_T: Duration = Duration::from_secs(180);
@@ -55,7 +56,7 @@ fn read_log(addr: SocketAddr, instance: &str) -> Vec<Record> {
         let store = RemoteStore::connect(&addr.to_string(), Timeouts::default())
             .await
             .unwrap();
-        logcheck::read_all(&store, instance).await
+        logcheck::read_all(Arc::new(store), instance).await
     })
 }
 

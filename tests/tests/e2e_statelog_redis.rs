@@ -18,6 +18,7 @@ use sip_control::{Core, CoreConfig};
 use state_log::redis_store::{RedisConfig, RedisStore};
 use state_log::LogStore;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 const SIPP_T: Duration = Duration::from_secs(90);
@@ -100,7 +101,7 @@ fn redis_last_seq(url: &str, instance: &str) -> u64 {
 /// Replay the instance's whole log (from its checkpoint if any) read from
 /// redis into a fresh core; returns it and the records read.
 fn replay(url: &str, cfg: &CoreConfig) -> (Core, u64) {
-    rt().block_on(async { logcheck::replay(&redis_store(url).await, cfg).await })
+    rt().block_on(async { logcheck::replay(Arc::new(redis_store(url).await), cfg).await })
 }
 
 fn assert_replay_equals_live(bed: &Bed, url: &str) -> u64 {
