@@ -1,0 +1,1043 @@
+//! Heartbeats between each active and the standby, and failure detection.
+//!
+//! Both ends run the same [`Link`]: a UDP socket bound to a local address and
+//! *connected* to the peer, sending one authenticated [`Heartbeat`] every
+//! `interval` and watching the peer's. The active's link ([`HeartbeatSender`])
+//! carries its epoch and last appended log seq; the standby's link
+//! ([`Detector`]) carries the store epoch the standby knows for that instance,
+//! so an active that was fenced while frozen or cut off learns it at the first
+//! packet it hears ([`HeartbeatEvent::Fenced`]).
+//!
+//! Failure is declared ([`HeartbeatEvent::PeerFailed`]) after `miss_count`
+//! intervals without a valid packet, or sooner on a fast signal: an ICMP port
+//! unreachable for our packet (the peer's process died and its port closed)
+//! surfaces as `ECONNREFUSED` on the connected socket; one more probe is sent
+//! at once and a second refusal confirms the failure (a valid packet in
+//! between clears the suspicion). Before declaring a miss the socket is
+//! drained, so a task that was starved on a busy machine counts the packets
+//! that did arrive instead of reporting a false failure. Run links on a
+//! [`HeartbeatRuntime`] (its own thread) so a busy main runtime cannot delay
+//! them either.
+//!
+//! Wire format (version 1, big-endian), at most 88 bytes:
+//!
+//! ```text
+//!  0       4     5      6       7       8            8+n
+//!  | "BGFH" | ver | role | flags | n     | instance  | incarnation u64 | seq u64 |
+//!  | epoch u64 | log_seq u64 | mac: first 16 bytes of HMAC-SHA256(secret, all before) |
+//! ```
+//!
+//! `incarnation` is the sender's start time (µs since the Unix epoch);
+//! `(incarnation, seq)` must grow, so replayed or reordered old packets are
+//! refused. Every refused packet is counted by reason ([`HeartbeatStats`]);
+//! nothing from the network can make this code panic.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use state_log::{Epoch, Seq};
+use std::io;
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// Packet magic.
+pub const MAGIC: [u8; 4] = *b"BGFH";
+/// Current wire format version.
+pub const VERSION: u8 = 1;
+/// Bytes of the truncated MAC.
+pub const MAC_LEN: usize = 16;
+/// Longest packet.
+pub const MAX_PACKET: usize = 8 + 32 + 32 + MAC_LEN;
+
+/// Which end sent a heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An active instance.
+    Active,
+    /// The standby (its heartbeats double as probes).
+    Standby,
+}
+
+impl Role {
+    fn byte(self) -> u8 {
+        match self {
+            Role::Active => 1,
+            Role::Standby => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Role> {
+        match b {
+            1 => Some(Role::Active),
+            2 => Some(Role::Standby),
+            _ => None,
+        }
+    }
+
+    fn peer(self) -> Role {
+        match self {
+            Role::Active => Role::Standby,
+            Role::Standby => Role::Active,
+        }
+    }
+}
+
+/// One heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Heartbeat {
+    /// Sender's role.
+    pub role: Role,
+    /// Protected instance (the active's id, on both ends).
+    pub instance: String,
+    /// Sender's start time, µs since the Unix epoch.
+    pub incarnation: u64,
+    /// Sender's packet counter (from 1 per incarnation).
+    pub seq: u64,
+    /// Active: the epoch it appends under. Standby: the store epoch it knows.
+    pub epoch: Epoch,
+    /// Active: last log seq it appended. Standby: last seq its replica applied.
+    pub log_seq: Seq,
+}
+
+/// Why a packet was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Shorter than its fields say, or longer than any valid packet.
+    #[error("bad length {0}")]
+    Length(usize),
+    /// Not a heartbeat.
+    #[error("bad magic")]
+    Magic,
+    /// A version this build does not read.
+    #[error("unknown version {0} (this build reads {VERSION})")]
+    Version(u8),
+    /// Unknown role byte or reserved flags set.
+    #[error("bad header field")]
+    Header,
+    /// Instance id empty, too long or not `[A-Za-z0-9_-]`.
+    #[error("bad instance id")]
+    Instance,
+    /// MAC does not verify (wrong secret or tampered).
+    #[error("authentication failed")]
+    Mac,
+}
+
+/// HMAC-SHA256 keyed with an instance secret (RFC 2104).
+#[derive(Clone)]
+pub struct Key {
+    ipad: [u8; 64],
+    opad: [u8; 64],
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+impl Key {
+    /// Key from the instance secret (the `[instance] secret` string's bytes).
+    pub fn new(secret: &[u8]) -> Key {
+        let mut k = [0u8; 64];
+        if secret.len() > 64 {
+            k[..32].copy_from_slice(&Sha256::digest(secret));
+        } else {
+            k[..secret.len()].copy_from_slice(secret);
+        }
+        let mut ipad = [0x36u8; 64];
+        let mut opad = [0x5cu8; 64];
+        for i in 0..64 {
+            ipad[i] ^= k[i];
+            opad[i] ^= k[i];
+        }
+        Key { ipad, opad }
+    }
+
+    /// Full HMAC-SHA256 of `data`.
+    pub fn hmac(&self, data: &[u8]) -> [u8; 32] {
+        let mut inner = Sha256::new();
+        inner.update(self.ipad);
+        inner.update(data);
+        let ih = inner.finalize();
+        let mut outer = Sha256::new();
+        outer.update(self.opad);
+        outer.update(ih);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&outer.finalize());
+        out
+    }
+}
+
+impl Heartbeat {
+    /// Encode and authenticate. The instance id must be 1-32 bytes (checked
+    /// by [`LinkConfig::validate`]); a longer one is cut.
+    pub fn encode(&self, key: &Key) -> Vec<u8> {
+        let id = &self.instance.as_bytes()[..self.instance.len().min(32)];
+        let mut out = Vec::with_capacity(MAX_PACKET);
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.push(self.role.byte());
+        out.push(0);
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+        for v in [self.incarnation, self.seq, self.epoch, self.log_seq] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        let mac = key.hmac(&out);
+        out.extend_from_slice(&mac[..MAC_LEN]);
+        out
+    }
+
+    /// Decode and verify a packet.
+    pub fn decode(data: &[u8], key: &Key) -> Result<Heartbeat, DecodeError> {
+        if data.len() < 8 || data.len() > MAX_PACKET {
+            return Err(DecodeError::Length(data.len()));
+        }
+        if data[..4] != MAGIC {
+            return Err(DecodeError::Magic);
+        }
+        if data[4] != VERSION {
+            return Err(DecodeError::Version(data[4]));
+        }
+        let role = Role::from_byte(data[5]).ok_or(DecodeError::Header)?;
+        if data[6] != 0 {
+            return Err(DecodeError::Header);
+        }
+        let n = data[7] as usize;
+        let body_end = 8 + n + 32;
+        if data.len() != body_end + MAC_LEN {
+            return Err(DecodeError::Length(data.len()));
+        }
+        let mac = key.hmac(&data[..body_end]);
+        // Constant-time comparison.
+        let diff = mac[..MAC_LEN]
+            .iter()
+            .zip(&data[body_end..])
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff != 0 {
+            return Err(DecodeError::Mac);
+        }
+        let id = &data[8..8 + n];
+        if n == 0
+            || !id
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        {
+            return Err(DecodeError::Instance);
+        }
+        let u = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&data[at..at + 8]);
+            u64::from_be_bytes(b)
+        };
+        let at = 8 + n;
+        Ok(Heartbeat {
+            role,
+            instance: String::from_utf8_lossy(id).into_owned(),
+            incarnation: u(at),
+            seq: u(at + 8),
+            epoch: u(at + 16),
+            log_seq: u(at + 24),
+        })
+    }
+}
+
+/// Settings of one link (one active ↔ standby pair, seen from one end).
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    /// Our role.
+    pub role: Role,
+    /// The active's instance id (on both ends).
+    pub instance: String,
+    /// The active's instance secret (both ends must have the same).
+    pub secret: Vec<u8>,
+    /// Local address to bind (a management address, never a service
+    /// address: it must stay reachable after a takeover).
+    pub local: SocketAddr,
+    /// The peer's heartbeat address.
+    pub peer: SocketAddr,
+    /// Heartbeat interval (default 50 ms).
+    pub interval: Duration,
+    /// Intervals without a valid packet before the peer is declared failed
+    /// (default 3).
+    pub miss_count: u32,
+    /// Standby only: declare the active failed if it was never heard within
+    /// this long after start (`None`: wait for first contact; default).
+    pub never_heard_after: Option<Duration>,
+}
+
+impl LinkConfig {
+    /// Defaults for an active's sender: 50 ms × 3.
+    pub fn active(instance: &str, secret: &[u8], local: SocketAddr, standby: SocketAddr) -> Self {
+        LinkConfig {
+            role: Role::Active,
+            instance: instance.to_string(),
+            secret: secret.to_vec(),
+            local,
+            peer: standby,
+            interval: Duration::from_millis(50),
+            miss_count: 3,
+            never_heard_after: None,
+        }
+    }
+
+    /// Defaults for the standby's detector of one active: 50 ms × 3.
+    pub fn standby(instance: &str, secret: &[u8], local: SocketAddr, active: SocketAddr) -> Self {
+        LinkConfig {
+            role: Role::Standby,
+            ..LinkConfig::active(instance, secret, local, active)
+        }
+    }
+
+    /// Check the settings; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        state_log::check_instance(&self.instance).map_err(|e| e.to_string())?;
+        if self.secret.is_empty() {
+            return Err(format!(
+                "heartbeat for {}: empty secret — set the instance secret",
+                self.instance
+            ));
+        }
+        if self.interval < Duration::from_millis(1) || self.interval > Duration::from_secs(10) {
+            return Err(format!(
+                "heartbeat for {}: interval {:?} out of range — use 1 ms to 10 s (default 50 ms)",
+                self.instance, self.interval
+            ));
+        }
+        if !(1..=100).contains(&self.miss_count) {
+            return Err(format!(
+                "heartbeat for {}: miss_count {} out of range — use 1-100 (default 3)",
+                self.instance, self.miss_count
+            ));
+        }
+        if self.local.is_ipv4() != self.peer.is_ipv4() {
+            return Err(format!(
+                "heartbeat for {}: local {} and peer {} are of different address families",
+                self.instance, self.local, self.peer
+            ));
+        }
+        Ok(())
+    }
+
+    fn silence_limit(&self) -> Duration {
+        self.interval * self.miss_count
+    }
+}
+
+/// Why a peer was declared failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// No valid packet for `miss_count` intervals.
+    Missed,
+    /// Two ICMP port unreachables in a row (the peer's process is gone).
+    PortUnreachable,
+    /// Never heard since start (`never_heard_after`).
+    NeverHeard,
+}
+
+/// A declared failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The instance.
+    pub instance: String,
+    /// Why.
+    pub reason: FailureReason,
+    /// When it was declared (the zero of a takeover's timing breakdown).
+    pub detected_at: Instant,
+    /// Last valid packet from the peer.
+    pub last_heard: Option<Instant>,
+    /// The peer's last reported log seq.
+    pub peer_log_seq: Seq,
+    /// The peer's last reported epoch.
+    pub peer_epoch: Epoch,
+}
+
+/// What a link reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeartbeatEvent {
+    /// First valid packet (or first after a failure: the peer is back —
+    /// a restarted process or a zombie that woke up).
+    PeerUp {
+        /// Peer's incarnation.
+        incarnation: u64,
+        /// Peer's epoch.
+        epoch: Epoch,
+        /// Whether the peer had been declared failed before.
+        returned: bool,
+    },
+    /// The peer is declared failed.
+    PeerFailed(Failure),
+    /// Standby side: the active presents an epoch older than the store's —
+    /// it was fenced and has not stopped yet (our packets tell it).
+    PeerStale {
+        /// The active's epoch.
+        peer_epoch: Epoch,
+        /// The store epoch we know.
+        store_epoch: Epoch,
+    },
+    /// Active side: the standby knows a newer store epoch than ours — we
+    /// were fenced. Stop serving and drop the service addresses.
+    Fenced {
+        /// Our epoch.
+        own: Epoch,
+        /// The store's epoch as the standby knows it.
+        store: Epoch,
+    },
+}
+
+/// Counters of one link.
+#[derive(Debug, Default)]
+struct Counters {
+    sent: AtomicU64,
+    received: AtomicU64,
+    malformed: AtomicU64,
+    forged: AtomicU64,
+    old: AtomicU64,
+    refused: AtomicU64,
+    send_errors: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// Counters of one link, as numbers (admin API / metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HeartbeatStats {
+    /// Packets sent.
+    pub sent: u64,
+    /// Valid packets accepted.
+    pub received: u64,
+    /// Refused: not a heartbeat, bad length/version/header.
+    pub malformed: u64,
+    /// Refused: MAC did not verify, wrong instance or wrong role.
+    pub forged: u64,
+    /// Refused: not newer than the last accepted (replayed or reordered).
+    pub old: u64,
+    /// ICMP port unreachables seen (ECONNREFUSED).
+    pub refused: u64,
+    /// Other send/receive errors (network unreachable, ...).
+    pub send_errors: u64,
+    /// Failures declared.
+    pub failures: u64,
+}
+
+/// Liveness of the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    /// Never heard yet.
+    Unknown,
+    /// Heard within the limit.
+    Alive,
+    /// One port unreachable seen; confirming.
+    Suspect,
+    /// Declared failed.
+    Failed,
+}
+
+/// Snapshot of a link for the admin API.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkStatus {
+    /// The instance.
+    pub instance: String,
+    /// Our role.
+    pub role: Role,
+    /// Peer liveness.
+    pub state: PeerState,
+    /// Milliseconds since the last valid packet.
+    pub last_heard_ms_ago: Option<u64>,
+    /// Peer's last epoch.
+    pub peer_epoch: Epoch,
+    /// Peer's last log seq.
+    pub peer_log_seq: Seq,
+    /// The epoch we send.
+    pub epoch: Epoch,
+    /// The log seq we send.
+    pub log_seq: Seq,
+    /// Counters.
+    pub stats: HeartbeatStats,
+}
+
+#[derive(Debug)]
+struct Shared {
+    epoch: AtomicU64,
+    log_seq: AtomicU64,
+    counters: Counters,
+    peer: Mutex<PeerInfo>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PeerInfo {
+    state: PeerState,
+    last_heard: Option<Instant>,
+    epoch: Epoch,
+    log_seq: Seq,
+    incarnation: u64,
+    seq: u64,
+}
+
+/// A running link. Dropping it stops the task.
+pub struct Link {
+    cfg: LinkConfig,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedReceiver<HeartbeatEvent>,
+    _stop: oneshot::Sender<()>,
+}
+
+/// The active's end of its link to the standby (see [`Link`]).
+pub struct HeartbeatSender;
+
+impl HeartbeatSender {
+    /// Start sending `cfg` (role [`Role::Active`]) on `rt`. `epoch` is the
+    /// epoch the active appends under; update the log seq with
+    /// [`Link::set_log_seq`] as appends become durable.
+    pub fn spawn(
+        rt: &tokio::runtime::Handle,
+        mut cfg: LinkConfig,
+        epoch: Epoch,
+    ) -> Result<Link, String> {
+        cfg.role = Role::Active;
+        Link::spawn(rt, cfg, epoch)
+    }
+}
+
+/// The standby's failure detector for one active (see [`Link`]).
+pub struct Detector;
+
+impl Detector {
+    /// Start watching the active of `cfg` (role [`Role::Standby`]) on `rt`;
+    /// `store_epoch` is the instance's epoch in the store (update it with
+    /// [`Link::set_epoch`] after fencing).
+    pub fn spawn(
+        rt: &tokio::runtime::Handle,
+        mut cfg: LinkConfig,
+        store_epoch: Epoch,
+    ) -> Result<Link, String> {
+        cfg.role = Role::Standby;
+        Link::spawn(rt, cfg, store_epoch)
+    }
+}
+
+impl Link {
+    /// Bind, connect and start the link task on `rt`. Errors say what to fix
+    /// (address not local, port in use, ...).
+    pub fn spawn(
+        rt: &tokio::runtime::Handle,
+        cfg: LinkConfig,
+        epoch: Epoch,
+    ) -> Result<Link, String> {
+        cfg.validate()?;
+        let sock = StdUdpSocket::bind(cfg.local).map_err(|e| {
+            format!(
+                "heartbeat for {}: cannot bind {}: {e} — the address must be local and the port free",
+                cfg.instance, cfg.local
+            )
+        })?;
+        sock.connect(cfg.peer).map_err(|e| {
+            format!(
+                "heartbeat for {}: cannot connect to {}: {e} — check the peer address and routes",
+                cfg.instance, cfg.peer
+            )
+        })?;
+        sock.set_nonblocking(true)
+            .map_err(|e| format!("heartbeat for {}: {e}", cfg.instance))?;
+        let sock = {
+            let _g = rt.enter();
+            UdpSocket::from_std(sock).map_err(|e| format!("heartbeat for {}: {e}", cfg.instance))?
+        };
+        let shared = Arc::new(Shared {
+            epoch: AtomicU64::new(epoch),
+            log_seq: AtomicU64::new(0),
+            counters: Counters::default(),
+            peer: Mutex::new(PeerInfo {
+                state: PeerState::Unknown,
+                last_heard: None,
+                epoch: 0,
+                log_seq: 0,
+                incarnation: 0,
+                seq: 0,
+            }),
+        });
+        let (tx, events) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = LinkTask {
+            key: Key::new(&cfg.secret),
+            cfg: cfg.clone(),
+            sock,
+            shared: shared.clone(),
+            events: tx,
+            started: Instant::now(),
+            incarnation: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(1),
+            seq: 0,
+            suspect_since: None,
+            stale_reported: None,
+            fenced_reported: 0,
+        };
+        rt.spawn(task.run(stop_rx));
+        info!(instance = %cfg.instance, role = ?cfg.role, local = %cfg.local, peer = %cfg.peer,
+            interval_ms = cfg.interval.as_millis() as u64, miss_count = cfg.miss_count, "heartbeat link started");
+        Ok(Link {
+            cfg,
+            shared,
+            events,
+            _stop: stop_tx,
+        })
+    }
+
+    /// The next event (`None` once the task has stopped).
+    pub async fn next_event(&mut self) -> Option<HeartbeatEvent> {
+        self.events.recv().await
+    }
+
+    /// An event if one is queued.
+    pub fn try_event(&mut self) -> Option<HeartbeatEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// Set the epoch we send (active: ours after reading it from the store;
+    /// standby: the store's after fencing).
+    pub fn set_epoch(&self, epoch: Epoch) {
+        self.shared.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    /// Set the log seq we send (active: last durable; standby: replica's applied).
+    pub fn set_log_seq(&self, seq: Seq) {
+        self.shared.log_seq.store(seq, Ordering::Relaxed);
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> HeartbeatStats {
+        let c = &self.shared.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        HeartbeatStats {
+            sent: g(&c.sent),
+            received: g(&c.received),
+            malformed: g(&c.malformed),
+            forged: g(&c.forged),
+            old: g(&c.old),
+            refused: g(&c.refused),
+            send_errors: g(&c.send_errors),
+            failures: g(&c.failures),
+        }
+    }
+
+    /// Snapshot for the admin API.
+    pub fn status(&self) -> LinkStatus {
+        let p = *self.shared.peer.lock().unwrap_or_else(|e| e.into_inner());
+        LinkStatus {
+            instance: self.cfg.instance.clone(),
+            role: self.cfg.role,
+            state: p.state,
+            last_heard_ms_ago: p.last_heard.map(|t| t.elapsed().as_millis() as u64),
+            peer_epoch: p.epoch,
+            peer_log_seq: p.log_seq,
+            epoch: self.shared.epoch.load(Ordering::Relaxed),
+            log_seq: self.shared.log_seq.load(Ordering::Relaxed),
+            stats: self.stats(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LinkConfig {
+        &self.cfg
+    }
+}
+
+struct LinkTask {
+    key: Key,
+    cfg: LinkConfig,
+    sock: UdpSocket,
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<HeartbeatEvent>,
+    started: Instant,
+    incarnation: u64,
+    seq: u64,
+    suspect_since: Option<Instant>,
+    /// Peer incarnation already reported stale.
+    stale_reported: Option<u64>,
+    /// Highest store epoch already reported as fencing us.
+    fenced_reported: Epoch,
+}
+
+impl LinkTask {
+    fn peer(&self) -> std::sync::MutexGuard<'_, PeerInfo> {
+        self.shared.peer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, ev: HeartbeatEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = [0u8; 512];
+        loop {
+            let deadline = self.deadline();
+            let sleep = tokio::time::sleep_until(
+                deadline
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+                    .into(),
+            );
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                r = self.sock.recv(&mut buf) => self.on_recv(r.map(|n| &buf[..n])),
+                _ = tick.tick() => self.send().await,
+                _ = sleep, if deadline.is_some() => {
+                    // Count what did arrive while we were not running.
+                    loop {
+                        match self.sock.try_recv(&mut buf) {
+                            Ok(n) => self.on_recv(Ok(&buf[..n])),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => self.on_recv(Err(e)),
+                        }
+                    }
+                    if self.deadline().is_some_and(|d| d <= Instant::now()) {
+                        let reason = if self.peer().state == PeerState::Unknown {
+                            FailureReason::NeverHeard
+                        } else {
+                            FailureReason::Missed
+                        };
+                        self.declare(reason);
+                    }
+                }
+            }
+        }
+        debug!(instance = %self.cfg.instance, "heartbeat link stopped");
+    }
+
+    /// When the peer will be declared failed if nothing arrives.
+    fn deadline(&self) -> Option<Instant> {
+        let p = self.peer();
+        match p.state {
+            PeerState::Alive | PeerState::Suspect => {
+                p.last_heard.map(|t| t + self.cfg.silence_limit())
+            }
+            PeerState::Unknown => self.cfg.never_heard_after.map(|d| self.started + d),
+            PeerState::Failed => None,
+        }
+    }
+
+    fn declare(&mut self, reason: FailureReason) {
+        let p = {
+            let mut p = self.peer();
+            if p.state == PeerState::Failed {
+                return;
+            }
+            p.state = PeerState::Failed;
+            *p
+        };
+        self.suspect_since = None;
+        self.shared
+            .counters
+            .failures
+            .fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        warn!(instance = %self.cfg.instance, role = ?self.cfg.role, peer = %self.cfg.peer, ?reason,
+            silent_ms = p.last_heard.map(|t| now.duration_since(t).as_millis() as u64),
+            "heartbeat peer declared failed");
+        self.emit(HeartbeatEvent::PeerFailed(Failure {
+            instance: self.cfg.instance.clone(),
+            reason,
+            detected_at: now,
+            last_heard: p.last_heard,
+            peer_log_seq: p.log_seq,
+            peer_epoch: p.epoch,
+        }));
+    }
+
+    async fn send(&mut self) {
+        self.seq += 1;
+        let hb = Heartbeat {
+            role: self.cfg.role,
+            instance: self.cfg.instance.clone(),
+            incarnation: self.incarnation,
+            seq: self.seq,
+            epoch: self.shared.epoch.load(Ordering::Relaxed),
+            log_seq: self.shared.log_seq.load(Ordering::Relaxed),
+        };
+        match self.sock.send(&hb.encode(&self.key)).await {
+            Ok(_) => {
+                self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => self.on_error(e),
+        }
+    }
+
+    fn on_error(&mut self, e: io::Error) {
+        if e.kind() == io::ErrorKind::ConnectionRefused {
+            self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            let state = self.peer().state;
+            match state {
+                PeerState::Alive => {
+                    debug!(instance = %self.cfg.instance, peer = %self.cfg.peer,
+                        "heartbeat peer port unreachable; probing again to confirm");
+                    self.peer().state = PeerState::Suspect;
+                    self.suspect_since = Some(Instant::now());
+                    // Confirm with one more probe right away.
+                    self.seq += 1;
+                    let hb = Heartbeat {
+                        role: self.cfg.role,
+                        instance: self.cfg.instance.clone(),
+                        incarnation: self.incarnation,
+                        seq: self.seq,
+                        epoch: self.shared.epoch.load(Ordering::Relaxed),
+                        log_seq: self.shared.log_seq.load(Ordering::Relaxed),
+                    };
+                    match self.sock.try_send(&hb.encode(&self.key)) {
+                        Ok(_) => {
+                            self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                            self.shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                            self.declare(FailureReason::PortUnreachable);
+                        }
+                        Err(_) => {
+                            self.shared
+                                .counters
+                                .send_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                PeerState::Suspect => self.declare(FailureReason::PortUnreachable),
+                PeerState::Unknown | PeerState::Failed => {}
+            }
+        } else {
+            let n = self
+                .shared
+                .counters
+                .send_errors
+                .fetch_add(1, Ordering::Relaxed);
+            if n % 100 == 0 {
+                warn!(instance = %self.cfg.instance, peer = %self.cfg.peer, error = %e,
+                    "heartbeat socket error (link down or no route to the peer?)");
+            }
+        }
+    }
+
+    fn on_recv(&mut self, r: io::Result<&[u8]>) {
+        let data = match r {
+            Ok(d) => d,
+            Err(e) => return self.on_error(e),
+        };
+        let c = &self.shared.counters;
+        let hb = match Heartbeat::decode(data, &self.key) {
+            Ok(hb) => hb,
+            Err(DecodeError::Mac) => {
+                c.forged.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(_) => {
+                c.malformed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if hb.instance != self.cfg.instance || hb.role != self.cfg.role.peer() {
+            c.forged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let now = Instant::now();
+        let (returned, first) = {
+            let mut p = self.peer();
+            if (hb.incarnation, hb.seq) <= (p.incarnation, p.seq) {
+                c.old.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let prev = p.state;
+            p.incarnation = hb.incarnation;
+            p.seq = hb.seq;
+            p.epoch = hb.epoch;
+            p.log_seq = hb.log_seq;
+            p.last_heard = Some(now);
+            p.state = PeerState::Alive;
+            (
+                prev == PeerState::Failed,
+                matches!(prev, PeerState::Unknown | PeerState::Failed),
+            )
+        };
+        c.received.fetch_add(1, Ordering::Relaxed);
+        self.suspect_since = None;
+        if first {
+            info!(instance = %self.cfg.instance, role = ?self.cfg.role, peer = %self.cfg.peer,
+                epoch = hb.epoch, returned, "heartbeat peer up");
+            self.emit(HeartbeatEvent::PeerUp {
+                incarnation: hb.incarnation,
+                epoch: hb.epoch,
+                returned,
+            });
+        }
+        let ours = self.shared.epoch.load(Ordering::Relaxed);
+        match self.cfg.role {
+            Role::Active if hb.epoch > ours && hb.epoch > self.fenced_reported => {
+                self.fenced_reported = hb.epoch;
+                warn!(instance = %self.cfg.instance, own_epoch = ours, store_epoch = hb.epoch,
+                    "the standby reports a newer epoch: this instance was fenced; stop serving");
+                self.emit(HeartbeatEvent::Fenced {
+                    own: ours,
+                    store: hb.epoch,
+                });
+            }
+            Role::Standby if hb.epoch < ours && self.stale_reported != Some(hb.incarnation) => {
+                self.stale_reported = Some(hb.incarnation);
+                warn!(instance = %self.cfg.instance, peer_epoch = hb.epoch, store_epoch = ours,
+                    "a fenced active is still sending heartbeats; our replies tell it to stop");
+                self.emit(HeartbeatEvent::PeerStale {
+                    peer_epoch: hb.epoch,
+                    store_epoch: ours,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A dedicated thread running a current-thread tokio runtime for links, so
+/// heartbeats are not delayed by a busy main runtime. Dropping it stops the
+/// runtime (and every link on it).
+pub struct HeartbeatRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HeartbeatRuntime {
+    /// Start the thread.
+    pub fn start(name: &str) -> io::Result<HeartbeatRuntime> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = stop_rx.await;
+                });
+            })?;
+        Ok(HeartbeatRuntime {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The runtime to spawn links on.
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+}
+
+impl Drop for HeartbeatRuntime {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb() -> Heartbeat {
+        Heartbeat {
+            role: Role::Active,
+            instance: "bgf-1".into(),
+            incarnation: 1_700_000_000_000_000,
+            seq: 42,
+            epoch: 3,
+            log_seq: 12345,
+        }
+    }
+
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        let mac = Key::new(b"Jefe").hmac(b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Keys longer than a block are hashed first (RFC 4231 case 6).
+        let mac =
+            Key::new(&[0xaa; 131]).hmac(b"Test Using Larger Than Block-Size Key - Hash Key First");
+        assert_eq!(mac[..4], [0x60, 0xe4, 0x31, 0x59]);
+    }
+
+    #[test]
+    fn round_trip() {
+        let k = Key::new(b"secret");
+        let p = hb().encode(&k);
+        assert!(p.len() <= MAX_PACKET);
+        assert_eq!(Heartbeat::decode(&p, &k), Ok(hb()));
+    }
+
+    #[test]
+    fn wrong_key_tamper_truncation_and_version_are_refused() {
+        let k = Key::new(b"secret");
+        let p = hb().encode(&k);
+        assert_eq!(
+            Heartbeat::decode(&p, &Key::new(b"other")),
+            Err(DecodeError::Mac)
+        );
+        for i in 0..p.len() {
+            let mut bad = p.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                Heartbeat::decode(&bad, &k).is_err(),
+                "flip at byte {i} accepted"
+            );
+        }
+        for cut in 0..p.len() {
+            assert!(Heartbeat::decode(&p[..cut], &k).is_err());
+        }
+        let mut v2 = p.clone();
+        v2[4] = 2;
+        assert_eq!(Heartbeat::decode(&v2, &k), Err(DecodeError::Version(2)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..120)) {
+            let _ = Heartbeat::decode(&data, &Key::new(b"k"));
+        }
+
+        #[test]
+        fn random_mutations_never_verify(i in 0usize..60, x in 1u8..=255) {
+            let k = Key::new(b"secret");
+            let mut p = hb().encode(&k);
+            let i = i % p.len();
+            p[i] ^= x;
+            proptest::prop_assert!(Heartbeat::decode(&p, &k).is_err());
+        }
+    }
+
+    #[test]
+    fn config_validation_says_what_to_fix() {
+        let mut c = LinkConfig::active(
+            "bgf-1",
+            b"s",
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        assert!(c.validate().is_ok());
+        c.miss_count = 0;
+        assert!(c.validate().unwrap_err().contains("miss_count"));
+        c.miss_count = 3;
+        c.peer = "[::1]:2".parse().unwrap();
+        assert!(c.validate().unwrap_err().contains("families"));
+    }
+}
