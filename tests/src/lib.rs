@@ -26,6 +26,7 @@ pub mod bgfproc;
 pub mod build;
 pub mod logcheck;
 pub mod net;
+pub mod netns;
 pub mod redisproc;
 pub mod rtp;
 pub mod sipp;
