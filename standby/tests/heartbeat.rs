@@ -1,0 +1,259 @@
+//! Heartbeat links on loopback: failure detection time (sender gone → port
+//! unreachable; sender silent → misses), no false detection beside CPU hogs,
+//! fencing news both ways, and bad/forged/old packets counted, never
+//! accepted.
+
+use standby::heartbeat::{
+    Detector, FailureReason, Heartbeat, HeartbeatEvent, HeartbeatRuntime, HeartbeatSender, Key,
+    Link, LinkConfig, Role,
+};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+const SECRET: &[u8] = b"hb-test-secret";
+
+fn free_port() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap()
+}
+
+async fn event(link: &mut Link, within: Duration) -> Option<HeartbeatEvent> {
+    tokio::time::timeout(within, link.next_event())
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn up(link: &mut Link) {
+    match event(link, Duration::from_secs(5)).await {
+        Some(HeartbeatEvent::PeerUp { .. }) => {}
+        other => panic!("expected PeerUp, got {other:?}"),
+    }
+}
+
+fn pct(v: &mut [Duration], p: usize) -> Duration {
+    v.sort();
+    v[(v.len() - 1) * p / 100]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_sender_is_detected_by_port_unreachable_and_a_silent_one_by_misses() {
+    let rt = HeartbeatRuntime::start("hb-test").unwrap();
+    // --- Sender process gone: its socket closes, our probe draws ICMP port
+    // unreachable → ECONNREFUSED, confirmed by one more probe.
+    let mut fast = Vec::new();
+    for _ in 0..10 {
+        let (sb, ac) = (free_port(), free_port());
+        let mut det =
+            Detector::spawn(rt.handle(), LinkConfig::standby("bgf1", SECRET, sb, ac), 0).unwrap();
+        let sender =
+            HeartbeatSender::spawn(rt.handle(), LinkConfig::active("bgf1", SECRET, ac, sb), 0)
+                .unwrap();
+        up(&mut det).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let killed = Instant::now();
+        drop(sender);
+        match event(&mut det, Duration::from_secs(5)).await {
+            Some(HeartbeatEvent::PeerFailed(f)) => {
+                assert_eq!(f.reason, FailureReason::PortUnreachable, "{f:?}");
+                fast.push(f.detected_at.saturating_duration_since(killed));
+            }
+            other => panic!("expected PeerFailed, got {other:?}"),
+        }
+    }
+    // --- Sender frozen / cut off: its socket stays, nothing arrives → misses.
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let sb = free_port();
+        let active = UdpSocket::bind("127.0.0.1:0").unwrap();
+        active.connect(sb).unwrap();
+        let ac = active.local_addr().unwrap();
+        let mut det =
+            Detector::spawn(rt.handle(), LinkConfig::standby("bgf1", SECRET, sb, ac), 0).unwrap();
+        let key = Key::new(SECRET);
+        let mut last_sent = Instant::now();
+        for seq in 1..=4u64 {
+            let hb = Heartbeat {
+                role: Role::Active,
+                instance: "bgf1".into(),
+                incarnation: 7,
+                seq,
+                epoch: 0,
+                log_seq: seq * 10,
+            };
+            active.send(&hb.encode(&key)).unwrap();
+            last_sent = Instant::now();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        up(&mut det).await;
+        match event(&mut det, Duration::from_secs(5)).await {
+            Some(HeartbeatEvent::PeerFailed(f)) => {
+                assert_eq!(f.reason, FailureReason::Missed);
+                assert_eq!(f.peer_log_seq, 40, "last log seq reported");
+                // Measured from the last heartbeat sent (3 intervals = 150 ms).
+                slow.push(f.detected_at.saturating_duration_since(last_sent));
+            }
+            other => panic!("expected PeerFailed, got {other:?}"),
+        }
+        drop(active);
+    }
+    let (f50, fmax) = (pct(&mut fast, 50), pct(&mut fast, 100));
+    let (s50, smax) = (pct(&mut slow, 50), pct(&mut slow, 100));
+    println!(
+        "detection at 50 ms × 3: process gone (port unreachable) p50 {f50:?} max {fmax:?}; silent (misses, from the last heartbeat) p50 {s50:?} max {smax:?}"
+    );
+    // Generous bounds: the fast path must beat the miss path by far.
+    assert!(fmax < Duration::from_millis(100), "fast path {fast:?}");
+    assert!(smax < Duration::from_millis(700), "miss path {slow:?}");
+    assert!(
+        slow.iter().all(|d| *d >= Duration::from_millis(145)),
+        "misses declared before 3 intervals: {slow:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_false_detection_beside_cpu_hogs() {
+    let rt = HeartbeatRuntime::start("hb-hog").unwrap();
+    let mut links = Vec::new();
+    for i in 0..4 {
+        let (sb, ac) = (free_port(), free_port());
+        let id = format!("bgf{i}");
+        let mut det =
+            Detector::spawn(rt.handle(), LinkConfig::standby(&id, SECRET, sb, ac), 0).unwrap();
+        let snd = HeartbeatSender::spawn(rt.handle(), LinkConfig::active(&id, SECRET, ac, sb), 0)
+            .unwrap();
+        up(&mut det).await;
+        let mut snd = snd;
+        up(&mut snd).await;
+        links.push((det, snd));
+    }
+    // 8 busy loops on 2 cores for 4 s (bounded).
+    let stop_at = Instant::now() + Duration::from_secs(4);
+    let hogs: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while Instant::now() < stop_at {
+                    for _ in 0..10_000 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    std::hint::black_box(x);
+                }
+            })
+        })
+        .collect();
+    for h in hogs {
+        tokio::task::spawn_blocking(move || h.join().unwrap())
+            .await
+            .unwrap();
+    }
+    for (det, snd) in &mut links {
+        assert_eq!(
+            det.try_event(),
+            None,
+            "false detection under load: {:?}",
+            det.status()
+        );
+        assert_eq!(
+            snd.try_event(),
+            None,
+            "sender saw a false failure: {:?}",
+            snd.status()
+        );
+        let s = det.stats();
+        assert!(s.received > 40, "{s:?}");
+        assert_eq!(s.failures, 0);
+    }
+    println!(
+        "under 8 CPU hogs for 4 s: {} links, received per link {:?}",
+        links.len(),
+        links
+            .iter()
+            .map(|(d, _)| d.stats().received)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_active_learns_it_from_the_standby_heartbeats() {
+    let rt = HeartbeatRuntime::start("hb-fence").unwrap();
+    let (sb, ac) = (free_port(), free_port());
+    let mut det =
+        Detector::spawn(rt.handle(), LinkConfig::standby("bgf1", SECRET, sb, ac), 2).unwrap();
+    let mut snd =
+        HeartbeatSender::spawn(rt.handle(), LinkConfig::active("bgf1", SECRET, ac, sb), 2).unwrap();
+    snd.set_log_seq(99);
+    up(&mut det).await;
+    up(&mut snd).await;
+    // The standby fences (epoch 2 → 3) and says so in its heartbeats.
+    det.set_epoch(3);
+    match event(&mut snd, Duration::from_secs(2)).await {
+        Some(HeartbeatEvent::Fenced { own: 2, store: 3 }) => {}
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    match event(&mut det, Duration::from_secs(2)).await {
+        Some(HeartbeatEvent::PeerStale {
+            peer_epoch: 2,
+            store_epoch: 3,
+        }) => {}
+        other => panic!("expected PeerStale, got {other:?}"),
+    }
+    assert_eq!(det.status().peer_log_seq, 99);
+    // Reported once, not on every packet.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(snd.try_event(), None);
+    assert_eq!(det.try_event(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_forged_and_old_packets_are_counted_and_refused() {
+    let rt = HeartbeatRuntime::start("hb-bad").unwrap();
+    let sb = free_port();
+    let active = UdpSocket::bind("127.0.0.1:0").unwrap();
+    active.connect(sb).unwrap();
+    let ac = active.local_addr().unwrap();
+    let mut det =
+        Detector::spawn(rt.handle(), LinkConfig::standby("bgf1", SECRET, sb, ac), 0).unwrap();
+    let hb = |seq, instance: &str, role| Heartbeat {
+        role,
+        instance: instance.into(),
+        incarnation: 5,
+        seq,
+        epoch: 0,
+        log_seq: 0,
+    };
+    let good = Key::new(SECRET);
+    active.send(b"hello").unwrap(); // malformed
+    active.send(&[0u8; 200]).unwrap(); // malformed (too long)
+    active
+        .send(&hb(1, "bgf1", Role::Active).encode(&Key::new(b"wrong")))
+        .unwrap(); // forged: wrong key
+    active
+        .send(&hb(1, "bgf2", Role::Active).encode(&good))
+        .unwrap(); // forged: other instance
+    active
+        .send(&hb(1, "bgf1", Role::Standby).encode(&good))
+        .unwrap(); // forged: reflected role
+    active
+        .send(&hb(2, "bgf1", Role::Active).encode(&good))
+        .unwrap(); // good
+    active
+        .send(&hb(2, "bgf1", Role::Active).encode(&good))
+        .unwrap(); // old: replay
+    active
+        .send(&hb(1, "bgf1", Role::Active).encode(&good))
+        .unwrap(); // old: reordered
+    up(&mut det).await;
+    let mut s = det.stats();
+    for _ in 0..100 {
+        s = det.stats();
+        if s.old == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(s.received, 1, "{s:?}");
+    assert_eq!(s.malformed, 2, "{s:?}");
+    assert_eq!(s.forged, 3, "{s:?}");
+    assert_eq!(s.old, 2, "{s:?}");
+}
