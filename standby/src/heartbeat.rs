@@ -817,7 +817,7 @@ impl LinkTask {
                 .counters
                 .send_errors
                 .fetch_add(1, Ordering::Relaxed);
-            if n % 100 == 0 {
+            if n.is_multiple_of(100) {
                 warn!(instance = %self.cfg.instance, peer = %self.cfg.peer, error = %e,
                     "heartbeat socket error (link down or no route to the peer?)");
             }

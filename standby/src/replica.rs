@@ -10,8 +10,8 @@
 //! or restore, an epoch that goes backwards — is a [`ReplicaError`] naming the
 //! instance and seq; nothing is skipped.
 //!
-//! [`HotReplica`] runs a replica as a task that tails the log (`read` batches
-//! + `wait_for`) and publishes a [`ReplicaStatus`] (applied seq, log end, lag,
+//! [`HotReplica`] runs a replica as a task that tails the log (`read` batches,
+//! then `wait_for`) and publishes a [`ReplicaStatus`] (applied seq, log end, lag,
 //! sessions); [`HotReplica::stop`] hands the replica back at a record
 //! boundary for a takeover. Cold mode is the same [`Replica`] created empty
 //! and drained only at takeover ([`Replica::drain`]).

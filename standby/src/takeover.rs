@@ -325,8 +325,12 @@ where
 
     // 5. Announce: first round now, the rest in the background.
     let start = Instant::now();
+    let mut first = announce::Sent::default();
     for a in &prep.announcers {
-        a.send_once();
+        let s = a.send_once();
+        first.arp += s.arp;
+        first.na += s.na;
+        first.errors += s.errors;
     }
     rep.first_announcement_us = us(Instant::now());
     let announcers = prep.announcers;
@@ -342,6 +346,9 @@ where
     let announce = tokio::spawn(async move {
         let mut b = announce::burst(&announcers, &rest, start, |_| {}).await;
         b.rounds += 1;
+        b.sent.arp += first.arp;
+        b.sent.na += first.na;
+        b.sent.errors += first.errors;
         b
     });
     info!(%instance, epoch, reason, records_drained = rep.records_drained, applied_seq = rep.applied_seq,

@@ -8,14 +8,27 @@ use standby::heartbeat::{
     Link, LinkConfig, Role,
 };
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 const SECRET: &[u8] = b"hb-test-secret";
 
+/// A port below the ephemeral range (so no `bind(0)` elsewhere takes it
+/// between our choosing and binding it), distinct per process and call.
 fn free_port() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.local_addr().unwrap()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 10_000;
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return SocketAddr::from(([127, 0, 0, 1], port));
+        }
+    }
 }
+
+/// The timing tests do not overlap each other (the hog would skew the
+/// detection figures).
+static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn event(link: &mut Link, within: Duration) -> Option<HeartbeatEvent> {
     tokio::time::timeout(within, link.next_event())
@@ -38,6 +51,7 @@ fn pct(v: &mut [Duration], p: usize) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_sender_is_detected_by_port_unreachable_and_a_silent_one_by_misses() {
+    let _g = TIMING.lock().await;
     let rt = HeartbeatRuntime::start("hb-test").unwrap();
     // --- Sender process gone: its socket closes, our probe draws ICMP port
     // unreachable → ECONNREFUSED, confirmed by one more probe.
@@ -113,6 +127,7 @@ async fn a_dead_sender_is_detected_by_port_unreachable_and_a_silent_one_by_misse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_false_detection_beside_cpu_hogs() {
+    let _g = TIMING.lock().await;
     let rt = HeartbeatRuntime::start("hb-hog").unwrap();
     let mut links = Vec::new();
     for i in 0..4 {
