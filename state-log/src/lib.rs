@@ -31,6 +31,6 @@ pub mod server;
 pub mod store;
 pub mod testkit;
 
-pub use client::{replay_all, LogClient, Replay, Replayer, Tail};
+pub use client::{in_order, replay_all, Drained, LogClient, Replay, ReplayError, Replayer, Tail};
 pub use record::{Body, Epoch, FrameError, OperatorCommand, Record, Seq, FORMAT_VERSION};
 pub use store::{check_instance, LogError, LogStore};

@@ -5,7 +5,7 @@
 
 use sip_control::{Core, CoreConfig};
 use state_log::embedded::EmbeddedStore;
-use state_log::{testkit, Body, LogClient, LogError, LogStore, Record, Replayer};
+use state_log::{testkit, Body, LogClient, LogError, LogStore, Record, ReplayError, Replayer};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,7 +116,7 @@ fn replayer_refuses_records_out_of_order() {
     let mut r = Replayer::new(cfg("o1")).unwrap();
     r.apply(&testkit::rec("o1", 1, 0)).unwrap();
     match r.apply(&testkit::rec("o1", 3, 0)) {
-        Err(LogError::Gap { expected, got, .. }) => assert_eq!((expected, got), (2, 3)),
+        Err(ReplayError::Gap { expected, got, .. }) => assert_eq!((expected, got), (2, 3)),
         other => panic!("expected a gap, got {other:?}"),
     }
     let mut fresh = Replayer::new(cfg("o1")).unwrap();
@@ -134,7 +134,7 @@ fn a_damaged_checkpoint_is_reported_with_its_seq() {
         body: Body::Checkpoint(vec![0xc1, 0x00]),
     };
     match r.apply(&bad) {
-        Err(LogError::Corrupt { seq, .. }) => assert_eq!(seq, 1),
+        Err(ReplayError::Checkpoint { seq, .. }) => assert_eq!(seq, 1),
         other => panic!("expected corrupt, got {other:?}"),
     }
 }
