@@ -28,6 +28,17 @@ pub struct FileConfig {
     pub log: LogSection,
     pub admin: Option<AdminSection>,
     pub statelog: Option<StatelogSection>,
+    pub ha: Option<HaSection>,
+}
+
+/// `[ha]`: this active's heartbeat link to the standby protecting it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaSection {
+    pub heartbeat: Option<String>,
+    pub standby: Option<String>,
+    pub interval_ms: Option<u64>,
+    pub miss_count: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +151,43 @@ pub struct Config {
     pub admin: Option<AdminSettings>,
     /// Output commit to the state log, if enabled.
     pub statelog: Option<StatelogSettings>,
+    /// Heartbeats to a standby, if protected.
+    pub ha: Option<HaSettings>,
+    /// The instance secret as written (heartbeat authentication key; the
+    /// core only gets its hash).
+    pub secret: Secret,
+}
+
+/// A secret that never appears in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's bytes (for keying).
+    #[allow(dead_code)] // the heartbeat sender of `bgf active` / `bgf standby` (being wired)
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// `[ha]` validated: the active's end of its heartbeat link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaSettings {
+    /// This active's heartbeat socket (a management address: it is not
+    /// taken over).
+    pub heartbeat: SocketAddr,
+    /// The standby's socket for this active.
+    pub standby: SocketAddr,
+    /// Heartbeat interval.
+    pub interval: Duration,
+    /// Intervals without a heartbeat before the peer counts as failed.
+    pub miss_count: u32,
 }
 
 impl Config {
@@ -147,7 +195,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let c = &self.core;
         format!(
-            "instance {}: access sip {} media {} rtp {}-{}{}; core sip {} media {} rtp {}-{}{}; next hop {} ({}); media backend {} with {} workers; admin {}; state log {}",
+            "instance {}: access sip {} media {} rtp {}-{}{}; core sip {} media {} rtp {}-{}{}; next hop {} ({}); media backend {} with {} workers; admin {}; state log {}{}",
             c.instance,
             c.access.sip,
             c.access.media_ip,
@@ -170,6 +218,16 @@ impl Config {
             match &self.statelog {
                 Some(l) => format!("{} at {}", l.backend.name(), l.backend.location()),
                 None => "off".to_string(),
+            },
+            match &self.ha {
+                Some(h) => format!(
+                    "; heartbeats {} → standby {} every {} ms, failed after {} misses",
+                    h.heartbeat,
+                    h.standby,
+                    h.interval.as_millis(),
+                    h.miss_count
+                ),
+                None => String::new(),
             }
         )
     }
@@ -195,13 +253,7 @@ impl std::error::Error for ConfigErrors {}
 
 /// Read and validate a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![format!(
-            "cannot read {}: {e} — check the path and permissions",
-            path.display()
-        )])
-    })?;
-    parse(&text)
+    parse(&read(path)?)
 }
 
 /// Parse and validate configuration text.
@@ -379,6 +431,114 @@ fn statelog(l: StatelogSection, errs: &mut Vec<String>) -> Option<StatelogSettin
     })
 }
 
+fn ha(h: HaSection, errs: &mut Vec<String>) -> Option<HaSettings> {
+    let heartbeat = match &h.heartbeat {
+        Some(a) => socket_addr("ha.heartbeat", a, errs),
+        None => {
+            errs.push("ha.heartbeat missing — set this active's heartbeat address on the management network, e.g. heartbeat = \"198.18.2.101:7001\"".into());
+            None
+        }
+    };
+    let standby = match &h.standby {
+        Some(a) => socket_addr("ha.standby", a, errs),
+        None => {
+            errs.push("ha.standby missing — set the standby's heartbeat address for this active, e.g. standby = \"198.18.2.99:7101\"".into());
+            None
+        }
+    };
+    let interval = h.interval_ms.unwrap_or(50);
+    if !(1..=10_000).contains(&interval) {
+        errs.push(format!(
+            "ha.interval_ms: {interval} is out of range — use 1-10000 (default 50)"
+        ));
+    }
+    let miss = h.miss_count.unwrap_or(3);
+    if !(1..=100).contains(&miss) {
+        errs.push(format!(
+            "ha.miss_count: {miss} is out of range — use 1-100 (default 3)"
+        ));
+    }
+    let (heartbeat, standby) = (heartbeat?, standby?);
+    if heartbeat.is_ipv4() != standby.is_ipv4() {
+        errs.push(format!("ha.heartbeat {heartbeat} and ha.standby {standby} are of different address families — use both IPv4 or both IPv6"));
+        return None;
+    }
+    Some(HaSettings {
+        heartbeat,
+        standby,
+        interval: Duration::from_millis(interval.clamp(1, 10_000)),
+        miss_count: miss.clamp(1, 100) as u32,
+    })
+}
+
+fn log_settings(log: &LogSection, errs: &mut Vec<String>) -> (LogFormat, String) {
+    let log_format = match log.format.as_deref().map(str::trim) {
+        None | Some("human") => LogFormat::Human,
+        Some("json") => LogFormat::Json,
+        Some(f) => {
+            errs.push(format!(
+                "log.format: \"{f}\" is not a format — use \"human\" or \"json\""
+            ));
+            LogFormat::Human
+        }
+    };
+    let log_level = log.level.clone().unwrap_or_else(|| "info".to_string());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+        errs.push(format!(
+            "log.level: \"{log_level}\" is not a level or filter ({e}) — use error, warn, info, debug or trace"
+        ));
+    }
+    (log_format, log_level)
+}
+
+fn admin_settings(
+    admin: Option<AdminSection>,
+    taken: &[(&str, SocketAddr)],
+    errs: &mut Vec<String>,
+) -> Option<AdminSettings> {
+    match admin {
+        None => None,
+        Some(a) => match a.listen {
+            None => None,
+            Some(l) => {
+                let listen = match l.trim().parse::<SocketAddr>() {
+                    Ok(addr) if addr.port() != 0 => Some(addr),
+                    _ => {
+                        errs.push(format!(
+                            "admin.listen: \"{l}\" is not an IP:port (port must be 1-65535), e.g. \"127.0.0.1:9090\""
+                        ));
+                        None
+                    }
+                };
+                let token = match a.token {
+                    Some(t) if t.chars().count() >= 16 => Some(t),
+                    Some(_) => {
+                        errs.push("admin.token: too short — use at least 16 characters".into());
+                        None
+                    }
+                    None => {
+                        errs.push("admin.token missing — it is required when admin.listen is set (at least 16 characters)".into());
+                        None
+                    }
+                };
+                if let Some(addr) = listen {
+                    for (n, sip) in taken {
+                        if *sip == addr {
+                            errs.push(format!(
+                                "admin.listen: {addr} is also {n}.sip — use another port"
+                            ));
+                        }
+                    }
+                }
+                match (listen, token) {
+                    (Some(listen), Some(token)) => Some(AdminSettings { listen, token }),
+                    _ => None,
+                }
+            }
+        },
+    }
+}
+
 struct SideOut {
     cfg: Option<SideConfig>,
 }
@@ -454,6 +614,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
             None
         }
     };
+    let raw_secret = inst.secret.clone();
     let secret = match inst.secret {
         Some(s) if s.chars().count() >= 8 => Some(hash_secret(&s)),
         Some(_) => {
@@ -585,68 +746,28 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
         errs.push("media.inactivity_timeout_s: must be > 0 (default 60)".into());
     }
 
-    // [log]
-    let log_format = match file.log.format.as_deref().map(str::trim) {
-        None | Some("human") => LogFormat::Human,
-        Some("json") => LogFormat::Json,
-        Some(f) => {
-            errs.push(format!(
-                "log.format: \"{f}\" is not a format — use \"human\" or \"json\""
-            ));
-            LogFormat::Human
-        }
-    };
-    let log_level = file.log.level.unwrap_or_else(|| "info".to_string());
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
-        errs.push(format!(
-            "log.level: \"{log_level}\" is not a level or filter ({e}) — use error, warn, info, debug or trace"
-        ));
-    }
-
-    // [admin]
-    let admin = match file.admin {
-        None => None,
-        Some(a) => match a.listen {
-            None => None,
-            Some(l) => {
-                let listen = match l.trim().parse::<SocketAddr>() {
-                    Ok(addr) if addr.port() != 0 => Some(addr),
-                    _ => {
-                        errs.push(format!(
-                            "admin.listen: \"{l}\" is not an IP:port (port must be 1-65535), e.g. \"127.0.0.1:9090\""
-                        ));
-                        None
-                    }
-                };
-                let token = match a.token {
-                    Some(t) if t.chars().count() >= 16 => Some(t),
-                    Some(_) => {
-                        errs.push("admin.token: too short — use at least 16 characters".into());
-                        None
-                    }
-                    None => {
-                        errs.push("admin.token missing — it is required when admin.listen is set (at least 16 characters)".into());
-                        None
-                    }
-                };
-                if let Some(addr) = listen {
-                    for (n, c) in [("access", &access.cfg), ("core", &core.cfg)] {
-                        if c.as_ref().is_some_and(|c| c.sip == addr) {
-                            errs.push(format!(
-                                "admin.listen: {addr} is also {n}.sip — use another port"
-                            ));
-                        }
-                    }
-                }
-                match (listen, token) {
-                    (Some(listen), Some(token)) => Some(AdminSettings { listen, token }),
-                    _ => None,
-                }
-            }
-        },
-    };
+    let (log_format, log_level) = log_settings(&file.log, &mut errs);
+    let sips: Vec<(&str, SocketAddr)> = [("access", &access.cfg), ("core", &core.cfg)]
+        .into_iter()
+        .filter_map(|(n, c)| c.as_ref().map(|c| (n, c.sip)))
+        .collect();
+    let admin = admin_settings(file.admin, &sips, &mut errs);
 
     let statelog = file.statelog.and_then(|l| statelog(l, &mut errs));
+    let ha = file.ha.and_then(|h| ha(h, &mut errs));
+    if ha.is_some() && statelog.is_none() {
+        errs.push("[ha] needs [statelog]: a standby can only take over what was logged — configure the state log".into());
+    }
+    if let Some(h) = &ha {
+        for (n, c) in [("access", &access.cfg), ("core", &core.cfg)] {
+            if let Some(c) = c {
+                if c.sip.ip() == h.heartbeat.ip() || c.media_ip == h.heartbeat.ip() {
+                    errs.push(format!("ha.heartbeat: {} is also a {n} service address — use a management address (service addresses move to the standby at takeover)", h.heartbeat.ip()));
+                }
+            }
+        }
+    }
+    let raw_secret = raw_secret.map(Secret);
 
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
@@ -654,7 +775,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
     // Every `None` below has pushed an error above, so this cannot fail; the
     // match keeps it panic-free regardless.
     match (
-        name, secret, access.cfg, core.cfg, next_hop, transport, backend,
+        name, secret, access.cfg, core.cfg, next_hop, transport, backend, raw_secret,
     ) {
         (
             Some(instance),
@@ -664,6 +785,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
             Some(core_next_hop),
             Some(core_transport),
             Some(backend),
+            Some(raw_secret),
         ) => Ok(Config {
             core: CoreConfig {
                 instance,
@@ -691,9 +813,300 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
             log_level,
             admin,
             statelog,
+            ha,
+            secret: raw_secret,
         }),
         _ => Err(ConfigErrors(vec![
             "configuration incomplete — see docs/CONFIG.md".into(),
+        ])),
+    }
+}
+
+// ---------------------------------------------------------------- standby
+
+/// A standby's file: its own identity, the actives it protects (each by
+/// its own configuration file, so active and standby read one source of
+/// truth for addresses, secret, store and heartbeat link), and how it
+/// claims their addresses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbyFile {
+    pub instance: Option<InstanceSection>,
+    pub standby: Option<StandbySection>,
+    #[serde(default)]
+    pub log: LogSection,
+    pub admin: Option<AdminSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbySection {
+    pub mode: Option<String>,
+    pub access_interface: Option<String>,
+    pub core_interface: Option<String>,
+    pub announce_ms: Option<Vec<u64>>,
+    pub protect: Option<Vec<ProtectSection>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectSection {
+    pub config: Option<String>,
+}
+
+/// How the standby keeps the actives' state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StandbyMode {
+    /// Tail every log continuously; takeover applies only the tail.
+    Hot,
+    /// Read the whole log only after a failure (the seed vBGF's way).
+    Cold,
+}
+
+/// One protected active.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Protected {
+    /// Where its file is.
+    pub path: std::path::PathBuf,
+    /// Its validated configuration (with `[ha]` and `[statelog]`).
+    pub config: Config,
+}
+
+/// A validated standby configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StandbyConfig {
+    /// The standby's own instance name.
+    pub name: String,
+    /// Hot or cold.
+    pub mode: StandbyMode,
+    /// Interface the actives' access-side service addresses are added to.
+    pub access_interface: String,
+    /// Interface the actives' core-side service addresses are added to.
+    pub core_interface: String,
+    /// Announcement schedule (offsets from takeover).
+    pub announce: Vec<Duration>,
+    /// The actives, in file order.
+    pub protects: Vec<Protected>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log level / filter.
+    pub log_level: String,
+    /// The standby's admin server.
+    pub admin: Option<AdminSettings>,
+}
+
+impl StandbyConfig {
+    /// One-line summary for `check-config` and the startup log.
+    pub fn summary(&self) -> String {
+        format!(
+            "standby {} ({}): protects {}; addresses claimed on {} (access) and {} (core); announcements at {:?} ms; admin {}",
+            self.name,
+            match self.mode {
+                StandbyMode::Hot => "hot",
+                StandbyMode::Cold => "cold",
+            },
+            self.protects
+                .iter()
+                .map(|p| p.config.core.instance.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.access_interface,
+            self.core_interface,
+            self.announce.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+            match &self.admin {
+                Some(a) => a.listen.to_string(),
+                None => "off".to_string(),
+            }
+        )
+    }
+}
+
+/// A configuration file of either role (`bgf check-config` takes both).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnyConfig {
+    /// An active's file.
+    Active(Box<Config>),
+    /// A standby's file.
+    Standby(Box<StandbyConfig>),
+}
+
+/// Read a file of either role: a file with a `[standby]` table is a
+/// standby's.
+pub fn load_any(path: &Path) -> Result<AnyConfig, ConfigErrors> {
+    let text = read(path)?;
+    let is_standby = toml::from_str::<toml::Table>(&text)
+        .map(|t| t.contains_key("standby"))
+        .unwrap_or(false);
+    if is_standby {
+        load_standby_text(&text, path).map(|c| AnyConfig::Standby(Box::new(c)))
+    } else {
+        parse(&text).map(|c| AnyConfig::Active(Box::new(c)))
+    }
+}
+
+/// Read and validate a standby's file and every active file it names
+/// (relative paths are relative to the standby's file).
+#[allow(dead_code)] // `bgf standby` (being wired)
+pub fn load_standby(path: &Path) -> Result<StandbyConfig, ConfigErrors> {
+    let text = read(path)?;
+    load_standby_text(&text, path)
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![format!(
+            "cannot read {}: {e} — check the path and permissions",
+            path.display()
+        )])
+    })
+}
+
+fn interface_name(field: &str, v: Option<&String>, errs: &mut Vec<String>) -> Option<String> {
+    match v.map(|s| s.trim()) {
+        Some(n)
+            if (1..=15).contains(&n.len())
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'/') =>
+        {
+            Some(n.to_string())
+        }
+        Some(n) => {
+            errs.push(format!(
+                "{field}: \"{n}\" is not an interface name (1-15 characters, no '/' or spaces)"
+            ));
+            None
+        }
+        None => {
+            errs.push(format!(
+                "{field} missing — name the interface the actives' service addresses are added to, e.g. \"eth1\""
+            ));
+            None
+        }
+    }
+}
+
+fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErrors> {
+    let file: StandbyFile = toml::from_str(text).map_err(|e| {
+        ConfigErrors(vec![format!(
+            "{}: TOML: {} (see docs/CONFIG.md, \"Standby\")",
+            path.display(),
+            e.to_string().trim_end()
+        )])
+    })?;
+    let mut errs = Vec::new();
+    let name = match file.instance.and_then(|i| i.name) {
+        Some(n) if name_ok(&n) => Some(n),
+        Some(n) => {
+            errs.push(format!("instance.name: \"{n}\" is not a valid name — use 1-32 characters from A-Z a-z 0-9 _ -"));
+            None
+        }
+        None => {
+            errs.push("instance.name missing — name the standby, e.g. name = \"sb1\"".into());
+            None
+        }
+    };
+    let sb = file.standby.unwrap_or_default();
+    let mode = match sb.mode.as_deref().map(str::trim) {
+        None | Some("hot") => StandbyMode::Hot,
+        Some("cold") => StandbyMode::Cold,
+        Some(m) => {
+            errs.push(format!(
+                "standby.mode: \"{m}\" is not a mode — use \"hot\" (default) or \"cold\""
+            ));
+            StandbyMode::Hot
+        }
+    };
+    let access_interface =
+        interface_name("standby.access_interface", sb.access_interface.as_ref(), &mut errs);
+    let core_interface =
+        interface_name("standby.core_interface", sb.core_interface.as_ref(), &mut errs);
+    let announce_ms = sb
+        .announce_ms
+        .unwrap_or_else(|| vec![0, 50, 200, 500, 1000, 2000]);
+    if announce_ms.is_empty()
+        || announce_ms.len() > 32
+        || announce_ms.windows(2).any(|w| w[0] >= w[1])
+        || announce_ms.iter().any(|&m| m > 60_000)
+    {
+        errs.push(format!("standby.announce_ms: {announce_ms:?} — give 1-32 increasing offsets in ms, each at most 60000 (default [0, 50, 200, 500, 1000, 2000])"));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut protects = Vec::new();
+    let list = sb.protect.unwrap_or_default();
+    if list.is_empty() {
+        errs.push("standby.protect missing — add one [[standby.protect]] with config = \"<active's file>\" per active".into());
+    }
+    for (i, p) in list.into_iter().enumerate() {
+        let Some(rel) = p.config else {
+            errs.push(format!(
+                "standby.protect[{i}].config missing — the path of the active's configuration file"
+            ));
+            continue;
+        };
+        let file_path = base.join(rel.trim());
+        match load(&file_path) {
+            Err(e) => {
+                for m in e.0 {
+                    errs.push(format!("{}: {m}", file_path.display()));
+                }
+            }
+            Ok(c) => {
+                if c.ha.is_none() {
+                    errs.push(format!("{}: no [ha] section — the active must send heartbeats to this standby", file_path.display()));
+                }
+                if c.statelog.is_none() {
+                    errs.push(format!("{}: no [statelog] section — the standby can only take over a logged active", file_path.display()));
+                }
+                protects.push(Protected {
+                    path: file_path,
+                    config: c,
+                });
+            }
+        }
+    }
+    for (i, a) in protects.iter().enumerate() {
+        for b in &protects[i + 1..] {
+            if a.config.core.instance == b.config.core.instance {
+                errs.push(format!(
+                    "{} and {}: both are instance \"{}\" — every active needs its own name",
+                    a.path.display(),
+                    b.path.display(),
+                    a.config.core.instance
+                ));
+            }
+            for (x, y) in [
+                (a.config.core.access.sip, b.config.core.access.sip),
+                (a.config.core.core.sip, b.config.core.core.sip),
+            ] {
+                if x == y {
+                    errs.push(format!("{} and {}: both use SIP address {x} — the standby cannot serve both after two takeovers", a.path.display(), b.path.display()));
+                }
+            }
+            if let (Some(x), Some(y)) = (&a.config.ha, &b.config.ha) {
+                if x.standby == y.standby {
+                    errs.push(format!("{} and {}: both send heartbeats to {} — give each active its own ha.standby port", a.path.display(), b.path.display(), x.standby));
+                }
+            }
+        }
+    }
+    let (log_format, log_level) = log_settings(&file.log, &mut errs);
+    let admin = admin_settings(file.admin, &[], &mut errs);
+    if !errs.is_empty() {
+        return Err(ConfigErrors(errs));
+    }
+    match (name, access_interface, core_interface) {
+        (Some(name), Some(access_interface), Some(core_interface)) => Ok(StandbyConfig {
+            name,
+            mode,
+            access_interface,
+            core_interface,
+            announce: announce_ms.into_iter().map(Duration::from_millis).collect(),
+            protects,
+            log_format,
+            log_level,
+            admin,
+        }),
+        _ => Err(ConfigErrors(vec![
+            "standby configuration incomplete — see docs/CONFIG.md".into(),
         ])),
     }
 }
@@ -1013,5 +1426,99 @@ token = "0123456789abcdef"
             "[access]\nnext_hop = \"198.18.1.1:5060\"\n",
         ));
         assert!(e[0].starts_with("access.next_hop"), "{e:?}");
+    }
+
+    const HA: &str = r#"
+[statelog]
+backend = "embedded"
+addr = "198.18.9.200:7400"
+[ha]
+heartbeat = "198.18.9.101:7001"
+standby = "198.18.9.99:7101"
+"#;
+
+    #[test]
+    fn ha_section() {
+        let c = parse(&format!("{GOOD}{HA}")).unwrap();
+        let h = c.ha.unwrap();
+        assert_eq!(h.interval, Duration::from_millis(50));
+        assert_eq!(h.miss_count, 3);
+        assert_eq!(h.standby, "198.18.9.99:7101".parse().unwrap());
+        assert_eq!(c.secret.expose(), b"change-me");
+        assert_eq!(format!("{:?}", c.secret), "Secret(..)");
+
+        let no_log = HA.replace("[statelog]\nbackend = \"embedded\"\naddr = \"198.18.9.200:7400\"\n", "");
+        let e = errors_of(&format!("{GOOD}{no_log}"));
+        assert!(e[0].starts_with("[ha] needs [statelog]"), "{e:?}");
+
+        let on_service = HA.replace("198.18.9.101:7001", "198.18.1.10:7001");
+        let e = errors_of(&format!("{GOOD}{on_service}"));
+        assert!(e[0].contains("service address"), "{e:?}");
+
+        let bad = HA.replace("[ha]\n", "[ha]\ninterval_ms = 0\nmiss_count = 1000\n")
+            .replace("198.18.9.99:7101", "[fd00::1]:7101");
+        let e = errors_of(&format!("{GOOD}{bad}"));
+        assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn standby_file_loads_every_protected_active() {
+        let dir = std::env::temp_dir().join(format!("bgf-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a1 = format!("{GOOD}{HA}");
+        let a2 = a1
+            .replace("bgf1", "bgf2")
+            .replace("198.18.1.10", "198.18.1.11")
+            .replace("198.18.2.10", "198.18.2.11")
+            .replace("198.18.9.101", "198.18.9.102")
+            .replace("7101", "7102");
+        write(&dir, "a1.toml", &a1);
+        write(&dir, "a2.toml", &a2);
+        let sb = r#"
+[instance]
+name = "sb"
+[standby]
+access_interface = "acc"
+core_interface = "cor"
+[[standby.protect]]
+config = "a1.toml"
+[[standby.protect]]
+config = "a2.toml"
+"#;
+        let path = write(&dir, "sb.toml", sb);
+        let AnyConfig::Standby(c) = load_any(&path).unwrap() else {
+            panic!("a standby file");
+        };
+        assert_eq!(c.mode, StandbyMode::Hot);
+        assert_eq!(c.protects.len(), 2);
+        assert_eq!(c.protects[1].config.core.instance, "bgf2");
+        assert_eq!(c.announce.len(), 6);
+        assert!(c.summary().contains("protects bgf1, bgf2"), "{}", c.summary());
+        assert!(matches!(
+            load_any(&dir.join("a1.toml")).unwrap(),
+            AnyConfig::Active(_)
+        ));
+
+        // Same active twice, a missing file, bad mode and schedule: all reported.
+        let bad = sb
+            .replace("a2.toml", "a1.toml")
+            .replace("[standby]\n", "[standby]\nmode = \"warm\"\nannounce_ms = [50, 0]\n")
+            + "[[standby.protect]]\nconfig = \"nope.toml\"\n";
+        let path = write(&dir, "bad.toml", &bad);
+        let e = load_standby(&path).unwrap_err().0;
+        for expect in ["standby.mode", "standby.announce_ms", "nope.toml", "both are instance"] {
+            assert!(e.iter().any(|m| m.contains(expect)), "{expect} not in {e:?}");
+        }
+        // An active without [ha] cannot be protected.
+        write(&dir, "a1.toml", GOOD);
+        let e = load_standby(&dir.join("sb.toml")).unwrap_err().0;
+        assert!(e.iter().any(|m| m.contains("no [ha] section")), "{e:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -100,17 +100,39 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &Path) -> ExitCode {
-    let checked = config::load(file).and_then(|c| {
-        // The core validates too (port pools); report its complaints here.
-        match sip_control::Core::new(c.core.clone()) {
-            Ok(_) => Ok(c),
-            Err(e) => Err(config::ConfigErrors(vec![format!("core: {e}")])),
+    // The core validates too (port pools); report its complaints here.
+    let core_ok = |c: &config::Config| {
+        sip_control::Core::new(c.core.clone())
+            .map(|_| ())
+            .map_err(|e| format!("core of {}: {e}", c.core.instance))
+    };
+    let checked = config::load_any(file).and_then(|any| {
+        let problems: Vec<String> = match &any {
+            config::AnyConfig::Active(c) => core_ok(c).err().into_iter().collect(),
+            config::AnyConfig::Standby(s) => s
+                .protects
+                .iter()
+                .filter_map(|p| core_ok(&p.config).err())
+                .collect(),
+        };
+        if problems.is_empty() {
+            Ok(any)
+        } else {
+            Err(config::ConfigErrors(problems))
         }
     });
     match checked {
-        Ok(c) => {
+        Ok(config::AnyConfig::Active(c)) => {
             println!("{}: OK", file.display());
             println!("{}", c.summary());
+            ExitCode::SUCCESS
+        }
+        Ok(config::AnyConfig::Standby(s)) => {
+            println!("{}: OK", file.display());
+            println!("{}", s.summary());
+            for p in &s.protects {
+                println!("  protects {}: {}", p.path.display(), p.config.summary());
+            }
             ExitCode::SUCCESS
         }
         Err(errs) => {
