@@ -24,6 +24,7 @@ pub mod admin;
 pub mod bed;
 pub mod bgfproc;
 pub mod build;
+pub mod callgen;
 pub mod logcheck;
 pub mod net;
 pub mod netns;

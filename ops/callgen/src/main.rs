@@ -46,7 +46,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Role {
     /// Access side: place calls (through the BGF) and write the report.
-    Uac(UacArgs),
+    Uac(Box<UacArgs>),
     /// Core side: answer calls and report what arrived to the UAC.
     Uas(UasArgs),
 }
@@ -331,7 +331,7 @@ fn main() {
     let cli = Cli::parse();
     engine::install_process_setup();
     let r = match cli.role {
-        Role::Uac(a) => run_uac(a),
+        Role::Uac(a) => run_uac(*a),
         Role::Uas(a) => run_uas(a),
     };
     match r {

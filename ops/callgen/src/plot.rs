@@ -23,6 +23,7 @@ fn nice_max(v: f64) -> f64 {
     10.0 * e
 }
 
+#[allow(clippy::too_many_arguments)]
 fn axes(
     s: &mut String,
     top: f64,
@@ -186,8 +187,8 @@ pub fn svg(r: &Report) -> String {
     for (series, color) in [(Some(&down), "#1f77b4"), (up.as_ref(), "#ff7f0e")] {
         let Some(v) = series else { continue };
         let mut pts = String::new();
-        for b in b0..b1.min(v.len()) {
-            let _ = write!(pts, "{:.1},{:.1} ", tx(b), py(v[b], top2, rmax));
+        for (b, &val) in v.iter().enumerate().take(b1).skip(b0) {
+            let _ = write!(pts, "{:.1},{:.1} ", tx(b), py(val, top2, rmax));
         }
         let _ = write!(
             s,

@@ -150,11 +150,11 @@ fn req_headers(
 }
 
 impl Uac<'_> {
-    fn from_hdr(&self, tag: &str) -> String {
+    fn hdr_from(&self, tag: &str) -> String {
         format!("<sip:{}@{}>;tag={tag}", self.o.user, self.o.domain)
     }
 
-    fn to_hdr(&self, tag: Option<&str>) -> String {
+    fn hdr_to(&self, tag: Option<&str>) -> String {
         match tag {
             Some(t) => format!("<sip:{}@{}>;tag={t}", self.o.to_user, self.o.domain),
             None => format!("<sip:{}@{}>", self.o.to_user, self.o.domain),
@@ -185,8 +185,8 @@ impl Uac<'_> {
         let mut h = req_headers(
             self.sip.local,
             &branch,
-            self.from_hdr(&from_tag),
-            self.to_hdr(None),
+            self.hdr_from(&from_tag),
+            self.hdr_to(None),
             &call_id,
             1,
             "INVITE",
@@ -252,8 +252,8 @@ impl Uac<'_> {
         let mut h = req_headers(
             self.sip.local,
             &branch,
-            self.from_hdr(&c.from_tag),
-            self.to_hdr(c.to_tag.as_deref()),
+            self.hdr_from(&c.from_tag),
+            self.hdr_to(c.to_tag.as_deref()),
             &c.call_id,
             cseq,
             method.as_str(),
