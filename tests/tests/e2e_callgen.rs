@@ -24,23 +24,28 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
-fn uas(dir: &TestDir, name: &str, local: std::net::SocketAddr, sock: &str) -> Callgen {
-    let c = Callgen::spawn(
-        name,
-        dir.path(),
-        &args(&[
-            "uas",
-            "--local",
-            &local.to_string(),
-            "--ctl-listen",
-            &format!("unix:{sock}"),
-            "--rtp-ports",
-            "24000-25999",
-            "--progress",
-            "--json",
-            &dir.join(&format!("{name}.json")).display().to_string(),
-        ]),
-    );
+fn uas(
+    dir: &TestDir,
+    name: &str,
+    local: std::net::SocketAddr,
+    sock: &str,
+    extra: &[&str],
+) -> Callgen {
+    let mut a = args(extra);
+    a.extend(args(&[
+        "uas",
+        "--local",
+        &local.to_string(),
+        "--ctl-listen",
+        &format!("unix:{sock}"),
+        "--rtp-ports",
+        "24000-25999",
+        "--progress",
+        "--json",
+        &dir.join(&format!("{name}.json")).display().to_string(),
+    ]));
+    a.rotate_left(extra.len());
+    let c = Callgen::spawn(name, dir.path(), &a);
     assert!(
         c.wait_stderr("SIP on", Duration::from_secs(10)),
         "UAS did not start: {}",
@@ -55,7 +60,7 @@ fn direct_calls_measure_no_gap_and_no_loss() {
     let dir = TestDir::new("callgen-direct");
     let sock = dir.join("ctl.sock").display().to_string();
     let uas_addr = net.addr(host::CORE_PEER, 5060);
-    let _uas = uas(&dir, "uas", uas_addr, &sock);
+    let _uas = uas(&dir, "uas", uas_addr, &sock, &[]);
     let json = dir.join("uac.json");
     let uac = Callgen::spawn(
         "uac",
@@ -122,7 +127,7 @@ fn direct_calls_measure_no_gap_and_no_loss() {
 fn relay_paused_500ms_shows_as_the_gap_of_every_call() {
     let bed = Bed::start("callgen-pause");
     let sock = bed.dir.join("ctl.sock").display().to_string();
-    let _uas = uas(&bed.dir, "uas", bed.core_peer(), &sock);
+    let _uas = uas(&bed.dir, "uas", bed.core_peer(), &sock, &["--rtcp"]);
     let json = bed.dir.join("uac.json");
     let n = 20;
     let uac = Callgen::spawn(
@@ -142,6 +147,8 @@ fn relay_paused_500ms_shows_as_the_gap_of_every_call() {
             "40",
             "--hold-ms",
             "4000",
+            "--register",
+            "--rtcp",
             "--ctl-connect",
             &format!("unix:{sock}"),
             "--json",
@@ -190,6 +197,14 @@ fn relay_paused_500ms_shows_as_the_gap_of_every_call() {
             assert_eq!(c[d]["lost"], 0, "{d}: {}", c[d]);
         }
     }
+    // RTCP (--rtcp on both sides) went through the BGF both ways too.
+    for side in ["uac", "uas"] {
+        assert!(
+            r[side]["media"]["rtcp_rx"].as_u64() > Some(0),
+            "{side} got no RTCP: {}",
+            r[side]["media"]
+        );
+    }
     assert!(bed.wait_idle(Duration::from_secs(15)), "{}", bed.stats());
 }
 
@@ -199,7 +214,7 @@ fn calls_whose_peer_vanishes_are_reported_lost() {
     let dir = TestDir::new("callgen-vanish");
     let sock = dir.join("ctl.sock").display().to_string();
     let uas_addr = net.addr(host::CORE_PEER, 5060);
-    let uas = uas(&dir, "uas", uas_addr, &sock);
+    let uas = uas(&dir, "uas", uas_addr, &sock, &[]);
     let json = dir.join("uac.json");
     let uac = Callgen::spawn(
         "uac",

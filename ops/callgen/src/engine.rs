@@ -376,7 +376,7 @@ impl Media {
     /// Binds a new RTP port for call `idx` (a re-INVITE moving its media);
     /// sending continues from the old socket until [`switch`](Self::switch).
     pub fn open_new_port(&mut self, idx: usize) -> std::io::Result<SocketAddr> {
-        let (s, _) = self.ports.bind(false)?;
+        let (s, r) = self.ports.bind(self.rtcp)?;
         let local = s.local_addr()?;
         let Some(Some(st)) = self.streams.get_mut(idx) else {
             return Err(std::io::Error::other("no stream"));
@@ -389,6 +389,12 @@ impl Media {
             ((idx as u64) << SOCK_BITS) | st.socks.len() as u64,
         )?;
         st.socks.push(s);
+        if let Some(r) = r {
+            // RTCP moves with RTP (port + 1); the old RTCP socket closes.
+            self.epoll
+                .add(r.as_raw_fd(), ((idx as u64) << SOCK_BITS) | 7)?;
+            st.rtcp = Some(r);
+        }
         st.rx_current = 0;
         Ok(local)
     }
