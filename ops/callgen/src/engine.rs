@@ -79,7 +79,7 @@ impl Epoll {
         }
         Ok(Epoll {
             fd,
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; 4096],
         })
     }
 
@@ -259,7 +259,14 @@ pub struct MediaTotals {
     pub rtcp_rx: u64,
     /// Largest lateness of a send against its schedule (ms): callgen's own stalls.
     pub tx_max_late_ms: f64,
+    /// Sends more than 3 packet times late: the stream's schedule restarted
+    /// from then (the receiver sees a gap that callgen, not the SUT, caused).
+    #[serde(default)]
+    pub tx_stalls: u64,
 }
+
+/// Most packets sent per [`Media::send_due`] call.
+pub const MAX_BATCH: usize = 256;
 
 /// Every stream of this side, the send schedule and the time series.
 pub struct Media {
@@ -271,6 +278,7 @@ pub struct Media {
     /// The codec.
     pub codec: Codec,
     ptime_ns: u64,
+    stall_ns: u64,
     buf: Vec<u8>,
     rxbuf: Vec<u8>,
     /// Gaps at least this long are listed per call.
@@ -310,6 +318,7 @@ impl Media {
             heap: BinaryHeap::new(),
             codec,
             ptime_ns,
+            stall_ns: 3 * ptime_ns,
             buf,
             rxbuf: vec![0u8; 2048],
             gap_threshold_ns,
@@ -447,12 +456,19 @@ impl Media {
         self.streams.get(idx).and_then(|s| s.as_ref())
     }
 
-    /// Sends every packet due at or before `now`.
-    pub fn send_due(&mut self, now: u64) {
+    /// Sends the packets due at or before `now`, at most [`MAX_BATCH`] of
+    /// them; returns whether more are due (poll without sleeping, then call
+    /// again), so receiving is never starved by a long catch-up.
+    pub fn send_due(&mut self, now: u64) -> bool {
+        let mut n = 0;
         while let Some(&Reverse((due, idx))) = self.heap.peek() {
             if due > now {
                 break;
             }
+            if n >= MAX_BATCH {
+                return true;
+            }
+            n += 1;
             self.heap.pop();
             let Some(Some(st)) = self.streams.get_mut(idx as usize) else {
                 continue;
@@ -480,8 +496,21 @@ impl Media {
             st.seq = st.seq.wrapping_add(1);
             st.ts = st.ts.wrapping_add(self.codec.ts_step());
             st.next_due = due + self.ptime_ns;
+            if late > self.stall_ns {
+                // callgen itself stalled: do not burst the missed packets
+                // (that feeds the overload); resume the clock from now, with
+                // the RTP timestamp advanced and the sequence continuous, so
+                // the receiver sees a gap, not loss.
+                let missed = late / self.ptime_ns;
+                st.ts = st
+                    .ts
+                    .wrapping_add(self.codec.ts_step().wrapping_mul(missed as u32));
+                st.next_due = now + self.ptime_ns;
+                self.totals.tx_stalls += 1;
+            }
             self.heap.push(Reverse((st.next_due, idx)));
         }
+        false
     }
 
     /// Sends RTCP sender reports that are due (every 5 s per stream).

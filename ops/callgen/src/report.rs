@@ -369,7 +369,7 @@ pub fn table(r: &Report) -> String {
     );
     let side = |name: &str, x: &SideTotals| {
         format!(
-            "{name}: cpu {:.2} s user + {:.2} s sys over {:.1} s; {:.0} µs/call, {:.2} µs/packet; rtp tx {} rx {} (tx errors {}, max send lateness {:.1} ms); sip sent {} (retransmissions {})\n",
+            "{name}: cpu {:.2} s user + {:.2} s sys over {:.1} s; {:.0} µs/call, {:.2} µs/packet; rtp tx {} rx {} (tx errors {}, max send lateness {:.1} ms, send stalls {}); sip sent {} (retransmissions {})\n",
             x.cpu.user_s,
             x.cpu.sys_s,
             x.cpu.wall_s,
@@ -379,6 +379,7 @@ pub fn table(r: &Report) -> String {
             x.media.rx_packets,
             x.media.tx_errors,
             x.media.tx_max_late_ms,
+            x.media.tx_stalls,
             x.sip.sent,
             x.sip.retransmissions
         )

@@ -758,7 +758,7 @@ pub fn run(o: &UacOpts) -> Result<Report, String> {
     let mut interrupted = false;
     loop {
         let now = u.clock.now_ns();
-        u.media.send_due(now);
+        let more_due = u.media.send_due(now);
         if sip_readable {
             while let Some((m, from)) = u.sip.recv() {
                 let now = u.clock.now_ns();
@@ -818,9 +818,14 @@ pub fn run(o: &UacOpts) -> Result<Report, String> {
         if u.wants_more_calls(now) && u.active.len() < o.concurrent {
             deadline = deadline.map(|d| d.min(next_call));
         }
-        sip_readable = u
-            .media
-            .poll(timeout_ms(u.clock.now_ns(), deadline, 20), &u.clock);
+        sip_readable = u.media.poll(
+            if more_due {
+                0
+            } else {
+                timeout_ms(u.clock.now_ns(), deadline, 20)
+            },
+            &u.clock,
+        );
     }
     let now = u.clock.now_ns();
     if interrupted {

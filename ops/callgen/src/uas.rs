@@ -111,7 +111,7 @@ pub fn run(o: &UasOpts) -> Result<SideReport, String> {
     }
     loop {
         let now = clock.now_ns();
-        media.send_due(now);
+        let more_due = media.send_due(now);
         if sip_readable {
             while let Some((m, from)) = sip.recv() {
                 let now = clock.now_ns();
@@ -179,7 +179,12 @@ pub fn run(o: &UasOpts) -> Result<SideReport, String> {
             .into_iter()
             .flatten()
             .min();
-        sip_readable = media.poll(timeout_ms(clock.now_ns(), deadline, 50), &clock);
+        let t = if more_due {
+            0
+        } else {
+            timeout_ms(clock.now_ns(), deadline, 50)
+        };
+        sip_readable = media.poll(t, &clock);
     }
     let now = clock.now_ns();
     let mut out = Vec::with_capacity(calls.len());
