@@ -102,6 +102,10 @@ fn direct_calls_measure_no_gap_and_no_loss() {
     assert_eq!(s["lost_packets_down"], 0);
     assert_eq!(s["lost_packets_up"], 0);
     assert!(r["uas_error"].is_null(), "{}", r["uas_error"]);
+    // Sent but never received: at most what is in flight when each call ends.
+    for d in ["undelivered_down", "undelivered_up"] {
+        assert!(s[d].as_u64() <= Some(2 * 20), "{d}: {s}");
+    }
     for c in calls(r) {
         assert_eq!(c["outcome"], "ok", "{c}");
         assert_eq!(c["check"]["reinvite_code"], 200, "{c}");
@@ -111,6 +115,7 @@ fn direct_calls_measure_no_gap_and_no_loss() {
             let m = &c[d];
             // 2.5 s of 20 ms packets, ± start/stop.
             assert!(m["received"].as_u64() > Some(100), "{d}: {m}");
+            assert!(m["sent"].as_u64() >= m["received"].as_u64(), "{d}: {m}");
             assert_eq!(m["lost"], 0, "{d}: {m}");
             assert_eq!(m["reordered"], 0, "{d}: {m}");
             assert_eq!(m["duplicates"], 0, "{d}: {m}");

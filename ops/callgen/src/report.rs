@@ -64,6 +64,9 @@ pub struct UasCall {
     pub bye_received: bool,
     /// re-INVITEs answered.
     pub reinvites: u32,
+    /// RTP packets the UAS sent in this call (the UAS → UAC direction).
+    #[serde(default)]
+    pub tx: u64,
     /// What the UAS received (the UAC → UAS direction).
     pub rx: DirReport,
 }
@@ -205,6 +208,13 @@ pub struct Summary {
     pub reordered_up: Option<u64>,
     /// Most concurrent calls up.
     pub peak_concurrent: u64,
+    /// Sent by the UAS but never received by the UAC (lost + still in flight
+    /// at the end of each call); None without a UAS report.
+    #[serde(default)]
+    pub undelivered_down: Option<u64>,
+    /// Sent by the UAC but never received by the UAS.
+    #[serde(default)]
+    pub undelivered_up: Option<u64>,
 }
 
 /// Media rate around the marker (10 ms buckets, UAC clock).
@@ -367,6 +377,12 @@ pub fn table(r: &Report) -> String {
         s.reordered_down,
         s.reordered_up.map_or("n/a".into(), |v| v.to_string()),
     );
+    if let (Some(d), Some(u)) = (s.undelivered_down, s.undelivered_up) {
+        let _ = writeln!(
+            t,
+            "sent but not received by the end of each call (loss + in flight): down {d} up {u}"
+        );
+    }
     let side = |name: &str, x: &SideTotals| {
         format!(
             "{name}: cpu {:.2} s user + {:.2} s sys over {:.1} s; {:.0} µs/call, {:.2} µs/packet; rtp tx {} rx {} (tx errors {}, max send lateness {:.1} ms, send stalls {}); sip sent {} (retransmissions {})\n",

@@ -205,6 +205,7 @@ impl RxStats {
                     ms: ns_ms(len),
                 })
                 .collect(),
+            sent: None,
         }
     }
 }
@@ -244,6 +245,11 @@ pub struct DirReport {
     pub gaps_over_threshold: u32,
     /// The first few of those gaps.
     pub gaps: Vec<Gap>,
+    /// Packets the other side sent in this direction (from its report; None
+    /// when unknown). `sent − (received − duplicates)` were never delivered,
+    /// including any still in flight when the call was closed.
+    #[serde(default)]
+    pub sent: Option<u64>,
 }
 
 #[cfg(test)]

@@ -870,6 +870,14 @@ fn shift(mut d: DirReport, off_ms: f64) -> DirReport {
     d
 }
 
+fn undelivered(calls: &[&CallReport], dir: impl Fn(&CallReport) -> Option<&DirReport>) -> u64 {
+    calls
+        .iter()
+        .filter_map(|c| dir(c))
+        .filter_map(|d| d.sent.map(|s| s.saturating_sub(d.received - d.duplicates)))
+        .sum()
+}
+
 fn build_report(
     u: &mut Uac,
     uac_cpu: Cpu,
@@ -880,20 +888,26 @@ fn build_report(
     let off_ms = uas
         .as_ref()
         .map_or(0.0, |r| r.t0_unix_ms - u.clock.t0_unix_ms);
-    let mut uas_calls: HashMap<String, DirReport> = HashMap::new();
+    let mut uas_calls: HashMap<String, (DirReport, u64)> = HashMap::new();
     if let Some(r) = &uas {
         for c in &r.calls {
-            uas_calls.insert(c.call_id.clone(), shift(c.rx.clone(), off_ms));
+            uas_calls.insert(c.call_id.clone(), (shift(c.rx.clone(), off_ms), c.tx));
         }
     }
     let mut calls = Vec::with_capacity(u.calls.len());
     for (i, c) in u.calls.iter().enumerate() {
-        let down = c
+        let mut down = c
             .answered_ns
             .and_then(|_| u.media.stream(i))
             .map(|s| s.rx.report());
         let up = if uas.is_some() && c.answered_ns.is_some() {
-            uas_calls.remove(&c.call_id)
+            uas_calls.remove(&c.call_id).map(|(mut up, uas_tx)| {
+                up.sent = u.media.stream(i).map(|s| s.tx);
+                if let Some(d) = down.as_mut() {
+                    d.sent = Some(uas_tx);
+                }
+                up
+            })
         } else {
             None
         };
@@ -958,6 +972,12 @@ fn build_report(
                 .sum()
         }),
         peak_concurrent: u.peak_up,
+        undelivered_down: uas
+            .as_ref()
+            .map(|_| undelivered(&with_media, |c| c.down.as_ref())),
+        undelivered_up: uas
+            .as_ref()
+            .map(|_| undelivered(&with_media, |c| c.up.as_ref())),
     };
     u.media.rx_series.trim(now);
     let down_rx = std::mem::take(&mut u.media.rx_series.counts);

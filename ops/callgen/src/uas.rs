@@ -196,12 +196,14 @@ pub fn run(o: &UasOpts) -> Result<SideReport, String> {
             .stream(i)
             .map(|s| s.rx.report())
             .unwrap_or_else(|| crate::rtp::RxStats::default().report());
+        let tx = media.stream(i).map_or(0, |s| s.tx);
         out.push(UasCall {
             call_id: c.call_id.clone(),
             start_ms: ns_ms(c.start_ns),
             end_ms: c.end_ns.map(ns_ms),
             bye_received: c.bye,
             reinvites: c.reinvites,
+            tx,
             rx,
         });
     }
