@@ -286,3 +286,56 @@ fn calls_whose_peer_vanishes_are_reported_lost() {
     );
     assert!(res.stdout.contains("LOST calls (10)"), "{}", res.stdout);
 }
+
+#[test]
+fn ipv6_access_ipv4_core_through_the_bgf() {
+    let bed = Bed::start_with("callgen-v6", |net, c| {
+        c.access_sip = net.v6(0);
+        c.access_media_ip = net.v6(0).ip();
+        c.access_rtp_ports = (net.port_block + 20, net.port_block + 99);
+    });
+    let sock = bed.dir.join("ctl.sock").display().to_string();
+    let _uas = uas(&bed.dir, "uas", bed.core_peer(), &sock, &[]);
+    let json = bed.dir.join("uac.json");
+    // The UE on [::1] with this test's ports: SIP +1, RTP +2…+19.
+    let (lo, hi) = (bed.net.port_block + 2, bed.net.port_block + 19);
+    let res = Callgen::spawn(
+        "uac",
+        bed.dir.path(),
+        &args(&[
+            "uac",
+            "--local",
+            &bed.net.v6(1).to_string(),
+            "--proxy",
+            &bed.access_sip().to_string(),
+            "--rtp-ports",
+            &format!("{lo}-{hi}"),
+            "--calls",
+            "3",
+            "--rate",
+            "10",
+            "--hold-ms",
+            "2500",
+            "--marker-at-s",
+            "1",
+            "--ctl-connect",
+            &format!("unix:{sock}"),
+            "--json",
+            &json.display().to_string(),
+        ]),
+    )
+    .wait(RUN_T, Some(&json));
+    assert_eq!(res.code, Some(0), "{}", res.describe());
+    let r = res.report();
+    assert_eq!(r["summary"]["ok"], 3, "{}", res.describe());
+    assert_eq!(r["summary"]["up_at_marker"], 3);
+    for c in calls(r) {
+        for d in ["down", "up"] {
+            assert!(c[d]["received"].as_u64() > Some(50), "{d}: {}", c[d]);
+            assert_eq!(c[d]["lost"], 0, "{d}: {}", c[d]);
+        }
+        let port = c["check"]["new_port"].as_u64().unwrap_or(0);
+        assert!((u64::from(lo)..=u64::from(hi)).contains(&port), "{c}");
+    }
+    assert!(bed.wait_idle(Duration::from_secs(15)), "{}", bed.stats());
+}
