@@ -60,7 +60,7 @@ fn direct_calls_measure_no_gap_and_no_loss() {
     let dir = TestDir::new("callgen-direct");
     let sock = dir.join("ctl.sock").display().to_string();
     let uas_addr = net.addr(host::CORE_PEER, 5060);
-    let _uas = uas(&dir, "uas", uas_addr, &sock, &[]);
+    let _uas = uas(&dir, "uas", uas_addr, &sock, &["--gap-threshold-ms", "100"]);
     let json = dir.join("uac.json");
     let uac = Callgen::spawn(
         "uac",
@@ -119,9 +119,16 @@ fn direct_calls_measure_no_gap_and_no_loss() {
             assert_eq!(m["lost"], 0, "{d}: {m}");
             assert_eq!(m["reordered"], 0, "{d}: {m}");
             assert_eq!(m["duplicates"], 0, "{d}: {m}");
-            // No gap beyond scheduling jitter on a loaded 2-core machine.
-            assert_eq!(m["gaps_over_threshold"], 0, "{d}: {m}");
-            assert!(f(&m["max_gap_ms"]) < 100.0, "{d}: {m}");
+            // No gap beyond one packet interval plus how late the sender's
+            // own loop ever was (arrivals carry kernel receive stamps, so
+            // the receiver's scheduling does not count), + 30 ms slack.
+            let peer = if d == "down" { "uas" } else { "uac" };
+            let late = f(&r[peer]["media"]["tx_max_late_ms"]);
+            let bound = 20.0 + late + 30.0;
+            assert!(
+                f(&m["max_gap_ms"]) <= bound,
+                "{d}: bound {bound:.1} ms: {m}"
+            );
         }
     }
     let svg = std::fs::read_to_string(dir.join("uac.svg")).unwrap();

@@ -167,6 +167,10 @@ fn serve(c: Box<dyn Conn>, tx: &Sender<CtlMsg>, writer: &Arc<Mutex<Option<Box<dy
             Err(e) => crate::sip::tracing_like(&format!("control: ignoring bad line ({e})")),
         }
     }
+    // The UAC went away without `finish` (killed, host gone): end the run
+    // too, rather than answering calls nobody measures until --max-run-s.
+    crate::sip::tracing_like("control connection closed by the UAC: finishing");
+    let _ = tx.send(CtlMsg::Finish);
 }
 
 /// The UAC end.

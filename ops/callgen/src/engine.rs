@@ -196,6 +196,7 @@ impl PortAlloc {
                         None
                     };
                     s.set_nonblocking(true)?;
+                    enable_rx_timestamps(&s);
                     if let Some(r) = &r {
                         r.set_nonblocking(true)?;
                     }
@@ -557,6 +558,11 @@ impl Media {
         let mut ready = std::mem::take(&mut self.ready);
         self.epoll.wait(timeout_ms, &mut ready);
         let mut sip = false;
+        // Arrival = now − (realtime now − the kernel's realtime receive
+        // stamp): the stamp is only used for how long ago the packet
+        // arrived, so every time stays on the monotonic clock.
+        let (mono_now, rt_now) = (clock.now_ns(), realtime_ns());
+        let mut cbuf = [0u8; 64];
         for &tok in &ready {
             if tok == SIP_TOKEN {
                 sip = true;
@@ -579,9 +585,12 @@ impl Media {
             let Some(sock) = st.socks.get(k) else {
                 continue;
             };
-            // An error here is an ICMP error queued on the socket, or a spurious wakeup.
-            if let Ok(n) = sock.recv(&mut self.rxbuf) {
-                let now = clock.now_ns();
+            // None here is an ICMP error queued on the socket, or a spurious wakeup.
+            if let Some((n, stamp)) = recv_stamped(sock, &mut self.rxbuf, &mut cbuf) {
+                let now = match stamp {
+                    Some(k) if k <= rt_now => mono_now.saturating_sub((rt_now - k) as u64),
+                    _ => clock.now_ns(),
+                };
                 st.rx.record(&self.rxbuf[..n], now, self.gap_threshold_ns);
                 if k + 1 == st.socks.len() {
                     st.rx_current += 1;
@@ -605,6 +614,73 @@ impl Media {
             .map(|l| now.saturating_sub(l) as f64 / 1e6)
             .fold(0.0, f64::max)
     }
+}
+
+/// `SO_TIMESTAMPNS` / `SCM_TIMESTAMPNS` (asm-generic; x86_64 and aarch64).
+const SO_TIMESTAMPNS: i32 = 35;
+
+/// Asks the kernel to stamp every received datagram (so a late loop turn
+/// does not show as a media gap).
+fn enable_rx_timestamps(sock: &UdpSocket) {
+    let one: i32 = 1;
+    // SAFETY: valid fd and option buffer.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_TIMESTAMPNS,
+            &one as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>() as u32,
+        );
+    }
+}
+
+/// CLOCK_REALTIME in ns.
+fn realtime_ns() -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// One datagram and its kernel receive stamp (realtime ns), if any.
+fn recv_stamped(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+    cbuf: &mut [u8; 64],
+) -> Option<(usize, Option<i128>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = cbuf.len() as _;
+    // SAFETY: msg points at valid buffers.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return None;
+    }
+    let mut stamp = None;
+    // SAFETY: CMSG_* walk the control buffer the kernel filled, within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == SO_TIMESTAMPNS {
+                let t: libc::timespec =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                stamp = Some(i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Some((n as usize, stamp))
 }
 
 /// Set by SIGUSR1: the marker.
