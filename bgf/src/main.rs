@@ -14,8 +14,10 @@
 mod admin;
 mod commit;
 mod config;
+mod ha;
 mod media;
 mod runtime;
+mod standby_role;
 mod transport;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +45,19 @@ enum Cmd {
     /// Run an active instance: proxy SIP, rewrite SDP, relay media.
     Active {
         /// Configuration file (TOML; see docs/CONFIG.md).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Log format (overrides log.format).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+        /// Log level or tracing filter (overrides RUST_LOG and log.level).
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
+    },
+    /// Run the standby: protect the actives listed in its file (heartbeats,
+    /// hot replicas of their logs) and take over the one that fails.
+    Standby {
+        /// Standby configuration file (TOML; see docs/CONFIG.md, "Standby").
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// Log format (overrides log.format).
@@ -90,6 +105,11 @@ fn main() -> ExitCode {
             log_format,
             log_level,
         } => active(&config, log_format, log_level),
+        Cmd::Standby {
+            config,
+            log_format,
+            log_level,
+        } => standby_role::main(&config, log_format, log_level),
         Cmd::Statelog {
             listen,
             data,
@@ -357,6 +377,8 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
         }
         None => None,
     };
+    // N+1: heartbeats to the standby, which also brings fencing news.
+    let mut ha = ha::ActiveHa::start(&cfg, commit.as_ref().map_or(0, |c| c.stats().epoch))?;
 
     // Bind everything before starting anything: a wrong address is the most
     // common startup error and must not leave threads behind.
@@ -456,6 +478,14 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
             }
             Err(e) => failure = Some(format!("core loop failed: {e} — this is a bug; the instance stops so that the standby can take over")),
         },
+        (own, store) = ha::fenced(&mut ha) => {
+            error!(epoch = own, current = store, "fenced: the standby reports epoch {store} in the store (ours {own}); another instance serves our addresses — stopping");
+            fenced = true;
+        }
+    }
+    if fenced {
+        // Stop answering for the service addresses before anything else.
+        ha::release_service_addresses(&cfg);
     }
     let _ = shutdown_tx.send(true);
     for r in readers {

@@ -387,6 +387,29 @@ impl CoreLoop {
     }
 }
 
+impl CoreLoop {
+    /// A loop resuming a replayed core (a standby taking over): `timers`
+    /// re-armed from the core's state, `commit` continuing the instance's
+    /// log under the new epoch. Same loop as `bgf active` from then on.
+    pub fn resume(
+        core: Core,
+        media: Box<dyn MediaOps>,
+        transports: Arc<Transports>,
+        counters: Arc<Counters>,
+        timers: TimerQueue,
+        commit: Option<Commit>,
+    ) -> CoreLoop {
+        CoreLoop {
+            core,
+            media,
+            transports,
+            counters,
+            timers,
+            commit,
+        }
+    }
+}
+
 /// Resolves when the appender reports progress (never without a log).
 async fn status_changed(c: &mut Option<Commit>) -> Result<(), watch::error::RecvError> {
     match c {

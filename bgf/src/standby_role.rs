@@ -1,0 +1,851 @@
+//! `bgf standby --config FILE`: one standby protecting N actives.
+//!
+//! Per protected active k (from the standby file's `[[standby.protect]]`):
+//! a heartbeat [`Detector`] on the standby's management address (its own
+//! thread, so a busy loop cannot delay detection), a hot replica tailing k's
+//! log (or, in cold mode, nothing until a failure), and a [`Prepared`]
+//! takeover plan (interfaces resolved, announcement sockets open at start).
+//!
+//! When k fails: stop its replica (cold: read the whole log), and run the
+//! `standby` crate's sequence — fence k in the store, drain the log, add k's
+//! service addresses, **serve** (this file: bind k's SIP sockets, start a
+//! media plane with every session's pinholes installed with their latched
+//! addresses, re-arm the core's timers, continue output commit to k's log
+//! under the new epoch, and run the same core loop as `bgf active`), then
+//! announce. The timing breakdown is logged and shown on `/v1/standby`.
+//!
+//! After a takeover this process serves k and the cluster has no standby: a
+//! second failure raises an alarm (log and admin) and is not taken over.
+//!
+//! Not here: detection, replay, fencing and announcement mechanics (the
+//! `standby` crate), the core loop (`runtime`), the active's end (`ha`).
+
+use crate::commit::{self, Commit};
+use crate::config::{self, Config, LogFormat, StandbyConfig, StandbyMode};
+use crate::ha;
+use crate::runtime::{self, Channels, CoreLoop, LoopEnd, MediaOps, Query, TimerQueue};
+use crate::transport::{self, now_ms, Counters, Transports};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use media_plane::{MediaConfig, MediaPlane, PinholeId, PinholeOp};
+use serde::Serialize;
+use serde_json::json;
+use sip_control::Side;
+use standby::announce::Schedule;
+use standby::heartbeat::LinkStatus;
+use standby::{
+    take_over, Detector, HeartbeatEvent, HeartbeatRuntime, HotReplica, IfAddr, Link, LinkConfig,
+    Marks, Prepared, Replica, ReplicaMode, ReplicaStatus, ServeContext, Takeover, TakeoverPlan,
+    TakeoverReport,
+};
+use state_log::LogStore;
+use std::future::{poll_fn, Future};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Weak};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn, Instrument};
+
+/// Queue sizes as in `bgf active`.
+const INPUT_QUEUE: usize = 8192;
+const MEDIA_QUEUE: usize = 8192;
+/// How long the first-media / first-SIP marks are watched after a takeover.
+const MARK_WATCH: Duration = Duration::from_secs(120);
+
+/// Entry point of `bgf standby`.
+pub fn main(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>) -> ExitCode {
+    let cfg = match config::load_standby(path) {
+        Ok(c) => c,
+        Err(errs) => {
+            let _ = crate::init_logging(
+                log_format.unwrap_or(LogFormat::Human),
+                log_level.as_deref(),
+                "info",
+            );
+            error!(config = %path.display(), "invalid standby configuration ({} problem(s)); fix them and start again (`bgf check-config {}` lists them)", errs.0.len(), path.display());
+            for e in &errs.0 {
+                error!(config = %path.display(), "{e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = crate::init_logging(
+        log_format.unwrap_or(cfg.log_format),
+        log_level.as_deref(),
+        &cfg.log_level,
+    ) {
+        eprintln!("bgf: {e}");
+        return ExitCode::from(1);
+    }
+    // Same shape as `bgf active`: one thread for the SIP side (and the
+    // replicas while standing by); heartbeats and media have their own.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the async runtime (out of threads or memory?)");
+            return ExitCode::from(1);
+        }
+    };
+    let span = tracing::info_span!("bgf_standby", standby = %cfg.name);
+    let result = rt.block_on(run(cfg).instrument(span.clone()));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    let _enter = span.enter();
+    match result {
+        Ok(()) => {
+            info!("shutdown complete");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Where one protected active stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum GuardState {
+    /// Watched, replica kept (hot) — would be taken over.
+    Protected,
+    /// Failed and taken over: this process serves it.
+    Serving,
+    /// Failed while no standby was left: nobody serves it.
+    FailedUnprotected,
+    /// The takeover failed (see alarms).
+    TakeoverFailed,
+}
+
+/// One protected active.
+struct Guard {
+    instance: String,
+    config: Config,
+    store: Arc<dyn LogStore>,
+    detector: Link,
+    prepared: Option<Prepared>,
+    hot: Option<HotReplica>,
+    state: GuardState,
+}
+
+/// `/v1/standby` body.
+#[derive(Debug, Serialize)]
+struct StandbyView {
+    name: String,
+    /// `standby` while protecting, `serving` after a takeover.
+    role: &'static str,
+    mode: ReplicaMode,
+    /// Whether this cluster still has a standby (false once this one serves).
+    standby_available: bool,
+    /// The instance this process serves, if any.
+    serving: Option<String>,
+    protected: Vec<GuardView>,
+    /// The last takeover's timing breakdown (µs since detection).
+    last_takeover: Option<TakeoverReport>,
+    alarms: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct GuardView {
+    instance: String,
+    state: GuardState,
+    heartbeat: LinkStatus,
+    replica: Option<ReplicaStatus>,
+}
+
+/// A question from the admin server to the main loop.
+enum AdminReq {
+    Standby(oneshot::Sender<StandbyView>),
+    /// Forwarded to the serving core loop (None if not serving).
+    Core(Query),
+}
+
+/// What serving a taken-over instance consists of.
+struct Serving {
+    instance: String,
+    core_task: JoinHandle<LoopEnd>,
+    readers: Vec<JoinHandle<()>>,
+    shutdown: watch::Sender<bool>,
+    queries: mpsc::Sender<Query>,
+}
+
+async fn run(cfg: StandbyConfig) -> Result<(), String> {
+    let hb = HeartbeatRuntime::start("bgf-heartbeat")
+        .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
+    let schedule = Schedule(cfg.announce.clone());
+    let mut guards = Vec::new();
+    for p in &cfg.protects {
+        let c = p.config.clone();
+        let instance = c.core.instance.clone();
+        let (Some(sl), Some(h)) = (&c.statelog, &c.ha) else {
+            return Err(format!(
+                "{}: [statelog] and [ha] are required",
+                p.path.display()
+            ));
+        };
+        let store = commit::connect(sl).await?;
+        let plan = TakeoverPlan {
+            instance: instance.clone(),
+            addresses: ha::service_ips(&c.core)
+                .into_iter()
+                .map(|(side, addr)| IfAddr {
+                    ifname: match side {
+                        Side::Access => cfg.access_interface.clone(),
+                        Side::Core => cfg.core_interface.clone(),
+                    },
+                    addr,
+                    prefix_len: if addr.is_ipv4() { 32 } else { 128 },
+                })
+                .collect(),
+            schedule: schedule.clone(),
+        };
+        let prepared = Prepared::new(plan).map_err(|e| {
+            format!("{e} — the standby needs CAP_NET_ADMIN and CAP_NET_RAW and the interfaces of standby.access_interface / core_interface")
+        })?;
+        let epoch = store
+            .epoch(&instance)
+            .await
+            .map_err(|e| format!("state log of {instance}: reading the epoch failed: {e}"))?;
+        let mut lc = LinkConfig::standby(&instance, c.secret.expose(), h.standby, h.heartbeat);
+        lc.interval = h.interval;
+        lc.miss_count = h.miss_count;
+        let detector = Detector::spawn(hb.handle(), lc, epoch)
+            .map_err(|e| format!("{e} (ha.standby of {})", p.path.display()))?;
+        let hot = match cfg.mode {
+            StandbyMode::Hot => {
+                let r = Replica::new(c.core.clone())
+                    .map_err(|e| format!("core config of {instance}: {e}"))?;
+                Some(HotReplica::spawn(store.clone(), r))
+            }
+            StandbyMode::Cold => None,
+        };
+        info!(%instance, epoch, active = %h.heartbeat, listen = %h.standby,
+            interval_ms = h.interval.as_millis() as u64, miss_count = h.miss_count,
+            addresses = ?ha::service_ips(&c.core).iter().map(|(_, a)| a.to_string()).collect::<Vec<_>>(),
+            "protecting active");
+        guards.push(Guard {
+            instance,
+            config: c,
+            store,
+            detector,
+            prepared: Some(prepared),
+            hot,
+            state: GuardState::Protected,
+        });
+    }
+
+    let (admin_tx, mut admin_rx) = mpsc::channel::<AdminReq>(64);
+    let (stop_admin, stop_admin_rx) = watch::channel(false);
+    let admin_task = match &cfg.admin {
+        Some(a) => {
+            let l = crate::admin::bind(a.listen).await?;
+            let st = Arc::new(AdminSt {
+                name: cfg.name.clone(),
+                token: a.token.clone(),
+                tx: admin_tx.clone(),
+            });
+            let mut stop = stop_admin_rx.clone();
+            Some(tokio::spawn(
+                async move {
+                    let app = admin_router(st);
+                    if let Err(e) = axum::serve(l, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.changed().await;
+                        })
+                        .await
+                    {
+                        warn!(error = %e, "admin server stopped with an error");
+                    }
+                }
+                .in_current_span(),
+            ))
+        }
+        None => None,
+    };
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "bgf standby started: {}",
+        cfg.summary()
+    );
+
+    let mut signals = tokio::spawn(crate::wait_for_signal());
+    let mut takeover: Option<Takeover<Serving>> = None;
+    let mut final_logged = false;
+    let mut alarms: Vec<String> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut failure = None;
+    loop {
+        let serving_task = takeover.as_mut().map(|t| &mut t.serving.core_task);
+        tokio::select! {
+            sig = &mut signals => {
+                match sig {
+                    Ok(Ok(name)) => info!(signal = name, "shutting down"),
+                    Ok(Err(e)) => failure = Some(e),
+                    Err(e) => failure = Some(format!("signal handler task failed: {e}")),
+                }
+                break;
+            }
+            r = async { match serving_task { Some(t) => t.await, None => std::future::pending().await } } => {
+                let inst = takeover.as_ref().map(|t| t.serving.instance.clone()).unwrap_or_default();
+                match r {
+                    Ok(end) => {
+                        if let Some(f) = &end.fenced {
+                            error!(instance = %inst, presented = f.presented, current = f.current,
+                                "the store fenced this standby's epoch for {inst}: another instance took it over; stopping (restart this process as a standby)");
+                        } else {
+                            error!(instance = %inst, "core loop of {inst} stopped unexpectedly");
+                        }
+                        let m = end.media;
+                        let _ = tokio::task::spawn_blocking(move || m.shutdown()).await;
+                        if let Some(t) = takeover.take() {
+                            let _ = t.serving.shutdown.send(true);
+                        }
+                        return Err(format!("serving {inst} stopped"));
+                    }
+                    Err(e) => return Err(format!("core loop of {inst} failed: {e} — this is a bug")),
+                }
+            }
+            (k, ev) = next_event(&mut guards) => {
+                on_event(&cfg, &mut guards, k, ev, &mut takeover, &mut alarms).await;
+                final_logged = takeover.is_none();
+            }
+            Some(req) = admin_rx.recv() => {
+                match req {
+                    AdminReq::Standby(reply) => {
+                        let _ = reply.send(view(&cfg, &guards, takeover.as_ref(), &alarms));
+                    }
+                    AdminReq::Core(q) => {
+                        if let Some(t) = &takeover {
+                            let _ = t.serving.queries.try_send(q);
+                        }
+                    }
+                }
+            }
+            _ = tick.tick(), if !final_logged => {
+                if let Some(t) = &takeover {
+                    let r = t.report();
+                    let done = r.first_media_us.is_some() && r.first_sip_us.is_some();
+                    if done || detected_ago(&r) > Duration::from_secs(30) {
+                        log_report(&r, "takeover report");
+                        final_logged = true;
+                    }
+                }
+            }
+        }
+    }
+
+    // Shutdown.
+    let _ = stop_admin.send(true);
+    for g in guards.iter_mut() {
+        if let Some(h) = g.hot.take() {
+            let _ = h.stop().await;
+        }
+    }
+    if let Some(t) = takeover.take() {
+        let s = t.serving;
+        let _ = s.shutdown.send(true);
+        for r in s.readers {
+            let _ = r.await;
+        }
+        match s.core_task.await {
+            Ok(end) => {
+                let m = end.media;
+                let _ = tokio::task::spawn_blocking(move || m.shutdown()).await;
+            }
+            Err(e) => warn!(error = %e, "core loop failed at shutdown"),
+        }
+    }
+    if let Some(t) = admin_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    drop(hb);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn detected_ago(r: &TakeoverReport) -> Duration {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Duration::from_millis(now.saturating_sub(r.detected_unix_ms))
+}
+
+fn log_report(r: &TakeoverReport, what: &str) {
+    info!(
+        instance = %r.instance,
+        reason = %r.reason,
+        epoch = r.epoch,
+        records_drained = r.records_drained,
+        applied_seq = r.applied_seq,
+        sessions = r.sessions,
+        registrations = r.registrations,
+        addresses_added = r.addresses_added,
+        fenced_us = r.fenced_us,
+        drained_us = r.drained_us,
+        addresses_up_us = r.addresses_up_us,
+        serving_us = r.serving_us,
+        first_announcement_us = r.first_announcement_us,
+        first_media_us = r.first_media_us,
+        first_sip_us = r.first_sip_us,
+        report = %serde_json::to_string(r).unwrap_or_default(),
+        "{what}: {} taken over (µs since detection: fenced {}, drained {}, addresses {}, serving {}, announced {}, first media {}, first SIP {})",
+        r.instance, r.fenced_us, r.drained_us, r.addresses_up_us, r.serving_us, r.first_announcement_us,
+        r.first_media_us.map_or("-".into(), |v| v.to_string()),
+        r.first_sip_us.map_or("-".into(), |v| v.to_string()),
+    );
+}
+
+/// The next event of any detector: `(guard index, event)`.
+async fn next_event(guards: &mut [Guard]) -> (usize, HeartbeatEvent) {
+    poll_fn(|cx| {
+        for (k, g) in guards.iter_mut().enumerate() {
+            // The receiver's waker stays registered when the future is
+            // dropped (tokio mpsc), so polling a fresh one per round is fine.
+            let fut = g.detector.next_event();
+            tokio::pin!(fut);
+            if let Poll::Ready(Some(ev)) = fut.poll(cx) {
+                return Poll::Ready((k, ev));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn view(
+    cfg: &StandbyConfig,
+    guards: &[Guard],
+    takeover: Option<&Takeover<Serving>>,
+    alarms: &[String],
+) -> StandbyView {
+    StandbyView {
+        name: cfg.name.clone(),
+        role: if takeover.is_some() {
+            "serving"
+        } else {
+            "standby"
+        },
+        mode: match cfg.mode {
+            StandbyMode::Hot => ReplicaMode::Hot,
+            StandbyMode::Cold => ReplicaMode::Cold,
+        },
+        standby_available: takeover.is_none(),
+        serving: takeover.map(|t| t.serving.instance.clone()),
+        protected: guards
+            .iter()
+            .map(|g| GuardView {
+                instance: g.instance.clone(),
+                state: g.state.clone(),
+                heartbeat: g.detector.status(),
+                replica: g.hot.as_ref().map(|h| h.status()),
+            })
+            .collect(),
+        last_takeover: takeover.map(|t| t.report()),
+        alarms: alarms.to_vec(),
+    }
+}
+
+async fn on_event(
+    cfg: &StandbyConfig,
+    guards: &mut [Guard],
+    k: usize,
+    ev: HeartbeatEvent,
+    takeover: &mut Option<Takeover<Serving>>,
+    alarms: &mut Vec<String>,
+) {
+    let instance = guards[k].instance.clone();
+    match ev {
+        HeartbeatEvent::PeerUp {
+            incarnation,
+            epoch,
+            returned,
+        } => {
+            if guards[k].state == GuardState::Serving {
+                warn!(%instance, incarnation, epoch, "the fenced active {instance} is back on the heartbeat link; it is being told its epoch is stale and must stop (exit 3)");
+            } else if returned {
+                info!(%instance, incarnation, epoch, "active {instance} heard again");
+            } else {
+                info!(%instance, incarnation, epoch, "active {instance} heard: protected");
+            }
+        }
+        HeartbeatEvent::PeerStale {
+            peer_epoch,
+            store_epoch,
+        } => {
+            warn!(%instance, peer_epoch, store_epoch, "active {instance} still presents a stale epoch; our heartbeats tell it it was fenced");
+        }
+        HeartbeatEvent::Fenced { .. } => {}
+        HeartbeatEvent::PeerFailed(f) => {
+            if guards[k].state != GuardState::Protected {
+                return;
+            }
+            if let Some(t) = takeover.as_ref() {
+                let msg = format!(
+                    "ALARM active {instance} failed ({:?}) but the cluster has NO standby: this standby already serves {} — the calls of {instance} are lost; restart {instance} (`bgf active --config {}`) and start a new `bgf standby` to restore N+1 protection",
+                    f.reason,
+                    t.serving.instance,
+                    cfg.protects
+                        .get(k)
+                        .map(|p| p.path.display().to_string())
+                        .unwrap_or_default()
+                );
+                error!(%instance, reason = ?f.reason, "{msg}");
+                alarms.push(msg);
+                guards[k].state = GuardState::FailedUnprotected;
+                return;
+            }
+            let reason = match f.reason {
+                standby::FailureReason::Missed => "missed",
+                standby::FailureReason::PortUnreachable => "port_unreachable",
+                standby::FailureReason::NeverHeard => "never_heard",
+            };
+            warn!(%instance, reason, peer_log_seq = f.peer_log_seq, "active {instance} failed: taking over");
+            match do_takeover(&mut guards[k], f.detected_at, reason).await {
+                Ok(t) => {
+                    guards[k].detector.set_epoch(t.report().epoch);
+                    guards[k].state = GuardState::Serving;
+                    // Nobody else can be taken over now: stop the other replicas.
+                    for (j, g) in guards.iter_mut().enumerate() {
+                        if j != k {
+                            if let Some(h) = g.hot.take() {
+                                let _ = h.stop().await;
+                            }
+                        }
+                    }
+                    log_report(&t.report(), "takeover complete");
+                    error!(%instance, "ALARM this standby now serves {instance}; the cluster has NO standby — a further active failure cannot be taken over: start a new `bgf standby` (and restart {instance} as a standby) to restore N+1 protection");
+                    alarms.push(format!(
+                        "no standby: this standby serves {instance} since its takeover; start a new standby to restore N+1 protection"
+                    ));
+                    *takeover = Some(t);
+                }
+                Err(e) => {
+                    let msg = format!("ALARM takeover of {instance} failed: {e}");
+                    error!(%instance, "{msg}");
+                    alarms.push(msg);
+                    guards[k].state = GuardState::TakeoverFailed;
+                }
+            }
+        }
+    }
+}
+
+async fn do_takeover(
+    g: &mut Guard,
+    detected_at: Instant,
+    reason: &str,
+) -> Result<Takeover<Serving>, String> {
+    let replica = match g.hot.take() {
+        Some(h) => h.stop().await?,
+        None => Replica::new(g.config.core.clone()).map_err(|e| e.to_string())?,
+    };
+    let prepared = g
+        .prepared
+        .take()
+        .ok_or("already taken over once (no takeover plan left)")?;
+    let store = g.store.clone();
+    let cfg = g.config.clone();
+    take_over(&*g.store, replica, prepared, detected_at, reason, |ctx| {
+        serve(ctx, cfg, store)
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// `MediaOps` over a shared `MediaPlane`, so that the mark watcher can read
+/// its counters while the core loop owns it.
+struct SharedMedia(Arc<MediaPlane>);
+
+impl MediaOps for SharedMedia {
+    fn apply(&self, op: &PinholeOp) -> Result<(), String> {
+        self.0.apply(op).map_err(|e| e.to_string())
+    }
+    fn counters(&self) -> serde_json::Value {
+        serde_json::to_value(self.0.counters()).unwrap_or_default()
+    }
+    fn pinhole_counters(&self, id: PinholeId) -> Option<serde_json::Value> {
+        self.0
+            .pinhole_counters(id)
+            .and_then(|c| serde_json::to_value(c).ok())
+    }
+    fn pinhole_count(&self) -> usize {
+        self.0.pinhole_count()
+    }
+    fn shutdown(self: Box<Self>) {
+        match Arc::try_unwrap(self.0) {
+            Ok(p) => p.shutdown(),
+            // The watcher holds only a Weak; another strong ref would be a bug.
+            Err(_) => {
+                warn!("media plane still shared at shutdown; its threads stop with the process")
+            }
+        }
+    }
+}
+
+/// The serve step of a takeover: the same runtime as `bgf active`, resumed
+/// from the replayed core.
+async fn serve(
+    ctx: ServeContext,
+    cfg: Config,
+    store: Arc<dyn LogStore>,
+) -> Result<Serving, String> {
+    let ServeContext {
+        core,
+        epoch,
+        next_seq,
+        marks,
+    } = ctx;
+    let t0 = Instant::now();
+    let instance = cfg.core.instance.clone();
+    let span = tracing::info_span!("bgf", instance = %instance);
+    let sl = cfg.statelog.clone().ok_or("no [statelog]")?;
+    // Bind k's SIP sockets (its addresses are ours now).
+    let access = transport::bind_side(Side::Access, cfg.core.access.sip).await?;
+    let core_side = transport::bind_side(Side::Core, cfg.core.core.sip).await?;
+    let t_bind = t0.elapsed();
+    // Output commit continues k's log under the new epoch.
+    let commit = Commit::start(sl, store, instance.clone(), || {
+        rmp_serde::to_vec(core.state()).unwrap_or_default()
+    })
+    .await?;
+    let st = commit.stats();
+    if st.epoch != epoch {
+        return Err(format!(
+            "the store's epoch for {instance} is {} but the takeover fenced at {epoch} — another standby is taking over too",
+            st.epoch
+        ));
+    }
+    let t_commit = t0.elapsed();
+    // Media: every session's pinholes (latched remotes included) go in
+    // before the first announcement.
+    let counters = Arc::new(Counters::default());
+    let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+    let plane = MediaPlane::start_kernel(
+        MediaConfig {
+            workers: cfg.media.workers,
+            inactivity_timeout: cfg.media.inactivity_timeout,
+            ..MediaConfig::default()
+        },
+        Box::new(runtime::media_event_sink(media_tx, counters.clone())),
+    )
+    .map_err(|e| format!("cannot start the media plane: {e}"))?;
+    let plane = Arc::new(plane);
+    let t_plane = t0.elapsed();
+    let mut installed = 0usize;
+    for s in core.sessions() {
+        for p in s.pinholes {
+            match plane.apply(&PinholeOp::Upsert(p)) {
+                Ok(()) => installed += 1,
+                Err(e) => {
+                    warn!(%instance, session = s.id, call_id = %s.call_id, error = %e, "pinhole not installed at takeover; that stream is not relayed")
+                }
+            }
+        }
+    }
+    let t_media = t0.elapsed();
+    let mut timers = TimerQueue::default();
+    let pending = ha::pending_timers(&core, now_ms());
+    for (id, at) in &pending {
+        timers.set(*id, *at);
+    }
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
+    let (query_tx, query_rx) = mpsc::channel(64);
+    let (transports, readers) = Transports::start(
+        access,
+        core_side,
+        counters.clone(),
+        in_tx,
+        cfg.core.max_message_bytes,
+        shutdown_rx.clone(),
+        span.clone(),
+    );
+    let sessions = core.session_count();
+    let core_loop = CoreLoop::resume(
+        core,
+        Box::new(SharedMedia(plane.clone())),
+        transports,
+        counters.clone(),
+        timers,
+        Some(commit),
+    );
+    let core_task = tokio::spawn(
+        core_loop
+            .run(Channels {
+                inputs: in_rx,
+                media_events: media_rx,
+                queries: query_rx,
+                shutdown: shutdown_rx.clone(),
+            })
+            .instrument(span.clone()),
+    );
+    tokio::spawn(watch_marks(
+        marks,
+        counters,
+        Arc::downgrade(&plane),
+        shutdown_rx,
+    ));
+    drop(plane);
+    info!(%instance, epoch, next_seq, log_next_seq = st.next_seq, sessions, pinholes = installed,
+        timers = pending.len(), bind_us = t_bind.as_micros() as u64, commit_us = t_commit.as_micros() as u64,
+        plane_us = t_plane.as_micros() as u64,
+        media_us = t_media.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, access_sip = %cfg.core.access.sip, core_sip = %cfg.core.core.sip,
+        "serving {instance}: sockets bound, pinholes installed, timers re-armed, output commit under epoch {epoch}");
+    Ok(Serving {
+        instance,
+        core_task,
+        readers,
+        shutdown: shutdown_tx,
+        queries: query_tx,
+    })
+}
+
+/// Marks the first SIP message received and the first media packet
+/// forwarded after the takeover (1 ms resolution, bounded in time).
+async fn watch_marks(
+    marks: Marks,
+    counters: Arc<Counters>,
+    plane: Weak<MediaPlane>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let end = Instant::now() + MARK_WATCH;
+    let sip_now = |c: &Counters| {
+        let s = c.snapshot();
+        s.udp_rx + s.tcp_rx
+    };
+    let media_now = |p: &Weak<MediaPlane>| p.upgrade().map(|p| p.counters().forwarded_packets);
+    let (sip0, media0) = (sip_now(&counters), media_now(&plane).unwrap_or(0));
+    let (mut sip_done, mut media_done) = (false, false);
+    while Instant::now() < end && !*shutdown.borrow() && !(sip_done && media_done) {
+        if !sip_done && sip_now(&counters) > sip0 {
+            marks.sip_handled();
+            sip_done = true;
+        }
+        if !media_done {
+            match media_now(&plane) {
+                Some(n) if n > media0 => {
+                    marks.media_forwarded();
+                    media_done = true;
+                }
+                Some(_) => {}
+                None => return,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+// ------------------------------------------------------------------ admin
+
+struct AdminSt {
+    name: String,
+    token: String,
+    tx: mpsc::Sender<AdminReq>,
+}
+
+type St = State<Arc<AdminSt>>;
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(st: &AdminSt, headers: &HeaderMap) -> bool {
+    let ok = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same(t.trim().as_bytes(), st.token.as_bytes()));
+    if !ok {
+        warn!(standby = %st.name, "admin request rejected: missing or wrong bearer token (send `Authorization: Bearer <admin.token>`)");
+    }
+    ok
+}
+
+fn refuse() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"error": "unauthorized"})),
+    )
+        .into_response()
+}
+
+async fn ask<T>(st: &AdminSt, make: impl FnOnce(oneshot::Sender<T>) -> AdminReq) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    st.tx
+        .send_timeout(make(tx), Duration::from_secs(5))
+        .await
+        .ok()?;
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .ok()?
+        .ok()
+}
+
+async fn health(State(st): St) -> Response {
+    match ask(&st, AdminReq::Standby).await {
+        Some(v) => Json(json!({"status": "ok", "instance": st.name, "role": v.role, "serving": v.serving, "standby_available": v.standby_available})).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "busy"}))).into_response(),
+    }
+}
+
+async fn standby_status(State(st): St, headers: HeaderMap) -> Response {
+    if !authorized(&st, &headers) {
+        return refuse();
+    }
+    match ask(&st, AdminReq::Standby).await {
+        Some(v) => Json(v).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "main loop not answering"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn core_query<T: Serialize>(
+    st: &AdminSt,
+    headers: &HeaderMap,
+    make: impl FnOnce(oneshot::Sender<T>) -> Query,
+) -> Response {
+    if !authorized(st, headers) {
+        return refuse();
+    }
+    match ask(st, |tx| AdminReq::Core(make(tx))).await {
+        Some(v) => Json(v).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "this standby serves no instance yet (see /v1/standby)"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn stats(State(st): St, headers: HeaderMap) -> Response {
+    core_query(&st, &headers, Query::Stats).await
+}
+
+async fn sessions(State(st): St, headers: HeaderMap) -> Response {
+    core_query(&st, &headers, Query::Sessions).await
+}
+
+fn admin_router(st: Arc<AdminSt>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/standby", get(standby_status))
+        .route("/v1/stats", get(stats))
+        .route("/v1/sessions", get(sessions))
+        .with_state(st)
+}
