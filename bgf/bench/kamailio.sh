@@ -15,6 +15,7 @@
 #       see the same machine load. BGF_BIN=path runs a prebuilt bgf instead
 #       of building this tree.
 #   CHILDREN=8 bgf/bench/kamailio.sh            # kamailio UDP workers (default 4)
+#   SIPP_TRACE=1 ...                            # SIPp uac's -trace_err (why calls failed)
 #
 # Needs: kamailio 5.6 (apt-get install kamailio), /usr/bin/rtpengine, sipp.
 # Bounded: every SIPp run is killed after 180 s; everything listens on
@@ -135,7 +136,7 @@ start_uas() { # addr
 run_uac() { # name proxy-addr uac-addr rate
     (cd "$DIR" && timeout 180 sipp -sn uac "$2:5060" -i "$3" -p 5061 \
         -r "$4" -m "$CALLS" -l $(($4 * 2 + 100)) -d 500 -nostdin \
-        -trace_stat -stf "stat-$1-$4.csv" >/dev/null 2>&1) || true
+        -trace_stat -stf "stat-$1-$4.csv" ${SIPP_TRACE:+-trace_err} >/dev/null 2>&1) || true
 }
 
 report() { # name rate proxy-ticks rtpengine-ticks
