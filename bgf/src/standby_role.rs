@@ -133,7 +133,44 @@ struct Guard {
     detector: Link,
     prepared: Option<Prepared>,
     hot: Option<HotReplica>,
+    /// A media plane started idle at standby start, so that a takeover does
+    /// not pay its start-up (threads) — taken by the takeover.
+    media: Option<Premedia>,
     state: GuardState,
+}
+
+/// An idle media plane with its event channel and counters.
+struct Premedia {
+    plane: Arc<MediaPlane>,
+    events: mpsc::Receiver<media_plane::MediaEvent>,
+    counters: Arc<Counters>,
+}
+
+impl Premedia {
+    fn start(cfg: &Config) -> Result<Premedia, String> {
+        let counters = Arc::new(Counters::default());
+        let (tx, events) = mpsc::channel(MEDIA_QUEUE);
+        let plane = MediaPlane::start_kernel(
+            MediaConfig {
+                workers: cfg.media.workers,
+                inactivity_timeout: cfg.media.inactivity_timeout,
+                ..MediaConfig::default()
+            },
+            Box::new(runtime::media_event_sink(tx, counters.clone())),
+        )
+        .map_err(|e| format!("cannot start the media plane: {e}"))?;
+        Ok(Premedia {
+            plane: Arc::new(plane),
+            events,
+            counters,
+        })
+    }
+
+    async fn shutdown(self) {
+        if let Ok(p) = Arc::try_unwrap(self.plane) {
+            let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+        }
+    }
 }
 
 /// `/v1/standby` body.
@@ -231,6 +268,7 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
             interval_ms = h.interval.as_millis() as u64, miss_count = h.miss_count,
             addresses = ?ha::service_ips(&c.core).iter().map(|(_, a)| a.to_string()).collect::<Vec<_>>(),
             "protecting active");
+        let media = Some(Premedia::start(&c)?);
         guards.push(Guard {
             instance,
             config: c,
@@ -238,6 +276,7 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
             detector,
             prepared: Some(prepared),
             hot,
+            media,
             state: GuardState::Protected,
         });
     }
@@ -348,6 +387,9 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
     for g in guards.iter_mut() {
         if let Some(h) = g.hot.take() {
             let _ = h.stop().await;
+        }
+        if let Some(m) = g.media.take() {
+            m.shutdown().await;
         }
     }
     if let Some(t) = takeover.take() {
@@ -522,6 +564,9 @@ async fn on_event(
                             if let Some(h) = g.hot.take() {
                                 let _ = h.stop().await;
                             }
+                            if let Some(m) = g.media.take() {
+                                m.shutdown().await;
+                            }
                         }
                     }
                     log_report(&t.report(), "takeover complete");
@@ -557,8 +602,9 @@ async fn do_takeover(
         .ok_or("already taken over once (no takeover plan left)")?;
     let store = g.store.clone();
     let cfg = g.config.clone();
+    let media = g.media.take();
     take_over(&*g.store, replica, prepared, detected_at, reason, |ctx| {
-        serve(ctx, cfg, store)
+        serve(ctx, cfg, store, media)
     })
     .await
     .map_err(|e| e.to_string())
@@ -600,6 +646,7 @@ async fn serve(
     ctx: ServeContext,
     cfg: Config,
     store: Arc<dyn LogStore>,
+    media: Option<Premedia>,
 ) -> Result<Serving, String> {
     let ServeContext {
         core,
@@ -630,18 +677,14 @@ async fn serve(
     let t_commit = t0.elapsed();
     // Media: every session's pinholes (latched remotes included) go in
     // before the first announcement.
-    let counters = Arc::new(Counters::default());
-    let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
-    let plane = MediaPlane::start_kernel(
-        MediaConfig {
-            workers: cfg.media.workers,
-            inactivity_timeout: cfg.media.inactivity_timeout,
-            ..MediaConfig::default()
-        },
-        Box::new(runtime::media_event_sink(media_tx, counters.clone())),
-    )
-    .map_err(|e| format!("cannot start the media plane: {e}"))?;
-    let plane = Arc::new(plane);
+    let Premedia {
+        plane,
+        events: media_rx,
+        counters,
+    } = match media {
+        Some(m) => m,
+        None => Premedia::start(&cfg)?,
+    };
     let t_plane = t0.elapsed();
     let mut installed = 0usize;
     for s in core.sessions() {
