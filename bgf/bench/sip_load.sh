@@ -9,6 +9,9 @@
 #   STATELOG=embedded bgf/bench/sip_load.sh   # with output commit: a fresh
 #       `bgf statelog` (127.201.0.7:7400, data in the run's temp dir) per rate;
 #       its CPU is reported too (log_cpu_s, log µs/call)
+#   PERF=1 ...        # also `perf record -e cpu-clock -g` bgf during each
+#       run (perf-RATE.data in the run's directory; `perf report -i` it)
+#   BGF_BIN=path ...  # a prebuilt bgf instead of building this tree
 #
 # Bounded: each run is CALLS calls at RATE calls/s with 500 ms hold, on
 # 127.201.0.0/24 only, and SIPp is killed after 180 s whatever happens.
@@ -18,8 +21,12 @@ RATES=${RATES:-"300 1000 2000"}
 CALLS=${CALLS:-6000}
 WORKERS=${WORKERS:-1}
 STATELOG=${STATELOG:-}
-cargo build --release -p bgf >/dev/null
-BGF=${CARGO_TARGET_DIR:-$PWD/target}/release/bgf
+# SIPp's socket buffers (its default, 64 KiB, drops the bursts that output
+# commit releases at once after each durable append; 4 MiB = net.core.rmem_max here).
+SIPP_BUF=${SIPP_BUF:-4194304}
+# BGF_BIN=path runs a prebuilt binary (e.g. to compare two builds back to back).
+if [ -z "${BGF_BIN:-}" ]; then cargo build --release -p bgf >/dev/null; fi
+BGF=${BGF_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/bgf}
 DIR=$(mktemp -d /tmp/bgf-sipload.XXXX)
 TICK=$(getconf CLK_TCK)
 cat > "$DIR/bgf.toml" <<TOML
@@ -56,13 +63,18 @@ for rate in $RATES; do
     fi
     "$BGF" active --config "$DIR/bgf.toml" 2>"$DIR/bgf-$rate.log" & BGFPID=$!
     for _ in $(seq 50); do [ -n "$(ss -Hlun 'sport = :5060' src 127.201.0.1)" ] && break; sleep 0.1; done
-    (cd "$DIR" && exec sipp -sn uas -i 127.201.0.3 -p 5060 -nostdin >/dev/null 2>&1) & UASPID=$!
+    (cd "$DIR" && exec sipp -sn uas -i 127.201.0.3 -p 5060 -buff_size "$SIPP_BUF" -nostdin >/dev/null 2>&1) & UASPID=$!
     sleep 0.3
     c0=$(cpu "$BGFPID"); l0=0; [ -n "$LOGPID" ] && l0=$(cpu "$LOGPID")
+    PERFPID=
+    if [ -n "${PERF:-}" ]; then
+        perf record -q -e cpu-clock -F "${PERF_FREQ:-4000}" --call-graph "${PERF_CG:-fp}" -p "$BGFPID" -o "$DIR/perf-$rate.data" >/dev/null 2>&1 & PERFPID=$!
+    fi
     (cd "$DIR" && timeout 180 sipp -sn uac 127.201.0.1:5060 -i 127.201.0.4 -p 5061 \
-        -r "$rate" -m "$CALLS" -l $((rate * 2 + 100)) -d 500 -nostdin \
+        -r "$rate" -m "$CALLS" -l $((rate * 2 + 100)) -d 500 -buff_size "$SIPP_BUF" -nostdin \
         -trace_stat -stf "stat-$rate.csv" >/dev/null 2>&1) || true
     c1=$(cpu "$BGFPID"); l1=0; [ -n "$LOGPID" ] && l1=$(cpu "$LOGPID")
+    if [ -n "$PERFPID" ]; then kill -INT "$PERFPID"; wait "$PERFPID" 2>/dev/null || true; fi
     kill "$UASPID" "$BGFPID"; wait "$BGFPID" 2>/dev/null || true
     if [ -n "$LOGPID" ]; then kill "$LOGPID"; wait "$LOGPID" 2>/dev/null || true; fi
     stat="$DIR/stat-$rate.csv"

@@ -285,13 +285,13 @@ impl Commit {
 
     /// Log `input` (it changed state) and return its seq. The caller passes
     /// the core's state for a checkpoint when [`Self::checkpoint_due`].
-    pub fn log(&mut self, input: &Input) -> Seq {
+    pub fn log(&mut self, input: Input) -> Seq {
         let seq = self.next_seq;
         self.next_seq += 1;
         let _ = self.records.send(Record {
             seq,
             epoch: self.epoch,
-            body: Body::Input(input.clone()),
+            body: Body::Input(input),
         });
         seq
     }
@@ -674,10 +674,10 @@ mod tests {
             .await
             .unwrap();
         store.fail.store(2, std::sync::atomic::Ordering::SeqCst);
-        let s1 = c.log(&timer(1));
+        let s1 = c.log(timer(1));
         assert_eq!(s1, 1);
         assert!(c.hold(s1, t(1)).is_empty(), "released before durable");
-        let s2 = c.log(&timer(2));
+        let s2 = c.log(timer(2));
         assert!(c.hold(s2, t(2)).is_empty());
         // Unchanged input: waits behind seq 2.
         assert!(c.hold(c.latest(), t(3)).is_empty());
@@ -701,7 +701,7 @@ mod tests {
         assert!(c.stats().append_failures >= 2);
         // max_held bound.
         for i in 0..4 {
-            let s = c.log(&timer(10 + i));
+            let s = c.log(timer(10 + i));
             c.hold(s, t(9));
         }
         assert!(c.full() || c.held_len() < 4);
@@ -714,7 +714,7 @@ mod tests {
             .await
             .unwrap();
         store.fence("bgf1").await.unwrap();
-        let s = c.log(&timer(1));
+        let s = c.log(timer(1));
         assert!(c.hold(s, t(1)).is_empty());
         let f = loop {
             if let Err(f) = next_status(&mut c).await {
@@ -739,8 +739,8 @@ mod tests {
             let mut c = Commit::start(settings(), store.clone(), "bgf1".into(), Vec::new)
                 .await
                 .unwrap();
-            c.log(&timer(1));
-            c.log(&timer(2));
+            c.log(timer(1));
+            c.log(timer(2));
             while c.stats().durable_seq < 2 {
                 next_status(&mut c).await.unwrap();
             }

@@ -19,6 +19,7 @@ mod media;
 mod runtime;
 mod standby_role;
 mod transport;
+mod udp;
 
 use clap::{Parser, Subcommand};
 use config::{Config, LogFormat};
@@ -222,7 +223,11 @@ fn active(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>)
         eprintln!("bgf: {e}");
         return ExitCode::from(1);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // One thread for the SIP side: the core loop reads and writes the UDP
+    // sockets itself, and the TCP connections, the state log client and the
+    // admin API are tasks on the same thread, so no message crosses threads
+    // (media runs on the media plane's own threads).
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -416,6 +421,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
         counters,
         timers: TimerQueue::default(),
         commit,
+        outbox: Default::default(),
     };
     let mut core_task = tokio::spawn(
         core_loop

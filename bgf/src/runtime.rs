@@ -4,8 +4,14 @@
 //! arm/disarm). Admin queries reach the core through a command channel, so
 //! nothing else ever touches it.
 //!
+//! The loop reads the SIP UDP sockets itself (no hand-off to another task or
+//! thread per datagram) and queues its UDP sends in an [`Outbox`] that is
+//! flushed with `sendmmsg` once per wake-up (after a batch of inputs, or
+//! after the state log released held sends).
+//!
 //! ```text
-//!  transports ──Input::Sip──▶ ┐
+//!  UDP (recvmmsg, read by the loop itself) ┐
+//!  TCP tasks ──Input::Sip──▶ ┐                
 //!  media plane ─MediaEvent──▶ ├─▶ loop: core.apply(input) ─▶ [output commit seam] ─▶ execute(effects)
 //!  timer queue ─Input::Timer▶ ┘                                  Send ▶ transports
 //!  admin ───────Query──────▶ answered between inputs             Pinhole ▶ media
@@ -13,10 +19,12 @@
 //! ```
 
 use crate::commit::{Commit, CommitStats, Fenced};
-use crate::transport::{bump, now_ms, Counters, TransportStats, Transports};
+use crate::transport::{bump, now_ms, Counters, Outbox, TransportStats, Transports};
+use crate::udp::RecvBatch;
 use serde::Serialize;
 use sip_control::{
-    Core, CoreStats, Effect, Input, MediaEvent, PinholeId, PinholeOp, SipIn, TimerId, Transmit,
+    Core, CoreStats, Effect, Input, MediaEvent, PinholeId, PinholeOp, Side, SipIn, TimerId,
+    Transmit,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -126,6 +134,8 @@ pub struct CoreLoop {
     pub timers: TimerQueue,
     /// Output commit to the state log (`None` = no log: effects at once).
     pub commit: Option<Commit>,
+    /// UDP sends queued until the end of the current wake-up.
+    pub outbox: Outbox,
 }
 
 /// How the loop ended.
@@ -138,7 +148,7 @@ pub struct LoopEnd {
 
 /// The loop's input channels.
 pub struct Channels {
-    /// SIP messages from the transports.
+    /// SIP messages from the TCP connections (UDP is read by the loop).
     pub inputs: mpsc::Receiver<Input>,
     /// Events from the media plane (its sink uses `try_send`).
     pub media_events: mpsc::Receiver<MediaEvent>,
@@ -158,9 +168,24 @@ impl CoreLoop {
     /// shutdown.
     pub async fn run(mut self, mut ch: Channels) -> LoopEnd {
         let mut fenced = None;
+        let (access_udp, core_udp) = (
+            self.transports.udp(Side::Access),
+            self.transports.udp(Side::Core),
+        );
+        let mut batch = RecvBatch::new(self.core.config().max_message_bytes + 1);
+        let mut inbox = Vec::new();
+        // One timer entry, re-armed only when the earliest deadline changes.
+        let sleep = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<u64> = None;
         loop {
             let deadline = self.timers.next_deadline();
-            let sleep = tokio::time::sleep_until(instant_for(deadline.unwrap_or(0)));
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    sleep.as_mut().reset(instant_for(d));
+                }
+                armed = deadline;
+            }
             let has_commit = self.commit.is_some();
             // Biased so that under a sustained SIP load due timers, media
             // events and admin queries are never starved by the input queue.
@@ -172,23 +197,41 @@ impl CoreLoop {
                         warn!("state log appender stopped; stopping the core loop");
                         break;
                     }
-                    if let Err(f) = self.on_commit_status().await {
+                    if let Err(f) = self.on_commit_status() {
                         fenced = Some(f);
                         break;
                     }
                 }
-                _ = sleep, if deadline.is_some() => {
+                _ = &mut sleep, if deadline.is_some() => {
+                    // Re-armed next round (even if nothing was due yet).
+                    armed = None;
                     let now = now_ms();
                     for (id, due) in self.timers.pop_due(now) {
-                        self.handle(Input::Timer { id, at: now.max(due) }).await;
+                        self.handle(Input::Timer { id, at: now.max(due) });
                     }
                 }
                 Some(event) = ch.media_events.recv() => {
-                    self.handle(Input::Media { event, at: now_ms() }).await;
+                    self.handle(Input::Media { event, at: now_ms() });
                 }
                 Some(q) = ch.queries.recv() => self.answer(q),
-                Some(input) = ch.inputs.recv() => self.handle(input).await,
+                r = access_udp.readable() => {
+                    if r.is_ok() {
+                        self.read_udp(Side::Access, &mut batch, &mut inbox);
+                    }
+                }
+                r = core_udp.readable() => {
+                    if r.is_ok() {
+                        self.read_udp(Side::Core, &mut batch, &mut inbox);
+                    }
+                }
+                Some(input) = ch.inputs.recv() => self.handle(input),
             }
+            if !self.outbox.is_empty() {
+                self.transports.flush(&mut self.outbox).await;
+            }
+        }
+        if !self.outbox.is_empty() {
+            self.transports.flush(&mut self.outbox).await;
         }
         if let Some(c) = &self.commit {
             if fenced.is_none() && c.held_len() > 0 {
@@ -210,20 +253,39 @@ impl CoreLoop {
     }
 
     /// Release what the appender's latest status allows.
-    async fn on_commit_status(&mut self) -> Result<(), Fenced> {
+    fn on_commit_status(&mut self) -> Result<(), Fenced> {
         let Some(c) = self.commit.as_mut() else {
             return Ok(());
         };
         let out = c.on_status()?;
         for t in out {
-            self.send(&t).await;
+            self.send(t);
         }
         Ok(())
     }
 
+    /// Drain what is queued on `side`'s UDP socket (a few `recvmmsg`
+    /// batches at most, so that timers and other sockets get their turn)
+    /// and apply each message.
+    fn read_udp(&mut self, side: Side, batch: &mut RecvBatch, inbox: &mut Vec<Input>) {
+        for _ in 0..4 {
+            match self.transports.read_udp(side, batch, inbox) {
+                Ok(_) => {
+                    for input in inbox.drain(..) {
+                        self.handle(input);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // ICMP errors from earlier sends surface here
+                // (ECONNREFUSED); not fatal, and already consumed.
+                Err(e) => debug!(side = %side, error = %e, "udp receive error"),
+            }
+        }
+    }
+
     /// The daemon's own answer to a new INVITE while the log is degraded, or
     /// a drop when the held queue is full. `true` = the input is consumed.
-    async fn refuse(&mut self, m: &SipIn) -> bool {
+    fn refuse(&mut self, m: &SipIn) -> bool {
         let Some(c) = self.commit.as_mut() else {
             return false;
         };
@@ -265,17 +327,17 @@ impl CoreLoop {
             data: resp.to_bytes(),
         };
         debug!(src = %m.src, call_id = msg.call_id(), "state log degraded: new INVITE refused with 503");
-        self.send(&t).await;
+        self.send(t);
         true
     }
 
     /// Apply one input and carry out its effects.
-    async fn handle(&mut self, input: Input) {
+    fn handle(&mut self, input: Input) {
         if let Input::Sip(m) = &input {
             debug!(side = %m.side, transport = ?m.transport, src = %m.src, bytes = m.data.len(), first_line = first_line(&m.data), "sip in");
         }
         if let Input::Sip(m) = &input {
-            if self.refuse(m).await {
+            if self.refuse(m) {
                 return;
             }
         }
@@ -290,11 +352,11 @@ impl CoreLoop {
         // those of any later input) wait until its record is durable.
         // Pinhole operations and timers run at once: media never waits.
         let Some(c) = self.commit.as_mut() else {
-            self.execute(applied.effects).await;
+            self.execute(applied.effects);
             return;
         };
         let tag = if applied.state_changed {
-            let seq = c.log(&input);
+            let seq = c.log(input);
             if c.checkpoint_due() {
                 let state = rmp_serde::to_vec(self.core.state()).unwrap_or_default();
                 c.checkpoint(state);
@@ -311,17 +373,17 @@ impl CoreLoop {
                 other => local.push(other),
             }
         }
-        self.execute(local).await;
+        self.execute(local);
         for t in now {
-            self.send(&t).await;
+            self.send(t);
         }
     }
 
     /// Carry out effects in order. Failures are logged and counted, never fatal.
-    async fn execute(&mut self, effects: Vec<Effect>) {
+    fn execute(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
-                Effect::Send(t) => self.send(&t).await,
+                Effect::Send(t) => self.send(t),
                 Effect::Pinhole(op) => {
                     if let Err(e) = self.media.apply(&op) {
                         let id = match &op {
@@ -337,9 +399,10 @@ impl CoreLoop {
         }
     }
 
-    async fn send(&mut self, t: &Transmit) {
+    /// Queue `t` (UDP goes out at the end of this wake-up).
+    fn send(&mut self, t: Transmit) {
         debug!(side = %t.side, transport = ?t.transport, dst = %t.dst, bytes = t.data.len(), first_line = first_line(&t.data), "sip out");
-        self.transports.send(t).await
+        self.transports.push(t, &mut self.outbox)
     }
 
     fn answer(&self, q: Query) {
@@ -406,6 +469,7 @@ impl CoreLoop {
             counters,
             timers,
             commit,
+            outbox: Default::default(),
         }
     }
 }
@@ -535,6 +599,7 @@ mod tests {
             counters: counters.clone(),
             timers: TimerQueue::default(),
             commit: None,
+            outbox: Outbox::default(),
         };
         let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let far = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -578,8 +643,10 @@ mod tests {
                 dst: far.local_addr().unwrap(),
                 data: b"two".to_vec(),
             }),
-        ])
-        .await;
+        ]);
+        // UDP goes out when the loop flushes its outbox.
+        assert_eq!(lp.counters.snapshot().udp_tx, 0);
+        lp.transports.flush(&mut lp.outbox).await;
         let mut b = [0u8; 8];
         let (n, from) = peer.recv_from(&mut b).await.unwrap();
         assert_eq!((&b[..n], from), (&b"one"[..], access));

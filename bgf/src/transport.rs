@@ -3,19 +3,25 @@
 //! RFC 5626 CRLF keep-alives, and the table of open TCP connections used to
 //! send responses and requests back over the right connection.
 //!
-//! Every complete message becomes an `Input::Sip` on the core loop's channel.
+//! UDP is read and written by the core loop itself ([`Transports::read_udp`]
+//! drains a socket with `recvmmsg`; sends are queued in an [`Outbox`] and
+//! [`Transports::flush`]ed with `sendmmsg`), so a datagram never crosses
+//! threads or tasks on its way to the core. TCP connections run as tasks and
+//! put every complete message as an `Input::Sip` on the core loop's channel.
 //! Nothing here interprets SIP beyond finding the end of a message.
 
+use crate::udp::{self, RecvBatch};
 use media_plane::Side;
 use serde::Serialize;
 use sip_control::{Input, SipIn, Transmit, Transport};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -237,6 +243,49 @@ fn bind_hint(e: &io::Error) -> &'static str {
     }
 }
 
+/// Receive buffer asked for on the SIP UDP sockets: the core loop reads
+/// them on one thread, so a burst (or the thread being descheduled for a few
+/// milliseconds) must queue in the kernel instead of being dropped.
+const SIP_UDP_RCVBUF: libc::c_int = 16 << 20;
+
+/// Raise the socket's receive buffer to [`SIP_UDP_RCVBUF`]: with
+/// `SO_RCVBUFFORCE` when privileged, else as far as `net.core.rmem_max`
+/// allows (logged, since bursts may then be dropped).
+fn grow_receive_buffer(udp: &UdpSocket, side: Side) {
+    let fd = udp.as_raw_fd();
+    let set = |opt: libc::c_int| {
+        // SAFETY: valid fd, pointer to a c_int of the given size.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&SIP_UDP_RCVBUF as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ) == 0
+        }
+    };
+    if !set(libc::SO_RCVBUFFORCE) && !set(libc::SO_RCVBUF) {
+        warn!(side = %side, error = %io::Error::last_os_error(), "cannot raise the SIP UDP receive buffer; bursts may be dropped");
+        return;
+    }
+    let mut got: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid fd, out-pointers of the right size.
+    let ok = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&mut got as *mut libc::c_int).cast(),
+            &mut len,
+        ) == 0
+    };
+    if ok && got < SIP_UDP_RCVBUF {
+        info!(side = %side, bytes = got, wanted = SIP_UDP_RCVBUF, "SIP UDP receive buffer limited by net.core.rmem_max; raise it (sysctl) if SIP bursts are dropped");
+    }
+}
+
 /// Bind the UDP socket and TCP listener of `side` on `addr`.
 pub async fn bind_side(side: Side, addr: SocketAddr) -> Result<BoundSide, String> {
     let udp = UdpSocket::bind(addr).await.map_err(|e| {
@@ -245,6 +294,7 @@ pub async fn bind_side(side: Side, addr: SocketAddr) -> Result<BoundSide, String
             bind_hint(&e)
         )
     })?;
+    grow_receive_buffer(&udp, side);
     let tcp = TcpListener::bind(addr).await.map_err(|e| {
         format!(
             "cannot bind {side}.sip {addr} (tcp): {e} — {}",
@@ -262,6 +312,21 @@ struct ConnEntry {
 struct SideNet {
     addr: SocketAddr,
     udp: Arc<UdpSocket>,
+}
+
+/// UDP datagrams queued by the core loop, per side, sent by
+/// [`Transports::flush`] in the order queued.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    access: Vec<(SocketAddr, Vec<u8>)>,
+    core: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Outbox {
+    /// Nothing queued.
+    pub fn is_empty(&self) -> bool {
+        self.access.is_empty() && self.core.is_empty()
+    }
 }
 
 /// Running transports: sends on behalf of the core loop.
@@ -284,9 +349,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TCP_CONNECTIONS: usize = 8192;
 
 impl Transports {
-    /// Start serving both sides: spawns the UDP readers and TCP acceptors
-    /// (in `span`, which carries the instance name). They stop reading when
-    /// `shutdown` turns true; the returned handles finish then.
+    /// Start serving both sides: spawns the TCP acceptors (in `span`, which
+    /// carries the instance name); the UDP sockets are read by the core loop
+    /// ([`Self::read_udp`]). The acceptors stop when `shutdown` turns true;
+    /// the returned handles finish then.
     pub fn start(
         access: BoundSide,
         core: BoundSide,
@@ -296,17 +362,15 @@ impl Transports {
         shutdown: watch::Receiver<bool>,
         span: tracing::Span,
     ) -> (Arc<Transports>, Vec<JoinHandle<()>>) {
-        let access_udp = Arc::new(access.udp);
-        let core_udp = Arc::new(core.udp);
         let t = Arc::new(Transports {
             counters,
             access: SideNet {
                 addr: access.addr,
-                udp: access_udp.clone(),
+                udp: Arc::new(access.udp),
             },
             core: SideNet {
                 addr: core.addr,
-                udp: core_udp.clone(),
+                udp: Arc::new(core.udp),
             },
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
@@ -315,13 +379,7 @@ impl Transports {
             shutdown,
         });
         let mut handles = Vec::new();
-        for (side, udp, tcp) in [
-            (Side::Access, access_udp, access.tcp),
-            (Side::Core, core_udp, core.tcp),
-        ] {
-            handles.push(tokio::spawn(
-                t.clone().udp_reader(side, udp).instrument(span.clone()),
-            ));
+        for (side, tcp) in [(Side::Access, access.tcp), (Side::Core, core.tcp)] {
             handles.push(tokio::spawn(
                 t.clone().tcp_acceptor(side, tcp).instrument(span.clone()),
             ));
@@ -341,46 +399,50 @@ impl Transports {
         self.conns.lock().map(|c| c.len()).unwrap_or(0)
     }
 
-    async fn udp_reader(self: Arc<Self>, side: Side, sock: Arc<UdpSocket>) {
-        let local = self.side(side).addr;
-        let mut buf = vec![0u8; self.max_message + 1];
-        let mut shutdown = self.shutdown.clone();
-        loop {
-            let (n, src) = tokio::select! {
-                _ = shutdown.changed() => break,
-                r = sock.recv_from(&mut buf) => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // ICMP errors from earlier sends surface here (ECONNREFUSED); not fatal.
-                        debug!(side = %side, error = %e, "udp receive error");
-                        continue;
-                    }
-                },
-            };
-            let data = &buf[..n];
-            if n == 0 || is_keepalive(data) {
+    /// The UDP socket of `side` (the core loop awaits its readiness).
+    pub fn udp(&self, side: Side) -> Arc<UdpSocket> {
+        self.side(side).udp.clone()
+    }
+
+    /// Read what is queued on `side`'s UDP socket (one `recvmmsg`, up to
+    /// [`udp::BATCH`] datagrams) and append the SIP messages to `out`
+    /// (keep-alives skipped, oversize datagrams counted and dropped).
+    /// `Ok(n)` = datagrams read; `WouldBlock` = none queued (readiness
+    /// cleared: await `readable()` again). `batch` holds buffers of
+    /// `max_message + 1` bytes.
+    pub fn read_udp(
+        &self,
+        side: Side,
+        batch: &mut RecvBatch,
+        out: &mut Vec<Input>,
+    ) -> io::Result<usize> {
+        let net = self.side(side);
+        let n = net
+            .udp
+            .try_io(Interest::READABLE, || batch.recv(net.udp.as_raw_fd()))?;
+        let at = now_ms();
+        for i in 0..n {
+            let (src, data) = batch.get(i);
+            let Some(src) = src else { continue };
+            if data.is_empty() || is_keepalive(data) {
                 continue;
             }
-            if n > self.max_message {
+            if data.len() > self.max_message {
                 bump(&self.counters.oversize_drops);
                 warn!(side = %side, peer = %src, "dropped UDP datagram larger than sip.max_message_bytes ({})", self.max_message);
                 continue;
             }
             bump(&self.counters.udp_rx);
-            let input = Input::Sip(SipIn {
+            out.push(Input::Sip(SipIn {
                 side,
                 transport: Transport::Udp,
                 src,
-                dst: local,
-                at: now_ms(),
+                dst: net.addr,
+                at,
                 data: data.to_vec(),
-            });
-            if self.inputs.try_send(input).is_err() {
-                bump(&self.counters.core_queue_full);
-                debug!(side = %side, peer = %src, "core queue full, UDP message dropped");
-            }
+            }));
         }
-        debug!(side = %side, "udp reader stopped");
+        Ok(n)
     }
 
     async fn tcp_acceptor(self: Arc<Self>, side: Side, listener: TcpListener) {
@@ -511,8 +573,19 @@ impl Transports {
         debug!(side = %side, peer = %peer, conn = id, "tcp connection closed");
     }
 
-    /// Send one message for the core. Errors are logged and counted, never fatal.
+    /// Send one message at once (tests; the core loop queues with
+    /// [`Self::push`] and sends a batch with [`Self::flush`]).
+    #[cfg(test)]
     pub async fn send(self: &Arc<Self>, t: &Transmit) {
+        let mut out = Outbox::default();
+        self.push(t.clone(), &mut out);
+        self.flush(&mut out).await;
+    }
+
+    /// Queue one message of the core: UDP into `out` (sent by
+    /// [`Self::flush`]), TCP onto its connection's queue. Errors are logged
+    /// and counted, never fatal.
+    pub fn push(self: &Arc<Self>, t: Transmit, out: &mut Outbox) {
         // Never send SIP to ourselves: a routing mistake would otherwise loop
         // through the core at full speed until Max-Forwards runs out.
         if t.dst == self.access.addr || t.dst == self.core.addr {
@@ -521,17 +594,53 @@ impl Transports {
             return;
         }
         match t.transport {
-            Transport::Udp => {
-                let sock = &self.side(t.side).udp;
-                match sock.send_to(&t.data, t.dst).await {
-                    Ok(_) => bump(&self.counters.udp_tx),
+            Transport::Udp => match t.side {
+                Side::Access => out.access.push((t.dst, t.data)),
+                Side::Core => out.core.push((t.dst, t.data)),
+            },
+            Transport::Tcp => self.send_tcp(t.side, t.dst, t.data),
+        }
+    }
+
+    /// Send the queued UDP datagrams (`sendmmsg`, in order per side) and
+    /// empty `out`. Errors are logged and counted, never fatal.
+    pub async fn flush(&self, out: &mut Outbox) {
+        for side in [Side::Access, Side::Core] {
+            let q = match side {
+                Side::Access => &mut out.access,
+                Side::Core => &mut out.core,
+            };
+            if q.is_empty() {
+                continue;
+            }
+            let sock = &self.side(side).udp;
+            let mut i = 0;
+            while i < q.len() {
+                let r = sock.try_io(Interest::WRITABLE, || {
+                    udp::send_batch(sock.as_raw_fd(), &q[i..])
+                });
+                match r {
+                    Ok(n) => {
+                        self.counters.udp_tx.fetch_add(n as u64, Ordering::Relaxed);
+                        i += n.max(1);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Err(e) = sock.writable().await {
+                            warn!(side = %side, error = %e, "udp socket failed; queued SIP messages dropped");
+                            self.counters
+                                .send_errors
+                                .fetch_add((q.len() - i) as u64, Ordering::Relaxed);
+                            break;
+                        }
+                    }
                     Err(e) => {
                         bump(&self.counters.send_errors);
-                        warn!(side = %t.side, dst = %t.dst, error = %e, "udp send failed (is there a route to the peer?)");
+                        warn!(side = %side, dst = %q[i].0, error = %e, "udp send failed (is there a route to the peer?)");
+                        i += 1;
                     }
                 }
             }
-            Transport::Tcp => self.send_tcp(t.side, t.dst, t.data.clone()),
+            q.clear();
         }
     }
 
@@ -922,7 +1031,20 @@ mod tests {
         peer.send_to(b"\r\n\r\n", access).await.unwrap();
         peer.send_to(&[b'x'; 2000], access).await.unwrap();
         peer.send_to(MSG2, access).await.unwrap();
-        let Input::Sip(m) = rx.recv().await.unwrap() else {
+        let mut batch = RecvBatch::new(1501);
+        let mut got = Vec::new();
+        let sock = t.udp(Side::Access);
+        let mut read = 0;
+        while read < 3 {
+            sock.readable().await.unwrap();
+            match t.read_udp(Side::Access, &mut batch, &mut got) {
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got.len(), 1);
+        let Input::Sip(m) = got.pop().unwrap() else {
             panic!()
         };
         assert_eq!(m.data, MSG2);
