@@ -8,7 +8,7 @@ mod common;
 
 pub use common::*;
 use media_plane::Side;
-use sip_control::{Core, Input};
+use sip_control::{Core, CoreConfig, Input};
 
 /// How far each call goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -21,11 +21,17 @@ pub enum Until {
 
 /// Capture every input (logged or not) of `calls` calls.
 pub fn record(calls: usize, until: Until) -> Vec<Input> {
-    let mut h = Harness::with(bench_config());
+    record_with(bench_config(), "bench", calls, until)
+}
+
+/// [`record`] for the instance configured by `cfg`, with Call-IDs
+/// `{prefix}-{n}` (several instances' workloads are then distinct).
+pub fn record_with(cfg: CoreConfig, prefix: &str, calls: usize, until: Until) -> Vec<Input> {
+    let mut h = Harness::with(cfg);
     h.check_unchanged = false;
     let mut inputs = Vec::new();
     for n in 0..calls {
-        let call = format!("bench-{n}");
+        let call = format!("{prefix}-{n}");
         let ue = format!("198.18.1.{}:5061", 100 + n % 100);
         let start = h.log.len();
         let out = h.recv(
@@ -113,15 +119,32 @@ pub fn record(calls: usize, until: Until) -> Vec<Input> {
 
 /// Apply a recorded workload to a fresh core.
 pub fn run(inputs: &[Input]) -> Core {
-    let mut core = Core::new(bench_config()).unwrap();
+    run_with(bench_config(), inputs)
+}
+
+/// Apply a recorded workload to a fresh core configured by `cfg`.
+pub fn run_with(cfg: CoreConfig, inputs: &[Input]) -> Core {
+    let mut core = Core::new(cfg).unwrap();
     for i in inputs {
         std::hint::black_box(core.apply(i));
     }
     core
 }
 
+/// The config of instance `n` (0-based) of several on one standby: its own
+/// name, secret and media IPs (the SIP addresses stay those the harness
+/// sends to), port pools as wide as [`bench_config`]'s.
+pub fn instance_config(n: u8) -> CoreConfig {
+    let mut c = bench_config();
+    c.instance = format!("bgf{}", n + 1);
+    c.secret = 0x5eed_b9f0_0000_0000 | (u64::from(n) << 16) | 0x1234;
+    c.access.media_ip = std::net::Ipv4Addr::new(198, 18, 1, 10 + n).into();
+    c.core.media_ip = std::net::Ipv4Addr::new(198, 18, 2, 10 + n).into();
+    c
+}
+
 /// Port pools wide enough for 10 000 live sessions.
-pub fn bench_config() -> sip_control::CoreConfig {
+pub fn bench_config() -> CoreConfig {
     let mut c = config();
     // The widest ranges one media IP allows (32 256 pairs per side).
     c.access.rtp_port_min = 1024;
