@@ -399,6 +399,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
     let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
     let media = media::start(
         &cfg.media,
+        media::kept_sockets(&cfg.core),
         runtime::media_event_sink(media_tx, counters.clone()),
     )?;
 

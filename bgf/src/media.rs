@@ -5,14 +5,32 @@ use crate::config::MediaSettings;
 use crate::runtime::MediaOps;
 use media_plane::{MediaConfig, MediaEvent, MediaPlane, PinholeId, PinholeOp};
 
+/// Most released media sockets kept bound for reuse (one fd and one idle
+/// kernel socket each).
+const MAX_KEPT_SOCKETS: usize = 32_768;
+
+/// How many released media sockets to keep bound: every port of both pools
+/// (the pools hand ports out round-robin, so a port comes back only after a
+/// full turn), up to [`MAX_KEPT_SOCKETS`].
+pub fn kept_sockets(core: &sip_control::CoreConfig) -> usize {
+    let ports = |s: &sip_control::SideConfig| {
+        usize::from(s.rtp_port_max.saturating_sub(s.rtp_port_min)) + 1
+    };
+    (ports(&core.access) + ports(&core.core)).min(MAX_KEPT_SOCKETS)
+}
+
 /// Start the packet path; its events go to `sink` (which must never block).
+/// Up to `keep_released` released sockets stay bound for later calls on the
+/// same ports (no bind/epoll/close per call for those).
 pub fn start(
     settings: &MediaSettings,
+    keep_released: usize,
     sink: impl Fn(MediaEvent) + Send + Sync + 'static,
 ) -> Result<Box<dyn MediaOps>, String> {
     let cfg = MediaConfig {
         workers: settings.workers,
         inactivity_timeout: settings.inactivity_timeout,
+        keep_released,
         ..MediaConfig::default()
     };
     match settings.backend {

@@ -8,6 +8,13 @@
 //! Sockets live in a registry indexed by the epoll token and are reference
 //! counted: closing a pinhole removes the socket from epoll and the
 //! registry, and the fd closes when the last worker batch using it ends.
+//!
+//! With `keep_released > 0` ([`KernelBackend::keep_released`]) up to that
+//! many released sockets stay bound and registered as spares, keyed by local
+//! address: a later pinhole on the same address takes its socket back
+//! without `socket`/`bind`/`epoll_ctl`/`close`. Packets reaching a spare
+//! find no pinhole and are dropped and counted as `unknown_port`, as for
+//! any port without a pinhole.
 
 use crate::backend::PacketBackend;
 use crate::error::MediaError;
@@ -15,6 +22,7 @@ use crate::forward::{PortKind, Reason};
 use crate::model::{PinholeSpec, Side};
 use crate::table::{local_addrs, port_index, Outcome, Relay};
 use arc_swap::ArcSwapOption;
+use std::collections::HashMap;
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -92,6 +100,10 @@ pub struct KernelBackend {
     next_worker: AtomicUsize,
     stop: Arc<AtomicBool>,
     freebind: AtomicBool,
+    /// Released sockets kept bound and registered, by local address.
+    spare: Mutex<HashMap<SocketAddr, Arc<Sock>>>,
+    /// Bound on `spare` (0 = close released sockets at once).
+    keep_released: usize,
 }
 
 fn last_err(what: &'static str) -> MediaError {
@@ -266,7 +278,72 @@ impl KernelBackend {
             next_worker: AtomicUsize::new(0),
             stop: Arc::new(AtomicBool::new(false)),
             freebind: AtomicBool::new(false),
+            spare: Mutex::new(HashMap::new()),
+            keep_released: 0,
         }
+    }
+
+    /// Keep up to `n` released sockets bound and registered for reuse by a
+    /// later pinhole on the same address (see the module docs). Each costs
+    /// one file descriptor and its kernel socket while unused.
+    pub fn keep_released(mut self, n: usize) -> KernelBackend {
+        self.keep_released = n;
+        self
+    }
+
+    /// Number of spare sockets held.
+    pub fn spare_count(&self) -> usize {
+        self.spare.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// A bound, registered socket for `addr`: a spare if one is held, else
+    /// a new one on `worker`.
+    fn take_or_register(&self, addr: SocketAddr, worker: usize) -> Result<Arc<Sock>, MediaError> {
+        if self.keep_released == 0 {
+            return self.register(addr, worker);
+        }
+        if let Some(s) = self.spare.lock().ok().and_then(|mut m| m.remove(&addr)) {
+            return Ok(s);
+        }
+        match self.register(addr, worker) {
+            // Out of file descriptors: spares give theirs back first.
+            Err(MediaError::Io { source, .. })
+                if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                    && self.evict_spares(64) > 0 =>
+            {
+                self.register(addr, worker)
+            }
+            r => r,
+        }
+    }
+
+    /// Close up to `n` spare sockets; returns how many.
+    fn evict_spares(&self, n: usize) -> usize {
+        let gone: Vec<Arc<Sock>> = match self.spare.lock() {
+            Ok(mut m) => {
+                let keys: Vec<SocketAddr> = m.keys().take(n).copied().collect();
+                keys.iter().filter_map(|k| m.remove(k)).collect()
+            }
+            Err(_) => return 0,
+        };
+        for s in &gone {
+            self.unregister(s);
+        }
+        gone.len()
+    }
+
+    /// Give back a socket no pinhole uses: kept as a spare while there is
+    /// room, else unregistered (its fd closes with the last reference).
+    fn release_sock(&self, sock: &Arc<Sock>) {
+        if self.keep_released > 0 && !self.stop.load(Ordering::Relaxed) {
+            if let Ok(mut m) = self.spare.lock() {
+                if m.len() < self.keep_released {
+                    m.insert(sock.local, sock.clone());
+                    return;
+                }
+            }
+        }
+        self.unregister(sock);
     }
 
     /// Bind future sockets with `IP_FREEBIND`/`IPV6_FREEBIND` (a standby
@@ -400,14 +477,14 @@ impl PacketBackend for KernelBackend {
                 socks.push(s.clone());
                 continue;
             }
-            match self.register(addr, worker) {
+            match self.take_or_register(addr, worker) {
                 Ok(s) => {
                     opened.push(s.clone());
                     socks.push(s);
                 }
                 Err(e) => {
                     for s in &opened {
-                        self.unregister(s);
+                        self.release_sock(s);
                     }
                     return Err(e);
                 }
@@ -424,7 +501,7 @@ impl PacketBackend for KernelBackend {
         for s in &io.socks {
             let kept = keep.is_some_and(|k| k.socks.iter().any(|o| Arc::ptr_eq(o, s)));
             if !kept {
-                self.unregister(s);
+                self.release_sock(s);
             }
         }
     }
@@ -448,6 +525,9 @@ impl PacketBackend for KernelBackend {
             }
         }
         self.workers.clear();
+        if let Ok(mut m) = self.spare.lock() {
+            m.clear();
+        }
         for slot in self.registry.slots.iter() {
             slot.store(None);
         }

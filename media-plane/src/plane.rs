@@ -29,6 +29,10 @@ pub struct MediaConfig {
     pub scan_interval: Duration,
     /// Datagrams per `recvmmsg`/`sendmmsg` (default 32).
     pub batch: usize,
+    /// Released media sockets kept bound for reuse by later pinholes on the
+    /// same port (kernel backend; default 0 = close at once, so a released
+    /// port is free for others). Saves the bind/epoll/close work per call.
+    pub keep_released: usize,
 }
 
 impl Default for MediaConfig {
@@ -40,6 +44,7 @@ impl Default for MediaConfig {
             inactivity_timeout: Duration::from_secs(60),
             scan_interval: Duration::from_secs(1),
             batch: 32,
+            keep_released: 0,
         }
     }
 }
@@ -278,7 +283,7 @@ impl MediaPlane {
         if cfg.workers == 0 {
             return Err(MediaError::Config("workers must be at least 1".into()));
         }
-        let backend = KernelBackend::new(cfg.workers, cfg.batch);
+        let backend = KernelBackend::new(cfg.workers, cfg.batch).keep_released(cfg.keep_released);
         Ok(MediaPlane {
             inner: Plane::start(&cfg, backend, events)?,
         })

@@ -21,6 +21,7 @@ fn start(timeout: Duration, scan: Duration) -> (MediaPlane, mpsc::Receiver<Media
         inactivity_timeout: timeout,
         scan_interval: scan,
         batch: 8,
+        keep_released: 0,
     };
     let plane = MediaPlane::start_kernel(
         cfg,
@@ -467,4 +468,66 @@ fn active_session_not_reported_inactive() {
     }
     assert!(ev.try_recv().is_err(), "no inactivity while media flows");
     mp.shutdown();
+}
+
+#[test]
+fn released_sockets_kept_for_reuse_drop_stray_packets_and_relay_again() {
+    let (tx, _rx) = mpsc::channel::<MediaEvent>();
+    let tx = std::sync::Mutex::new(tx);
+    let cfg = MediaConfig {
+        workers: 1,
+        inactivity_timeout: Duration::from_secs(600),
+        scan_interval: Duration::from_secs(1),
+        batch: 8,
+        // Room for the first pinhole's four sockets only.
+        keep_released: 4,
+    };
+    let mp = MediaPlane::start_kernel(
+        cfg,
+        Box::new(move |e| {
+            let _ = tx.lock().unwrap().send(e);
+        }),
+    )
+    .unwrap();
+    let ue = peer("127.77.11.10:4000");
+    let core = peer("127.77.11.20:5000");
+    let spec = PinholeSpec {
+        id: id(21),
+        access: leg("127.77.11.1:30000", Some("127.77.11.10:4000"), None),
+        core: leg("127.77.11.2:40000", Some("127.77.11.20:5000"), None),
+    };
+    let mut other = spec.clone();
+    other.id = id(22);
+    other.access.local = sa("127.77.11.1:30010");
+    other.core.local = sa("127.77.11.2:40010");
+    mp.apply(&PinholeOp::Upsert(spec.clone())).unwrap();
+    mp.apply(&PinholeOp::Upsert(other.clone())).unwrap();
+    mp.apply(&PinholeOp::Remove(id(21))).unwrap();
+    mp.apply(&PinholeOp::Remove(id(22))).unwrap();
+    assert_eq!(mp.pinhole_count(), 0);
+    // The first four released sockets are kept bound; the rest close.
+    assert!(!bindable("127.77.11.1:30000"), "kept for reuse");
+    assert!(!bindable("127.77.11.2:40001"), "kept for reuse");
+    eventually("sockets beyond the bound closed", || {
+        bindable("127.77.11.1:30010") && bindable("127.77.11.2:40011")
+    });
+    // A packet to a kept port has no pinhole: dropped and counted.
+    ue.send_to(&rtp(1), "127.77.11.1:30000").unwrap();
+    eventually("stray packet counted", || {
+        mp.counters().drops.unknown_port == 1
+    });
+    assert_eq!(mp.counters().forwarded_packets, 0);
+    // A new pinhole on the same ports takes the kept sockets and relays.
+    let mut again = spec;
+    again.id = id(23);
+    mp.apply(&PinholeOp::Upsert(again)).unwrap();
+    ue.send_to(&rtp(2), "127.77.11.1:30000").unwrap();
+    assert_eq!(recv(&core), (rtp(2), sa("127.77.11.2:40000")));
+    core.send_to(&rtp(3), "127.77.11.2:40000").unwrap();
+    assert_eq!(recv(&ue), (rtp(3), sa("127.77.11.1:30000")));
+    mp.shutdown();
+    // Shutdown closes kept sockets too.
+    eventually("all ports closed after shutdown", || {
+        bindable("127.77.11.1:30000") && bindable("127.77.11.2:40000")
+    });
 }
