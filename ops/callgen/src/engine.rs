@@ -11,8 +11,14 @@
 //!
 //! Receiving: level-triggered epoll, one `recv` per ready socket per round
 //! (at 50 packets/s per socket there is rarely a second one queued; if there
-//! is, the next round gets it). The arrival time is read right after `recv`.
+//! is, the next round gets it). The arrival time is the kernel's receive stamp.
+//!
+//! Two I/O paths ([`IoMode`]): the **socket** path above (any user), and the
+//! **ring** path (CAP_NET_RAW; the default when available, see fastio.rs):
+//! sends batched over one raw socket, receives from one packet ring. The
+//! schedule, the per-call sockets (ports), and the accounting are the same.
 
+use crate::fastio::{RawTx, Ring};
 use crate::rtp::RxStats;
 use crate::sdp::Codec;
 use serde::{Deserialize, Serialize};
@@ -25,6 +31,28 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Token of the SIP socket in the epoll set.
 pub const SIP_TOKEN: u64 = u64::MAX;
+/// Token of the receive ring in the epoll set.
+const RING_TOKEN: u64 = u64::MAX - 1;
+
+/// How media is sent and received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// The ring path if this process may open raw/packet sockets, else sockets.
+    Auto,
+    /// One `sendto`/`recvmsg` per packet on the call's own socket (any user).
+    Socket,
+    /// Batched raw-socket sends and a TPACKET_V3 receive ring (CAP_NET_RAW).
+    Ring,
+}
+
+/// The ring path's state.
+struct Fast {
+    ring: Ring,
+    tx: RawTx,
+    /// Local port -> token + 1 (0: not ours).
+    port_map: Vec<u64>,
+}
 /// Sockets per stream (RTP now, RTP before a move, RTCP, spare).
 const SOCK_BITS: u64 = 3;
 
@@ -196,7 +224,6 @@ impl PortAlloc {
                         None
                     };
                     s.set_nonblocking(true)?;
-                    enable_rx_timestamps(&s);
                     if let Some(r) = &r {
                         r.set_nonblocking(true)?;
                     }
@@ -220,6 +247,9 @@ pub struct Stream {
     /// RTP sockets: the last one is current; earlier ones were moved away
     /// from (kept open, still recorded, until the stream is closed).
     socks: Vec<UdpSocket>,
+    /// Their local ports.
+    ports: Vec<u16>,
+    rtcp_port: Option<u16>,
     /// The socket RTP is sent from.
     cur: usize,
     rtcp: Option<UdpSocket>,
@@ -264,6 +294,13 @@ pub struct MediaTotals {
     /// from then (the receiver sees a gap that callgen, not the SUT, caused).
     #[serde(default)]
     pub tx_stalls: u64,
+    /// The I/O path: "socket" or "ring".
+    #[serde(default)]
+    pub io: String,
+    /// Packets the kernel dropped because the receive ring was full (ring
+    /// path only): they show as loss although the SUT delivered them.
+    #[serde(default)]
+    pub rx_ring_drops: u64,
 }
 
 /// Most packets sent per [`Media::send_due`] call.
@@ -295,6 +332,7 @@ pub struct Media {
     ports: PortAlloc,
     ready: Vec<u64>,
     ssrc_seed: u32,
+    fast: Option<Fast>,
 }
 
 impl Media {
@@ -304,17 +342,56 @@ impl Media {
         ports: PortAlloc,
         gap_threshold_ns: u64,
         rtcp: bool,
+        io: IoMode,
     ) -> std::io::Result<Media> {
         let ptime_ns = u64::from(codec.ptime_ms) * 1_000_000;
         let mut buf = vec![0xd5u8; 12 + codec.payload];
         buf[..12].fill(0);
+        let epoll = Epoll::new()?;
+        let fast = match io {
+            IoMode::Socket => None,
+            IoMode::Auto | IoMode::Ring => {
+                let open = || -> std::io::Result<Fast> {
+                    let ring = Ring::open(ports.ip, ports.lo, ports.hi)?;
+                    let tx = RawTx::open(ports.ip, buf[12..].to_vec(), MAX_BATCH)?;
+                    Ok(Fast {
+                        ring,
+                        tx,
+                        port_map: vec![0; 65536],
+                    })
+                };
+                match open() {
+                    Ok(f) => {
+                        epoll.add(f.ring.fd(), RING_TOKEN)?;
+                        Some(f)
+                    }
+                    Err(e) if io == IoMode::Ring => {
+                        return Err(std::io::Error::other(format!(
+                            "--io ring: cannot open the raw socket / packet ring ({e}); \
+                             it needs CAP_NET_RAW (root), or use --io socket"
+                        )))
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "bgf-callgen: media over per-call sockets ({e} opening the packet ring; \
+                             run as root / with CAP_NET_RAW for the batched path)"
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let totals = MediaTotals {
+            io: if fast.is_some() { "ring" } else { "socket" }.into(),
+            ..MediaTotals::default()
+        };
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(1)
             ^ std::process::id().rotate_left(16);
         Ok(Media {
-            epoll: Epoll::new()?,
+            epoll,
             streams: Vec::new(),
             heap: BinaryHeap::new(),
             codec,
@@ -325,11 +402,12 @@ impl Media {
             gap_threshold_ns,
             rx_series: Series::default(),
             tx_series: Series::default(),
-            totals: MediaTotals::default(),
+            totals,
             rtcp,
             ports,
             ready: Vec::with_capacity(1024),
             ssrc_seed: seed | 1,
+            fast,
         })
     }
 
@@ -348,10 +426,14 @@ impl Media {
     pub fn open(&mut self, idx: usize) -> std::io::Result<SocketAddr> {
         let (s, r) = self.ports.bind(self.rtcp)?;
         let local = s.local_addr()?;
-        self.epoll.add(s.as_raw_fd(), (idx as u64) << SOCK_BITS)?;
-        if let Some(r) = &r {
-            self.epoll
-                .add(r.as_raw_fd(), ((idx as u64) << SOCK_BITS) | 7)?;
+        let rtcp_port = match &r {
+            Some(r) => Some(r.local_addr()?.port()),
+            None => None,
+        };
+        let tok = (idx as u64) << SOCK_BITS;
+        self.watch(&s, local.port(), tok)?;
+        if let (Some(r), Some(p)) = (&r, rtcp_port) {
+            self.watch(r, p, tok | 7)?;
         }
         if self.streams.len() <= idx {
             self.streams.resize_with(idx + 1, || None);
@@ -363,6 +445,8 @@ impl Media {
         );
         self.streams[idx] = Some(Stream {
             socks: vec![s],
+            ports: vec![local.port()],
+            rtcp_port,
             cur: 0,
             rtcp: r,
             dest: None,
@@ -386,27 +470,55 @@ impl Media {
     /// Binds a new RTP port for call `idx` (a re-INVITE moving its media);
     /// sending continues from the old socket until [`switch`](Self::switch).
     pub fn open_new_port(&mut self, idx: usize) -> std::io::Result<SocketAddr> {
+        let k = match self.streams.get(idx) {
+            Some(Some(st)) if st.socks.len() >= 7 => {
+                return Err(std::io::Error::other("too many media moves in one call"))
+            }
+            Some(Some(st)) => st.socks.len() as u64,
+            _ => return Err(std::io::Error::other("no stream")),
+        };
         let (s, r) = self.ports.bind(self.rtcp)?;
         let local = s.local_addr()?;
+        let tok = (idx as u64) << SOCK_BITS;
+        self.watch(&s, local.port(), tok | k)?;
+        let mut new_rtcp = None;
+        if let Some(r) = &r {
+            let p = r.local_addr()?.port();
+            self.watch(r, p, tok | 7)?;
+            new_rtcp = Some(p);
+        }
         let Some(Some(st)) = self.streams.get_mut(idx) else {
             return Err(std::io::Error::other("no stream"));
         };
-        if st.socks.len() >= 7 {
-            return Err(std::io::Error::other("too many media moves in one call"));
-        }
-        self.epoll.add(
-            s.as_raw_fd(),
-            ((idx as u64) << SOCK_BITS) | st.socks.len() as u64,
-        )?;
         st.socks.push(s);
+        st.ports.push(local.port());
+        let mut old_rtcp = None;
         if let Some(r) = r {
             // RTCP moves with RTP (port + 1); the old RTCP socket closes.
-            self.epoll
-                .add(r.as_raw_fd(), ((idx as u64) << SOCK_BITS) | 7)?;
             st.rtcp = Some(r);
+            old_rtcp = std::mem::replace(&mut st.rtcp_port, new_rtcp);
         }
         st.rx_current = 0;
+        if let (Some(f), Some(p)) = (&mut self.fast, old_rtcp) {
+            f.port_map[usize::from(p)] = 0;
+        }
         Ok(local)
+    }
+
+    /// Registers a stream socket: in the epoll set (socket path), or in the
+    /// port map with a drop-everything filter on the socket (ring path).
+    fn watch(&mut self, s: &UdpSocket, port: u16, tok: u64) -> std::io::Result<()> {
+        match &mut self.fast {
+            None => {
+                enable_rx_timestamps(s);
+                self.epoll.add(s.as_raw_fd(), tok)
+            }
+            Some(f) => {
+                crate::fastio::drop_all(s.as_raw_fd())?;
+                f.port_map[usize::from(port)] = tok + 1;
+                Ok(())
+            }
+        }
     }
 
     /// Sends from the newest socket from now on.
@@ -449,6 +561,11 @@ impl Media {
             st.rx.close(start, now, thr);
             st.socks.clear();
             st.rtcp = None;
+            if let Some(f) = &mut self.fast {
+                for p in st.ports.iter().chain(st.rtcp_port.iter()) {
+                    f.port_map[usize::from(*p)] = 0;
+                }
+            }
         }
     }
 
@@ -462,12 +579,14 @@ impl Media {
     /// again), so receiving is never starved by a long catch-up.
     pub fn send_due(&mut self, now: u64) -> bool {
         let mut n = 0;
+        let mut more = false;
         while let Some(&Reverse((due, idx))) = self.heap.peek() {
             if due > now {
                 break;
             }
             if n >= MAX_BATCH {
-                return true;
+                more = true;
+                break;
             }
             n += 1;
             self.heap.pop();
@@ -481,13 +600,24 @@ impl Media {
                 continue;
             };
             crate::rtp::write_header(&mut self.buf, self.codec.pt, st.seq, st.ts, st.ssrc);
-            match sock.send_to(&self.buf, dest) {
-                Ok(_) => {
-                    self.totals.tx_packets += 1;
-                    st.tx += 1;
-                    self.tx_series.add(now);
+            match &mut self.fast {
+                None => match sock.send_to(&self.buf, dest) {
+                    Ok(_) => {
+                        self.totals.tx_packets += 1;
+                        st.tx += 1;
+                        self.tx_series.add(now);
+                    }
+                    Err(_) => self.totals.tx_errors += 1,
+                },
+                Some(f) => {
+                    let mut hdr = [0u8; 12];
+                    hdr.copy_from_slice(&self.buf[..12]);
+                    let sport = st.ports.get(st.cur).copied().unwrap_or(0);
+                    // Counted when the batch is flushed below.
+                    if !f.tx.push(idx, sport, dest, &hdr) {
+                        self.totals.tx_errors += 1;
+                    }
                 }
-                Err(_) => self.totals.tx_errors += 1,
             }
             let late = now - due;
             let late_ms = late as f64 / 1e6;
@@ -511,7 +641,30 @@ impl Media {
             }
             self.heap.push(Reverse((st.next_due, idx)));
         }
-        false
+        if let Some(f) = &mut self.fast {
+            let (streams, totals, series) =
+                (&mut self.streams, &mut self.totals, &mut self.tx_series);
+            f.tx.flush(|idx, ok| {
+                if ok {
+                    totals.tx_packets += 1;
+                    series.add(now);
+                    if let Some(Some(st)) = streams.get_mut(idx as usize) {
+                        st.tx += 1;
+                    }
+                } else {
+                    totals.tx_errors += 1;
+                }
+            });
+        }
+        more
+    }
+
+    /// Brings the counters the kernel keeps (ring drops) into `totals`.
+    pub fn refresh_totals(&mut self) {
+        if let Some(f) = &mut self.fast {
+            f.ring.update_drops();
+            self.totals.rx_ring_drops = f.ring.drops;
+        }
     }
 
     /// Sends RTCP sender reports that are due (every 5 s per stream).
@@ -563,9 +716,49 @@ impl Media {
         // arrived, so every time stays on the monotonic clock.
         let (mono_now, rt_now) = (clock.now_ns(), realtime_ns());
         let mut cbuf = [0u8; 64];
+        if let Some(f) = &mut self.fast {
+            // Every ready block of the ring (not only when epoll said so:
+            // checking costs one load). The stamps map onto the monotonic
+            // clock by the offset between the two clocks read just now.
+            let (mono_now, rt_now) = (clock.now_ns() as i128, realtime_ns());
+            let Fast { ring, port_map, .. } = f;
+            let (streams, totals, rx_series, thr) = (
+                &mut self.streams,
+                &mut self.totals,
+                &mut self.rx_series,
+                self.gap_threshold_ns,
+            );
+            ring.drain(u32::MAX, |p| {
+                let Some(tok) = port_map[usize::from(p.port)].checked_sub(1) else {
+                    return;
+                };
+                let (idx, k) = ((tok >> SOCK_BITS) as usize, tok & ((1 << SOCK_BITS) - 1));
+                let Some(Some(st)) = streams.get_mut(idx) else {
+                    return;
+                };
+                if st.closed {
+                    return;
+                }
+                if k == 7 {
+                    st.rtcp_rx += 1;
+                    totals.rtcp_rx += 1;
+                    return;
+                }
+                let now = (mono_now + (p.stamp_rt_ns - rt_now)).max(0) as u64;
+                st.rx.record(p.payload, now, thr);
+                if k as usize + 1 == st.socks.len() {
+                    st.rx_current += 1;
+                }
+                totals.rx_packets += 1;
+                rx_series.add(now);
+            });
+        }
         for &tok in &ready {
             if tok == SIP_TOKEN {
                 sip = true;
+                continue;
+            }
+            if tok == RING_TOKEN {
                 continue;
             }
             let idx = (tok >> SOCK_BITS) as usize;

@@ -164,7 +164,8 @@ pub fn svg(r: &Report) -> String {
     };
     let span = (b1 - b0).max(1) as f64;
     let rmax = nice_max(
-        down[b0..b1]
+        down.get(b0..b1.min(down.len()))
+            .unwrap_or(&[])
             .iter()
             .chain(
                 up.iter()

@@ -385,7 +385,7 @@ pub fn table(r: &Report) -> String {
     }
     let side = |name: &str, x: &SideTotals| {
         format!(
-            "{name}: cpu {:.2} s user + {:.2} s sys over {:.1} s; {:.0} µs/call, {:.2} µs/packet; rtp tx {} rx {} (tx errors {}, max send lateness {:.1} ms, send stalls {}); sip sent {} (retransmissions {})\n",
+            "{name}: cpu {:.2} s user + {:.2} s sys over {:.1} s; {:.0} µs/call, {:.2} µs/packet; rtp tx {} rx {} (io {}{}, tx errors {}, max send lateness {:.1} ms, send stalls {}); sip sent {} (retransmissions {})\n",
             x.cpu.user_s,
             x.cpu.sys_s,
             x.cpu.wall_s,
@@ -393,6 +393,12 @@ pub fn table(r: &Report) -> String {
             x.cpu_us_per_packet,
             x.media.tx_packets,
             x.media.rx_packets,
+            if x.media.io.is_empty() { "?" } else { &x.media.io },
+            if x.media.rx_ring_drops > 0 {
+                format!(", RING DROPS {}", x.media.rx_ring_drops)
+            } else {
+                String::new()
+            },
             x.media.tx_errors,
             x.media.tx_max_late_ms,
             x.media.tx_stalls,

@@ -39,6 +39,8 @@ pub struct UacOpts {
     pub rtcp: bool,
     /// Gap threshold (ns).
     pub gap_threshold_ns: u64,
+    /// Media I/O path.
+    pub io: crate::engine::IoMode,
     /// New calls per second.
     pub rate: f64,
     /// Most calls at once.
@@ -694,6 +696,7 @@ pub fn run(o: &UacOpts) -> Result<Report, String> {
         PortAlloc::new(o.media_ip, o.ports.0, o.ports.1),
         o.gap_threshold_ns,
         o.rtcp,
+        o.io,
     )
     .map_err(|e| format!("epoll: {e}"))?;
     {
@@ -787,6 +790,7 @@ pub fn run(o: &UacOpts) -> Result<Report, String> {
         }
         if o.progress && now >= next_progress {
             next_progress += 1_000_000_000;
+            u.media.refresh_totals();
             let t = &u.media.totals;
             let done: Vec<Outcome> = u.calls.iter().filter_map(|c| c.outcome).collect();
             eprintln!(
@@ -997,6 +1001,7 @@ fn build_report(
         .filter(|c| c.outcome == Outcome::Lost)
         .map(|c| c.call_id.clone())
         .collect();
+    u.media.refresh_totals();
     let uac_totals = SideTotals::new(
         u.media.totals.clone(),
         SipTotals {

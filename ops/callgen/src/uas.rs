@@ -32,6 +32,8 @@ pub struct UasOpts {
     pub rtcp: bool,
     /// Gap threshold (ns).
     pub gap_threshold_ns: u64,
+    /// Media I/O path.
+    pub io: crate::engine::IoMode,
     /// Control endpoint to listen on.
     #[serde(skip)]
     pub ctl: Option<Endpoint>,
@@ -84,6 +86,7 @@ pub fn run(o: &UasOpts) -> Result<SideReport, String> {
         PortAlloc::new(o.media_ip, o.ports.0, o.ports.1),
         o.gap_threshold_ns,
         o.rtcp,
+        o.io,
     )
     .map_err(|e| format!("epoll: {e}"))?;
     {
@@ -159,6 +162,7 @@ pub fn run(o: &UasOpts) -> Result<SideReport, String> {
             }
             if o.progress && now >= next_progress {
                 next_progress += 1_000_000_000;
+                media.refresh_totals();
                 let t = &media.totals;
                 let up = calls.iter().filter(|c| c.end_ns.is_none()).count();
                 eprintln!(
@@ -208,6 +212,7 @@ pub fn run(o: &UasOpts) -> Result<SideReport, String> {
         });
     }
     media.rx_series.trim(now);
+    media.refresh_totals();
     let totals = SideTotals::new(
         media.totals.clone(),
         SipTotals {
