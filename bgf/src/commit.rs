@@ -173,7 +173,9 @@ pub struct CommitStats {
     pub append_failures: u64,
     pub degraded: bool,
     pub last_error: Option<String>,
-    /// New INVITEs refused with 503 while degraded.
+    /// Whether the backlog is past half of `max_held` (new calls get 503).
+    pub congested: bool,
+    /// New INVITEs refused with 503 while degraded or congested.
     pub refused_503: u64,
     /// SIP inputs dropped because `max_held` was reached.
     pub dropped_held_full: u64,
@@ -279,8 +281,24 @@ impl Commit {
 
     /// Whether the held queue (or the records pending) reached `max_held`.
     pub fn full(&self) -> bool {
+        self.backlog() >= self.settings.max_held
+    }
+
+    /// Whether the backlog passed half of `max_held`: the store (or this
+    /// loop) is not keeping up. New sessions are refused with 503 from here
+    /// on, so the room left goes to the calls already admitted — their
+    /// ACKs, BYEs and re-INVITEs — instead of every input being dropped once
+    /// the queue is full.
+    pub fn congested(&self) -> bool {
+        self.backlog() >= self.settings.max_held.div_ceil(2)
+    }
+
+    /// Held sends or records not yet durable, whichever is larger.
+    fn backlog(&self) -> usize {
         let pending = self.next_seq.saturating_sub(1 + self.seen.durable);
-        self.held.len() >= self.settings.max_held || pending >= self.settings.max_held as u64
+        self.held
+            .len()
+            .max(usize::try_from(pending).unwrap_or(usize::MAX))
     }
 
     /// Log `input` (it changed state) and return its seq. The caller passes
@@ -374,6 +392,7 @@ impl Commit {
             append_failures: self.seen.failures,
             degraded: self.degraded,
             last_error: self.seen.last_error.clone(),
+            congested: self.congested(),
             refused_503: self.refused_503,
             dropped_held_full: self.dropped_held_full,
             checkpoints: self.seen.checkpoints,
@@ -699,12 +718,31 @@ mod tests {
             .collect::<Vec<_>>();
         assert_eq!(log, vec![1, 2]);
         assert!(c.stats().append_failures >= 2);
-        // max_held bound.
-        for i in 0..4 {
-            let s = c.log(timer(10 + i));
-            c.hold(s, t(9));
+    }
+
+    #[tokio::test]
+    async fn a_backlog_congests_at_half_and_fills_at_max_held() {
+        let store = Arc::new(MemStore::default());
+        let mut c = Commit::start(settings(), store.clone(), "bgf1".into(), Vec::new)
+            .await
+            .unwrap();
+        // The store fails every append: nothing becomes durable.
+        store
+            .fail
+            .store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+        assert!(!c.congested() && !c.full());
+        let s = c.log(timer(1));
+        c.hold(s, t(1));
+        assert!(!c.congested(), "1 of 4");
+        let s = c.log(timer(2));
+        c.hold(s, t(2));
+        assert!(c.congested() && !c.full(), "2 of 4: new calls refused");
+        assert!(c.stats().congested);
+        for i in 3..=4 {
+            let s = c.log(timer(i));
+            c.hold(s, t(i as u8));
         }
-        assert!(c.full() || c.held_len() < 4);
+        assert!(c.full(), "4 of 4: input dropped");
     }
 
     #[tokio::test]

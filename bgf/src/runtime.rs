@@ -283,20 +283,26 @@ impl CoreLoop {
         }
     }
 
-    /// The daemon's own answer to a new INVITE while the log is degraded, or
-    /// a drop when the held queue is full. `true` = the input is consumed.
+    /// The daemon's own answer to a new INVITE while the log is degraded or
+    /// congested (admission control), or a drop when the held queue is full. `true` = the input is consumed.
     fn refuse(&mut self, m: &SipIn) -> bool {
         let Some(c) = self.commit.as_mut() else {
             return false;
         };
         if c.full() {
             c.dropped_held_full += 1;
-            trace!(src = %m.src, "held queue full: SIP input dropped");
+            if c.dropped_held_full.is_power_of_two() {
+                warn!(src = %m.src, dropped = c.dropped_held_full, "ALARM held queue full (statelog.max_held): SIP input dropped, peers will retransmit — the state log is not keeping up; check the store's load and latency");
+            }
             return true;
         }
-        if !c.degraded() {
+        let why = if c.degraded() {
+            "state log degraded"
+        } else if c.congested() {
+            "state log backlog past half of statelog.max_held"
+        } else {
             return false;
-        }
+        };
         let Ok(msg) =
             sip_control::msg::Message::parse(&m.data, self.core.config().max_message_bytes)
         else {
@@ -326,7 +332,7 @@ impl CoreLoop {
             dst: m.src,
             data: resp.to_bytes(),
         };
-        debug!(src = %m.src, call_id = msg.call_id(), "state log degraded: new INVITE refused with 503");
+        debug!(src = %m.src, call_id = msg.call_id(), reason = why, "new INVITE refused with 503");
         self.send(t);
         true
     }
