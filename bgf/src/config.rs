@@ -1015,10 +1015,16 @@ fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErr
             StandbyMode::Hot
         }
     };
-    let access_interface =
-        interface_name("standby.access_interface", sb.access_interface.as_ref(), &mut errs);
-    let core_interface =
-        interface_name("standby.core_interface", sb.core_interface.as_ref(), &mut errs);
+    let access_interface = interface_name(
+        "standby.access_interface",
+        sb.access_interface.as_ref(),
+        &mut errs,
+    );
+    let core_interface = interface_name(
+        "standby.core_interface",
+        sb.core_interface.as_ref(),
+        &mut errs,
+    );
     let announce_ms = sb
         .announce_ms
         .unwrap_or_else(|| vec![0, 50, 200, 500, 1000, 2000]);
@@ -1051,7 +1057,10 @@ fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErr
             }
             Ok(c) => {
                 if c.ha.is_none() {
-                    errs.push(format!("{}: no [ha] section — the active must send heartbeats to this standby", file_path.display()));
+                    errs.push(format!(
+                        "{}: no [ha] section — the active must send heartbeats to this standby",
+                        file_path.display()
+                    ));
                 }
                 if c.statelog.is_none() {
                     errs.push(format!("{}: no [statelog] section — the standby can only take over a logged active", file_path.display()));
@@ -1447,7 +1456,10 @@ standby = "198.18.9.99:7101"
         assert_eq!(c.secret.expose(), b"change-me");
         assert_eq!(format!("{:?}", c.secret), "Secret(..)");
 
-        let no_log = HA.replace("[statelog]\nbackend = \"embedded\"\naddr = \"198.18.9.200:7400\"\n", "");
+        let no_log = HA.replace(
+            "[statelog]\nbackend = \"embedded\"\naddr = \"198.18.9.200:7400\"\n",
+            "",
+        );
         let e = errors_of(&format!("{GOOD}{no_log}"));
         assert!(e[0].starts_with("[ha] needs [statelog]"), "{e:?}");
 
@@ -1455,7 +1467,8 @@ standby = "198.18.9.99:7101"
         let e = errors_of(&format!("{GOOD}{on_service}"));
         assert!(e[0].contains("service address"), "{e:?}");
 
-        let bad = HA.replace("[ha]\n", "[ha]\ninterval_ms = 0\nmiss_count = 1000\n")
+        let bad = HA
+            .replace("[ha]\n", "[ha]\ninterval_ms = 0\nmiss_count = 1000\n")
             .replace("198.18.9.99:7101", "[fd00::1]:7101");
         let e = errors_of(&format!("{GOOD}{bad}"));
         assert_eq!(e.len(), 3, "{e:?}");
@@ -1499,21 +1512,33 @@ config = "a2.toml"
         assert_eq!(c.protects.len(), 2);
         assert_eq!(c.protects[1].config.core.instance, "bgf2");
         assert_eq!(c.announce.len(), 6);
-        assert!(c.summary().contains("protects bgf1, bgf2"), "{}", c.summary());
+        assert!(
+            c.summary().contains("protects bgf1, bgf2"),
+            "{}",
+            c.summary()
+        );
         assert!(matches!(
             load_any(&dir.join("a1.toml")).unwrap(),
             AnyConfig::Active(_)
         ));
 
         // Same active twice, a missing file, bad mode and schedule: all reported.
-        let bad = sb
-            .replace("a2.toml", "a1.toml")
-            .replace("[standby]\n", "[standby]\nmode = \"warm\"\nannounce_ms = [50, 0]\n")
-            + "[[standby.protect]]\nconfig = \"nope.toml\"\n";
+        let bad = sb.replace("a2.toml", "a1.toml").replace(
+            "[standby]\n",
+            "[standby]\nmode = \"warm\"\nannounce_ms = [50, 0]\n",
+        ) + "[[standby.protect]]\nconfig = \"nope.toml\"\n";
         let path = write(&dir, "bad.toml", &bad);
         let e = load_standby(&path).unwrap_err().0;
-        for expect in ["standby.mode", "standby.announce_ms", "nope.toml", "both are instance"] {
-            assert!(e.iter().any(|m| m.contains(expect)), "{expect} not in {e:?}");
+        for expect in [
+            "standby.mode",
+            "standby.announce_ms",
+            "nope.toml",
+            "both are instance",
+        ] {
+            assert!(
+                e.iter().any(|m| m.contains(expect)),
+                "{expect} not in {e:?}"
+            );
         }
         // An active without [ha] cannot be protected.
         write(&dir, "a1.toml", GOOD);
