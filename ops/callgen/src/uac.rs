@@ -698,7 +698,7 @@ pub fn run(o: &UacOpts) -> Result<Report, String> {
         o.rtcp,
         o.io,
     )
-    .map_err(|e| format!("epoll: {e}"))?;
+    .map_err(|e| format!("media: {e}"))?;
     {
         use std::os::fd::AsRawFd;
         media

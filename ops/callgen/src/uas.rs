@@ -88,7 +88,7 @@ pub fn run(o: &UasOpts) -> Result<SideReport, String> {
         o.rtcp,
         o.io,
     )
-    .map_err(|e| format!("epoll: {e}"))?;
+    .map_err(|e| format!("media: {e}"))?;
     {
         use std::os::fd::AsRawFd;
         media
