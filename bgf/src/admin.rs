@@ -1,4 +1,5 @@
-//! The admin HTTP server (axum): health, stats and the session list.
+//! The admin HTTP server (axum): health, stats, the session list and the
+//! standby as this active sees it (`/v1/ha`).
 //!
 //! Everything except `GET /health` needs `Authorization: Bearer <token>`.
 //! Answers come from the core loop through its query channel, so the server
@@ -23,6 +24,8 @@ pub struct AdminState {
     pub instance: String,
     pub token: String,
     pub queries: mpsc::Sender<Query>,
+    /// The standby as this active sees it (`/v1/ha`), with `[ha]`.
+    pub ha: Option<crate::ha::HaHandle>,
 }
 
 type St = State<Arc<AdminState>>;
@@ -121,6 +124,32 @@ async fn sessions(
     }
 }
 
+/// `GET /v1/ha`: the standby's heartbeats as this active sees them, with
+/// the "no standby heartbeats" alarm while they are missing.
+async fn ha_view(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&st, &headers, peer, &method, &uri) {
+        return unauthorized();
+    }
+    match st
+        .ha
+        .as_ref()
+        .and_then(|h| h.lock().ok().map(|v| v.clone()))
+    {
+        Some(v) => Json(v).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no [ha] configured: this active has no standby"})),
+        )
+            .into_response(),
+    }
+}
+
 async fn fallback(
     State(st): St,
     ConnectInfo(peer): Peer,
@@ -133,7 +162,7 @@ async fn fallback(
     }
     (
         StatusCode::NOT_FOUND,
-        Json(json!({"error": "not found", "endpoints": ["/health", "/v1/stats", "/v1/sessions"]})),
+        Json(json!({"error": "not found", "endpoints": ["/health", "/v1/stats", "/v1/sessions", "/v1/ha"]})),
     )
         .into_response()
 }
@@ -144,6 +173,7 @@ fn router(state: Arc<AdminState>) -> Router {
         .route("/health", get(health))
         .route("/v1/stats", get(stats))
         .route("/v1/sessions", get(sessions))
+        .route("/v1/ha", get(ha_view))
         .fallback(fallback)
         .with_state(state)
 }

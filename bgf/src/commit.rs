@@ -274,6 +274,12 @@ impl Commit {
         &mut self.status
     }
 
+    /// A receiver of the appender's status (every durable ack), for the
+    /// heartbeats' log seq.
+    pub fn durable_watch(&self) -> watch::Receiver<AppenderStatus> {
+        self.status.clone()
+    }
+
     /// Whether new sessions must be refused.
     pub fn degraded(&self) -> bool {
         self.degraded

@@ -845,6 +845,7 @@ pub struct StandbySection {
     pub access_interface: Option<String>,
     pub core_interface: Option<String>,
     pub announce_ms: Option<Vec<u64>>,
+    pub fence_timeout_ms: Option<u64>,
     pub protect: Option<Vec<ProtectSection>>,
 }
 
@@ -885,6 +886,10 @@ pub struct StandbyConfig {
     pub core_interface: String,
     /// Announcement schedule (offsets from takeover).
     pub announce: Vec<Duration>,
+    /// How long a takeover waits for the store to fence the failed active
+    /// (no address is claimed without a fence); past it the takeover fails
+    /// safe with an alarm.
+    pub fence_timeout: Duration,
     /// The actives, in file order.
     pub protects: Vec<Protected>,
     /// Log format.
@@ -899,7 +904,7 @@ impl StandbyConfig {
     /// One-line summary for `check-config` and the startup log.
     pub fn summary(&self) -> String {
         format!(
-            "standby {} ({}): protects {}; addresses claimed on {} (access) and {} (core); announcements at {:?} ms; admin {}",
+            "standby {} ({}): protects {}; addresses claimed on {} (access) and {} (core); announcements at {:?} ms; fence timeout {} ms; admin {}",
             self.name,
             match self.mode {
                 StandbyMode::Hot => "hot",
@@ -913,6 +918,7 @@ impl StandbyConfig {
             self.access_interface,
             self.core_interface,
             self.announce.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+            self.fence_timeout.as_millis(),
             match &self.admin {
                 Some(a) => a.listen.to_string(),
                 None => "off".to_string(),
@@ -984,6 +990,10 @@ fn interface_name(field: &str, v: Option<&String>, errs: &mut Vec<String>) -> Op
     }
 }
 
+/// Default `standby.fence_timeout_ms`: a store outage longer than this is
+/// not a blip, and the failed active's media has been silent all along.
+pub const DEFAULT_FENCE_TIMEOUT_MS: u64 = 5_000;
+
 fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErrors> {
     let file: StandbyFile = toml::from_str(text).map_err(|e| {
         ConfigErrors(vec![format!(
@@ -1034,6 +1044,10 @@ fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErr
         || announce_ms.iter().any(|&m| m > 60_000)
     {
         errs.push(format!("standby.announce_ms: {announce_ms:?} — give 1-32 increasing offsets in ms, each at most 60000 (default [0, 50, 200, 500, 1000, 2000])"));
+    }
+    let fence_timeout_ms = sb.fence_timeout_ms.unwrap_or(DEFAULT_FENCE_TIMEOUT_MS);
+    if !(100..=60_000).contains(&fence_timeout_ms) {
+        errs.push(format!("standby.fence_timeout_ms: {fence_timeout_ms} — give 100-60000 ms (default {DEFAULT_FENCE_TIMEOUT_MS}): how long a takeover waits for an unreachable store before it gives up without claiming any address"));
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let mut protects = Vec::new();
@@ -1109,6 +1123,7 @@ fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErr
             access_interface,
             core_interface,
             announce: announce_ms.into_iter().map(Duration::from_millis).collect(),
+            fence_timeout: Duration::from_millis(fence_timeout_ms),
             protects,
             log_format,
             log_level,
@@ -1512,6 +1527,10 @@ config = "a2.toml"
         assert_eq!(c.protects.len(), 2);
         assert_eq!(c.protects[1].config.core.instance, "bgf2");
         assert_eq!(c.announce.len(), 6);
+        assert_eq!(
+            c.fence_timeout,
+            Duration::from_millis(DEFAULT_FENCE_TIMEOUT_MS)
+        );
         assert!(
             c.summary().contains("protects bgf1, bgf2"),
             "{}",
@@ -1525,13 +1544,14 @@ config = "a2.toml"
         // Same active twice, a missing file, bad mode and schedule: all reported.
         let bad = sb.replace("a2.toml", "a1.toml").replace(
             "[standby]\n",
-            "[standby]\nmode = \"warm\"\nannounce_ms = [50, 0]\n",
+            "[standby]\nmode = \"warm\"\nannounce_ms = [50, 0]\nfence_timeout_ms = 10\n",
         ) + "[[standby.protect]]\nconfig = \"nope.toml\"\n";
         let path = write(&dir, "bad.toml", &bad);
         let e = load_standby(&path).unwrap_err().0;
         for expect in [
             "standby.mode",
             "standby.announce_ms",
+            "standby.fence_timeout_ms",
             "nope.toml",
             "both are instance",
         ] {

@@ -6,25 +6,68 @@
 //! Not here: detection, replay and the takeover sequence (the `standby`
 //! crate), the standby daemon (`standby_role`).
 
+use crate::commit::AppenderStatus;
 use crate::config::Config;
+use serde::Serialize;
 use sip_control::txn::TimerKind;
 use sip_control::{Core, CoreConfig, TimerId};
 use standby::{HeartbeatEvent, HeartbeatRuntime, HeartbeatSender, IfAddr, Link, LinkConfig};
 use state_log::Epoch;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 /// The active's heartbeat link to its standby (`[ha]`).
 pub struct ActiveHa {
     link: Link,
+    /// The output-commit appender's progress: its durable seq goes into
+    /// every heartbeat (`None` without a state log, or once it stopped).
+    durable: Option<watch::Receiver<AppenderStatus>>,
+    view: HaHandle,
     // Declared after the link: dropped last, so the link's task stops first.
     _rt: HeartbeatRuntime,
+}
+
+/// `/v1/ha` of `bgf active`: the standby as this active sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct HaView {
+    /// The standby's heartbeat address.
+    pub standby: String,
+    /// `unknown` (not heard yet), `alive` or `failed`.
+    pub standby_state: &'static str,
+    /// Whether this active is protected (the standby is heard).
+    pub protected: bool,
+    /// Set while the standby's heartbeats are missing.
+    pub alarm: Option<String>,
+    /// When the alarm was raised (ms since the Unix epoch).
+    pub alarm_since_unix_ms: Option<u64>,
+    /// The epoch this active appends under.
+    pub epoch: Epoch,
+    /// The durable log seq sent in our heartbeats.
+    pub log_seq: state_log::Seq,
+}
+
+/// Shared between the heartbeat handling and the admin server.
+pub type HaHandle = Arc<Mutex<HaView>>;
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl ActiveHa {
     /// Start sending heartbeats (on a thread of their own) if `[ha]` is
     /// configured. `epoch` is the epoch this active appends under.
-    pub fn start(cfg: &Config, epoch: Epoch) -> Result<Option<ActiveHa>, String> {
+    /// `durable` is the output-commit appender's status channel
+    /// ([`crate::commit::Commit::durable_watch`]): each durable ack updates
+    /// the log seq our heartbeats carry.
+    pub fn start(
+        cfg: &Config,
+        epoch: Epoch,
+        durable: Option<watch::Receiver<AppenderStatus>>,
+    ) -> Result<Option<ActiveHa>, String> {
         let Some(h) = &cfg.ha else {
             return Ok(None);
         };
@@ -40,33 +83,97 @@ impl ActiveHa {
         lc.miss_count = h.miss_count;
         let link = HeartbeatSender::spawn(rt.handle(), lc, epoch)
             .map_err(|e| format!("{e} (ha.heartbeat)"))?;
-        info!(heartbeat = %h.heartbeat, standby = %h.standby, epoch, "heartbeats to the standby started");
-        Ok(Some(ActiveHa { link, _rt: rt }))
+        let log_seq = durable.as_ref().map_or(0, |d| d.borrow().durable);
+        link.set_log_seq(log_seq);
+        info!(heartbeat = %h.heartbeat, standby = %h.standby, epoch, log_seq, "heartbeats to the standby started");
+        let view = Arc::new(Mutex::new(HaView {
+            standby: h.standby.to_string(),
+            standby_state: "unknown",
+            protected: false,
+            alarm: None,
+            alarm_since_unix_ms: None,
+            epoch,
+            log_seq,
+        }));
+        Ok(Some(ActiveHa {
+            link,
+            durable,
+            view,
+            _rt: rt,
+        }))
     }
 
-    /// Tell the standby how far the log is durable.
-    #[allow(dead_code)] // the appender does not report to the loop's owner yet
-    pub fn set_log_seq(&self, seq: state_log::Seq) {
-        self.link.set_log_seq(seq);
+    /// The view `/v1/ha` shows (updated as heartbeat events come in).
+    pub fn view(&self) -> HaHandle {
+        self.view.clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HaView)) {
+        if let Ok(mut v) = self.view.lock() {
+            f(&mut v);
+        }
+    }
+
+    /// The next heartbeat event; meanwhile every durable ack of the
+    /// appender goes into our heartbeats' log seq.
+    async fn next_event(&mut self) -> Option<HeartbeatEvent> {
+        loop {
+            let Some(d) = self.durable.as_mut() else {
+                return self.link.next_event().await;
+            };
+            tokio::select! {
+                ev = self.link.next_event() => return ev,
+                r = d.changed() => match r {
+                    Ok(()) => {
+                        let seq = d.borrow_and_update().durable;
+                        self.link.set_log_seq(seq);
+                        self.update(|v| v.log_seq = seq);
+                    }
+                    // The appender stopped (fenced or shutting down).
+                    Err(_) => self.durable = None,
+                },
+            }
+        }
     }
 
     /// Resolves when the standby reports that the store fenced us; logs the
     /// standby's comings and goings meanwhile.
     pub async fn fenced(&mut self) -> (Epoch, Epoch) {
         loop {
-            match self.link.next_event().await {
+            match self.next_event().await {
                 Some(HeartbeatEvent::Fenced { own, store }) => return (own, store),
                 Some(HeartbeatEvent::PeerUp { returned, .. }) => {
-                    if returned {
+                    let had_alarm = self.view.lock().is_ok_and(|v| v.alarm.is_some());
+                    self.update(|v| {
+                        v.standby_state = "alive";
+                        v.protected = true;
+                        v.alarm = None;
+                        v.alarm_since_unix_ms = None;
+                    });
+                    if had_alarm {
+                        info!(
+                            "standby heard again: this active is protected again (alarm cleared)"
+                        );
+                    } else if returned {
                         info!("standby heard again: this active is protected again");
                     } else {
                         info!("standby heard: this active is protected");
                     }
                 }
-                Some(HeartbeatEvent::PeerFailed(f)) => warn!(
-                    reason = ?f.reason,
-                    "ALARM the standby does not answer heartbeats: this active is UNPROTECTED — check that `bgf standby` runs and that ha.standby is reachable"
-                ),
+                Some(HeartbeatEvent::PeerFailed(f)) => {
+                    let msg = format!(
+                        "no standby heartbeats ({:?}): this active is UNPROTECTED — check that `bgf standby` runs and that ha.standby {} is reachable",
+                        f.reason,
+                        self.view.lock().map(|v| v.standby.clone()).unwrap_or_default()
+                    );
+                    warn!(reason = ?f.reason, "ALARM {msg}");
+                    self.update(|v| {
+                        v.standby_state = "failed";
+                        v.protected = false;
+                        v.alarm = Some(msg);
+                        v.alarm_since_unix_ms = Some(unix_ms());
+                    });
+                }
                 Some(other) => warn!(event = ?other, "unexpected heartbeat event"),
                 None => std::future::pending::<()>().await,
             }

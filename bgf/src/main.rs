@@ -383,7 +383,11 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
         None => None,
     };
     // N+1: heartbeats to the standby, which also brings fencing news.
-    let mut ha = ha::ActiveHa::start(&cfg, commit.as_ref().map_or(0, |c| c.stats().epoch))?;
+    let mut ha = ha::ActiveHa::start(
+        &cfg,
+        commit.as_ref().map_or(0, |c| c.stats().epoch),
+        commit.as_ref().map(|c| c.durable_watch()),
+    )?;
 
     // Bind everything before starting anything: a wrong address is the most
     // common startup error and must not leave threads behind.
@@ -434,6 +438,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
             })
             .instrument(span.clone()),
     );
+    let ha_view = ha.as_ref().map(|h| h.view());
     let admin_task = admin_listener.map(|l| {
         let state = Arc::new(admin::AdminState {
             instance: cfg.core.instance.clone(),
@@ -443,6 +448,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
                 .map(|a| a.token.clone())
                 .unwrap_or_default(),
             queries: query_tx,
+            ha: ha_view,
         });
         let mut stop = shutdown_rx.clone();
         tokio::spawn(

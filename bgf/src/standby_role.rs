@@ -41,11 +41,11 @@ use standby::{
     Marks, Prepared, Replica, ReplicaMode, ReplicaStatus, ServeContext, Takeover, TakeoverPlan,
     TakeoverReport,
 };
-use state_log::LogStore;
+use state_log::{Epoch, LogError, LogStore, Record, Seq};
 use std::future::{poll_fn, Future};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -55,6 +55,8 @@ use tracing::{error, info, warn, Instrument};
 /// Queue sizes as in `bgf active`.
 const INPUT_QUEUE: usize = 8192;
 const MEDIA_QUEUE: usize = 8192;
+/// Pause between fence attempts while the store is unreachable.
+const FENCE_RETRY: Duration = Duration::from_millis(100);
 /// How long the first-media / first-SIP marks are watched after a takeover.
 const MARK_WATCH: Duration = Duration::from_secs(120);
 
@@ -174,10 +176,11 @@ impl Premedia {
 }
 
 /// `/v1/standby` body.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 struct StandbyView {
     name: String,
-    /// `standby` while protecting, `serving` after a takeover.
+    /// `standby` while protecting, `taking_over` during a takeover (e.g.
+    /// while it waits for the store to fence), `serving` after one.
     role: &'static str,
     mode: ReplicaMode,
     /// Whether this cluster still has a standby (false once this one serves).
@@ -190,7 +193,7 @@ struct StandbyView {
     alarms: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 struct GuardView {
     instance: String,
     state: GuardState,
@@ -354,7 +357,7 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
                 }
             }
             (k, ev) = next_event(&mut guards) => {
-                on_event(&cfg, &mut guards, k, ev, &mut takeover, &mut alarms).await;
+                on_event(&cfg, &mut guards, k, ev, &mut takeover, &mut alarms, &mut admin_rx).await;
                 final_logged = takeover.is_none();
             }
             Some(req) = admin_rx.recv() => {
@@ -506,6 +509,7 @@ async fn on_event(
     ev: HeartbeatEvent,
     takeover: &mut Option<Takeover<Serving>>,
     alarms: &mut Vec<String>,
+    admin_rx: &mut mpsc::Receiver<AdminReq>,
 ) {
     let instance = guards[k].instance.clone();
     match ev {
@@ -554,7 +558,37 @@ async fn on_event(
                 standby::FailureReason::NeverHeard => "never_heard",
             };
             warn!(%instance, reason, peer_log_seq = f.peer_log_seq, "active {instance} failed: taking over");
-            match do_takeover(&mut guards[k], f.detected_at, reason).await {
+            // The admin API keeps answering while the takeover runs (it may
+            // wait up to standby.fence_timeout_ms for the store).
+            let mut during = view(cfg, guards, None, alarms);
+            during.role = "taking_over";
+            let waiting: Waiting = Arc::new(Mutex::new(None));
+            let result = {
+                let fut = do_takeover(
+                    &mut guards[k],
+                    f.detected_at,
+                    reason,
+                    cfg.fence_timeout,
+                    waiting.clone(),
+                );
+                tokio::pin!(fut);
+                loop {
+                    tokio::select! {
+                        r = &mut fut => break r,
+                        Some(req) = admin_rx.recv() => {
+                            if let AdminReq::Standby(reply) = req {
+                                let mut v = during.clone();
+                                if let Some(a) = waiting.lock().ok().and_then(|w| w.clone()) {
+                                    v.alarms.push(a);
+                                }
+                                let _ = reply.send(v);
+                            }
+                            // Core queries: nothing serves yet (503).
+                        }
+                    }
+                }
+            };
+            match result {
                 Ok(t) => {
                     guards[k].detector.set_epoch(t.report().epoch);
                     guards[k].state = GuardState::Serving;
@@ -591,6 +625,8 @@ async fn do_takeover(
     g: &mut Guard,
     detected_at: Instant,
     reason: &str,
+    fence_timeout: Duration,
+    waiting: Waiting,
 ) -> Result<Takeover<Serving>, String> {
     let replica = match g.hot.take() {
         Some(h) => h.stop().await?,
@@ -603,11 +639,116 @@ async fn do_takeover(
     let store = g.store.clone();
     let cfg = g.config.clone();
     let media = g.media.take();
-    take_over(&*g.store, replica, prepared, detected_at, reason, |ctx| {
+    let patient = PatientFence {
+        inner: g.store.clone(),
+        bound: fence_timeout,
+        before: g.detector.status().epoch,
+        waiting,
+    };
+    take_over(&patient, replica, prepared, detected_at, reason, |ctx| {
         serve(ctx, cfg, store, media)
     })
     .await
     .map_err(|e| e.to_string())
+}
+
+/// The alarm shown while a takeover waits for the store.
+type Waiting = Arc<Mutex<Option<String>>>;
+
+/// The store as a takeover sees it: `fence` waits up to `bound` for an
+/// unreachable store (the failed active may be alive behind a cut cable, so
+/// no address is claimed without a fence), then fails with what happened.
+/// Everything else goes straight to the store.
+///
+/// A fence whose answer was lost may still have landed: before fencing again
+/// the epoch is read (harmless if that request lands late), and an epoch
+/// above the one before the takeover means our fence took effect.
+struct PatientFence {
+    inner: Arc<dyn LogStore>,
+    bound: Duration,
+    /// The instance's epoch before this takeover.
+    before: Epoch,
+    waiting: Waiting,
+}
+
+impl PatientFence {
+    fn alarm(&self, instance: &str, since: Instant, err: &LogError) {
+        let msg = format!(
+            "ALARM takeover of {instance} waits for the state log: cannot fence {instance} ({err}) — NO address is claimed without a fence (the old active may still be alive); waiting {} ms of standby.fence_timeout_ms {} — check the store and the standby's path to it",
+            since.elapsed().as_millis(),
+            self.bound.as_millis()
+        );
+        let first = self
+            .waiting
+            .lock()
+            .map(|mut w| w.replace(msg.clone()).is_none())
+            .unwrap_or(false);
+        if first {
+            error!(%instance, error = %err, "{msg}");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LogStore for PatientFence {
+    async fn append(&self, i: &str, e: Epoch, r: &[Record]) -> Result<(), LogError> {
+        self.inner.append(i, e, r).await
+    }
+    async fn read(&self, i: &str, from: Seq, max: usize) -> Result<Vec<Record>, LogError> {
+        self.inner.read(i, from, max).await
+    }
+    async fn wait_for(&self, i: &str, after: Seq, t: Duration) -> Result<bool, LogError> {
+        self.inner.wait_for(i, after, t).await
+    }
+    async fn last_seq(&self, i: &str) -> Result<Seq, LogError> {
+        self.inner.last_seq(i).await
+    }
+    async fn truncate_before(&self, i: &str, before: Seq) -> Result<u64, LogError> {
+        self.inner.truncate_before(i, before).await
+    }
+    async fn epoch(&self, i: &str) -> Result<Epoch, LogError> {
+        self.inner.epoch(i).await
+    }
+    async fn fence(&self, instance: &str) -> Result<Epoch, LogError> {
+        let start = Instant::now();
+        // Whether a fence went out whose outcome we do not know.
+        let mut unknown = false;
+        let mut before = self.before;
+        let mut last = LogError::Unavailable("not tried".into());
+        loop {
+            let left = self.bound.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                let msg = format!(
+                    "the state log did not fence {instance} within standby.fence_timeout_ms {} ms (last error: {last}) — NO address was claimed, nobody serves {instance}'s calls: the old active may still be alive behind a cut link. Once the store is reachable, check whether {instance} still runs; if not, restart this standby so that it protects the others again",
+                    self.bound.as_millis()
+                );
+                return Err(LogError::Unavailable(msg));
+            }
+            let step = async {
+                let now = self.inner.epoch(instance).await?;
+                if unknown && now > before {
+                    return Ok(now);
+                }
+                before = now;
+                unknown = true;
+                self.inner.fence(instance).await
+            };
+            match tokio::time::timeout(left, step).await {
+                Ok(Ok(e)) => {
+                    let was_waiting = self.waiting.lock().ok().and_then(|mut w| w.take());
+                    if was_waiting.is_some() {
+                        info!(%instance, epoch = e, waited_ms = start.elapsed().as_millis() as u64,
+                            "the state log is reachable again: {instance} fenced, the takeover goes on");
+                    }
+                    return Ok(e);
+                }
+                Ok(Err(e)) => last = e,
+                Err(_) => last = LogError::Timeout(left),
+            }
+            self.alarm(instance, start, &last);
+            tokio::time::sleep(FENCE_RETRY.min(self.bound.saturating_sub(start.elapsed()))).await;
+        }
+    }
 }
 
 /// `MediaOps` over a shared `MediaPlane`, so that the mark watcher can read

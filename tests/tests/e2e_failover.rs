@@ -13,6 +13,20 @@
 //! - `frozen_active_is_fenced_and_exits_3`: SIGSTOP active 1 until the
 //!   standby has taken over, SIGCONT it: it learns it is fenced, drops its
 //!   service addresses and exits 3; the calls survive.
+//! - `cable_cut_then_heal_old_active_exits_3`: active 1's switch ports
+//!   black-holed (it cannot tell): the standby takes over on missed
+//!   heartbeats, every call survives; on heal the old active learns it is
+//!   fenced, drops its addresses and exits 3; ARP / ND for them are then
+//!   answered by the standby's MAC alone.
+//! - `store_unreachable_takeover_fails_safe_after_bound` /
+//!   `store_back_within_bound_takeover_completes`: the store's port
+//!   black-holed, then active 1 killed: no address is claimed without a
+//!   fence (alarm in the log and on /v1/standby, role `taking_over`); past
+//!   `standby.fence_timeout_ms` the takeover fails safe, within it it
+//!   completes once the store is back and the calls survive.
+//! - `standby_killed_actives_alarm_and_recover`: kill -9 the standby: the
+//!   actives keep serving (new calls too) and raise "no standby heartbeats"
+//!   (log, /v1/ha); a new standby clears it and catches up.
 //!
 //! The per-phase takeover timings and the per-call gap distribution are
 //! printed (`--nocapture`) for docs/PERFORMANCE.md. Needs root (SKIP
@@ -167,7 +181,7 @@ miss_count = {MISS}
     )
 }
 
-fn standby_toml(t: &Topology, mode: &str) -> String {
+fn standby_toml(t: &Topology, mode: &str, extra: &str) -> String {
     format!(
         r#"[instance]
 name = "sb1"
@@ -177,6 +191,7 @@ mode = "{mode}"
 access_interface = "acc"
 core_interface = "cor"
 announce_ms = [0, 50, 200, 500, 1000, 2000]
+{extra}
 
 [[standby.protect]]
 config = "bgf1.toml"
@@ -223,8 +238,42 @@ struct Cluster {
     standby: Proc,
 }
 
+/// Starts `bgf standby` (file `standby.toml` in `dir`) and waits for it.
+fn start_standby(t: &Topology, dir: &TestDir, name: &str) -> Proc {
+    let bin = bgf_tests::build::bgf_binary().unwrap();
+    let mut standby = Proc::start(
+        t,
+        &t.standby_ns(),
+        &bin,
+        &s(&[
+            "standby",
+            "--config",
+            &dir.join("standby.toml").display().to_string(),
+        ]),
+        dir.path(),
+        name,
+    );
+    assert!(
+        standby.wait_stderr("bgf standby started", Duration::from_secs(20)),
+        "{}",
+        standby.logs()
+    );
+    standby
+}
+
 impl Cluster {
     fn start(prefix: &str, name: &str, a1_v6: bool, mode: &str) -> Cluster {
+        Cluster::start_with(prefix, name, a1_v6, mode, "")
+    }
+
+    /// `standby_extra`: more lines for the standby file's `[standby]`.
+    fn start_with(
+        prefix: &str,
+        name: &str,
+        a1_v6: bool,
+        mode: &str,
+        standby_extra: &str,
+    ) -> Cluster {
         // Build the tools first: a compile while the cluster runs starves
         // the heartbeat threads on a 2-core machine.
         let bin = bgf_tests::build::bgf_binary().unwrap();
@@ -258,7 +307,11 @@ impl Cluster {
             )
             .unwrap();
         }
-        std::fs::write(dir.join("standby.toml"), standby_toml(&t, mode)).unwrap();
+        std::fs::write(
+            dir.join("standby.toml"),
+            standby_toml(&t, mode, standby_extra),
+        )
+        .unwrap();
         let mut actives = Vec::new();
         for k in 1..=2u8 {
             let mut p = Proc::start(
@@ -280,23 +333,7 @@ impl Cluster {
             );
             actives.push(p);
         }
-        let mut standby = Proc::start(
-            &t,
-            &t.standby_ns(),
-            &bin,
-            &s(&[
-                "standby",
-                "--config",
-                &dir.join("standby.toml").display().to_string(),
-            ]),
-            dir.path(),
-            "standby",
-        );
-        assert!(
-            standby.wait_stderr("bgf standby started", Duration::from_secs(20)),
-            "{}",
-            standby.logs()
-        );
+        let standby = start_standby(&t, &dir, "standby");
         let c = Cluster {
             t,
             dir,
@@ -305,8 +342,13 @@ impl Cluster {
             standby,
         };
         // Both links up before anything can fail.
+        c.wait_links_up();
+        c
+    }
+
+    fn wait_links_up(&self) {
         let up = wait_until(Duration::from_secs(10), || {
-            let v = c.standby_view()?;
+            let v = self.standby_view()?;
             let p = v["protected"].as_array()?;
             p.iter()
                 .all(|g| g["heartbeat"]["state"] == "alive")
@@ -315,10 +357,30 @@ impl Cluster {
         assert!(
             up.is_some(),
             "heartbeats not up: {:?}\n{}",
-            c.standby_view(),
-            c.logs()
+            self.standby_view(),
+            self.logs()
         );
-        c
+    }
+
+    /// Active k's `/v1/ha`.
+    fn ha_view(&self, k: u8) -> Option<Value> {
+        admin_get(
+            &self.t,
+            &self.t.active_ns(k),
+            self.t.active_node(k, Lan::Mgmt),
+            "/v1/ha",
+        )
+    }
+
+    /// The addresses configured in node `ns` (`ip -br addr`).
+    fn addrs(&self, ns: &str) -> String {
+        let out = self
+            .t
+            .command(ns, "ip")
+            .args(["-br", "addr"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
     }
 
     fn standby_view(&self) -> Option<Value> {
@@ -370,6 +432,22 @@ impl Cluster {
 
     /// A UAC through active k's access address.
     fn uac(&self, name: &str, k: u8, v6: bool, local_port: u16, rtp: &str, uas: &str) -> Proc {
+        self.uac_paced(name, k, v6, local_port, rtp, uas, 20.0, 9000)
+    }
+
+    /// [`Cluster::uac`] at `rate` calls/s, each held `hold_ms`.
+    #[allow(clippy::too_many_arguments)]
+    fn uac_paced(
+        &self,
+        name: &str,
+        k: u8,
+        v6: bool,
+        local_port: u16,
+        rtp: &str,
+        uas: &str,
+        rate: f64,
+        hold_ms: u64,
+    ) -> Proc {
         let proxy = if v6 {
             self.t.service_v6(k)
         } else {
@@ -390,9 +468,9 @@ impl Cluster {
                 "--calls",
                 &CALLS.to_string(),
                 "--rate",
-                "20",
+                &rate.to_string(),
                 "--hold-ms",
-                "9000",
+                &hold_ms.to_string(),
                 "--gap-threshold-ms",
                 "60",
                 "--ctl-connect",
@@ -769,4 +847,404 @@ fn frozen_active_is_fenced_and_exits_3() {
         "{}",
         c.standby.logs()
     );
+}
+
+/// The MACs that answer an ARP request for `addr`, sent from `node`'s
+/// interface on `lan` (`arping`, a fresh resolution each time: its own
+/// requests never use the neighbour cache).
+fn arp_answers(t: &Topology, node: &str, lan: Lan, addr: IpAddr) -> Vec<String> {
+    let out = t
+        .command(&t.ns(node), "arping")
+        .args(["-c", "3", "-w", "3", "-I", lan.ifname(), &addr.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.contains("reply from"))
+        .filter_map(|l| {
+            let a = l.find('[')?;
+            let b = l[a..].find(']')?;
+            Some(l[a + 1..a + b].to_ascii_lowercase())
+        })
+        .collect()
+}
+
+/// Resolves `addr` afresh from `node` (entry flushed, one ping) and returns
+/// the link-layer address the neighbour table then holds.
+fn fresh_neighbour(t: &Topology, node: &str, lan: Lan, addr: IpAddr) -> Option<String> {
+    t.ip(&t.ns(node), &["neigh", "flush", "dev", lan.ifname()])
+        .unwrap();
+    let _ = t
+        .command(&t.ns(node), "ping")
+        .args(["-c", "1", "-W", "2", &addr.to_string()])
+        .output();
+    let n = t.neighbour(node, addr)?;
+    let mut w = n.split_whitespace();
+    w.find(|x| *x == "lladdr")?;
+    w.next().map(str::to_ascii_lowercase)
+}
+
+/// A cut cable: active 1's switch ports (access, core, mgmt) go silent both
+/// ways — it keeps running and cannot tell. The standby misses its
+/// heartbeats, fences it and takes its calls over; on heal the old active
+/// learns its epoch is stale (the standby's heartbeats, or its next append
+/// refused), drops its service addresses and exits 3, after which only the
+/// standby answers ARP / ND for them.
+#[test]
+fn cable_cut_then_heal_old_active_exits_3() {
+    if !require_root("cable_cut_then_heal_old_active_exits_3") {
+        return;
+    }
+    let mut c = Cluster::start("wfo4", "failover-cut", true, "hot");
+    let [_uas1, _uas2, mut uac1, mut uac2] = place_calls(&c, true, true);
+
+    let lans = [Lan::Access, Lan::Core, Lan::Mgmt];
+    for lan in lans {
+        c.t.black_hole("a1", lan).unwrap();
+    }
+    let v = wait_serving(&c, Duration::from_secs(10));
+    assert_eq!(v["last_takeover"]["reason"], "missed", "{v}");
+    signal(uac1.pid(), libc::SIGUSR1);
+    signal(uac2.pid(), libc::SIGUSR1);
+    // Cut off, the old active cannot know: it still runs.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        c.actives[0].child.try_wait().unwrap().is_none(),
+        "the cut-off active must not notice anything\n{}",
+        c.actives[0].logs()
+    );
+
+    let t_heal = Instant::now();
+    for lan in lans {
+        c.t.heal("a1", lan).unwrap();
+    }
+    let st = c.actives[0].wait_exit(Duration::from_secs(10));
+    let exit_after = t_heal.elapsed();
+    let a1_logs = c.actives[0].logs();
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(3),
+        "the healed old active must exit 3 (fenced)\n{a1_logs}"
+    );
+    assert!(a1_logs.contains("restart it as a standby"), "{a1_logs}");
+    println!(
+        "FAILOVER cable cut: the healed old active exited 3 {:.0} ms after the heal",
+        exit_after.as_secs_f64() * 1000.0
+    );
+    // It dropped the addresses the standby claimed.
+    let a1_addrs = c.addrs(&c.t.active_ns(1));
+    for a in [c.t.service_v6(1), c.t.service_v4(1, Lan::Core)] {
+        assert!(
+            !a1_addrs.contains(&format!("{a}/")),
+            "fenced active still holds {a}:\n{a1_addrs}"
+        );
+    }
+    // Fresh resolutions are answered by the standby alone: ARP from the
+    // core peer for the core address (every answer counted), ND from the
+    // UE for the IPv6 access address.
+    let sb_cor = c.t.mac("sb", Lan::Core).unwrap().to_ascii_lowercase();
+    let sb_acc = c.t.mac("sb", Lan::Access).unwrap().to_ascii_lowercase();
+    let macs = arp_answers(&c.t, "core", Lan::Core, c.t.service_v4(1, Lan::Core));
+    assert!(!macs.is_empty(), "nobody answers ARP for the core address");
+    assert!(
+        macs.iter().all(|m| *m == sb_cor),
+        "ARP answers {macs:?}, only the standby ({sb_cor}) may answer"
+    );
+    let nd = fresh_neighbour(&c.t, "ue", Lan::Access, c.t.service_v6(1));
+    assert_eq!(
+        nd.as_deref(),
+        Some(sb_acc.as_str()),
+        "ND for the access address"
+    );
+
+    let (code1, r1) = finish(&mut uac1, &c.dir, Duration::from_secs(60));
+    let (code2, r2) = finish(&mut uac2, &c.dir, Duration::from_secs(60));
+    let g1 = gaps(&r1);
+    print_gaps(
+        "cable cut, calls through the cut-off active (IPv6 access)",
+        &g1,
+    );
+    print_gaps(
+        "cable cut, calls through active 2 (IPv4 access)",
+        &gaps(&r2),
+    );
+    let rep = final_report(&c);
+    print_report("cable cut", &rep);
+    let logs = || c.logs();
+    assert_calls_survived("via cut-off active", code1, &r1, &uac1);
+    assert_calls_survived("via active 2", code2, &r2, &uac2);
+    assert!(pct(&g1, 100.0) < 3000.0, "{g1:?}");
+    assert_all_phases(&rep, &logs);
+}
+
+/// The store goes away (its mgmt port black-holed) and then active 1 is
+/// killed: the standby cannot fence, so it claims nothing and says so
+/// (log and /v1/standby, which keeps answering during the wait). Returns
+/// the cluster, the calls and the instant of the kill.
+fn store_gone_then_kill(prefix: &str, name: &str, bound_ms: u64) -> (Cluster, [Proc; 4], Instant) {
+    let c = Cluster::start_with(
+        prefix,
+        name,
+        false,
+        "hot",
+        &format!("fence_timeout_ms = {bound_ms}"),
+    );
+    let calls = place_calls(&c, false, true);
+    c.t.black_hole("store", Lan::Mgmt).unwrap();
+    let t_kill = Instant::now();
+    signal(c.actives[0].pid(), libc::SIGKILL);
+    let v = wait_until(Duration::from_secs(5), || {
+        let v = c.standby_view()?;
+        let waits = v["alarms"].as_array()?.iter().any(|a| {
+            a.as_str()
+                .is_some_and(|s| s.contains("waits for the state log"))
+        });
+        (v["role"] == "taking_over" && waits).then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no 'waits for the state log' alarm on /v1/standby: {:?}\n{}",
+            c.standby_view(),
+            c.logs()
+        )
+    });
+    println!(
+        "FAILOVER store unreachable: /v1/standby during the wait: role {}, alarms {}",
+        v["role"], v["alarms"]
+    );
+    assert!(
+        c.standby
+            .stderr()
+            .contains("NO address is claimed without a fence"),
+        "{}",
+        c.standby.logs()
+    );
+    let sb = c.addrs(&c.t.standby_ns());
+    assert!(
+        !sb.contains(&format!("{}/", c.t.service_v4(1, Lan::Access))),
+        "address claimed without a fence:\n{sb}"
+    );
+    (c, calls, t_kill)
+}
+
+/// Store unreachable for longer than `standby.fence_timeout_ms`: the
+/// takeover gives up without claiming anything (fail safe: the old active
+/// might be alive), raises the alarm and stays so when the store returns.
+#[test]
+fn store_unreachable_takeover_fails_safe_after_bound() {
+    if !require_root("store_unreachable_takeover_fails_safe_after_bound") {
+        return;
+    }
+    let bound = 2000;
+    let (c, _calls, t_kill) = store_gone_then_kill("wfo6", "failover-store-gone", bound);
+    let v = wait_until(Duration::from_secs(10), || {
+        let v = c.standby_view()?;
+        let g = v["protected"]
+            .as_array()?
+            .iter()
+            .find(|g| g["instance"] == "bgf1")?
+            .clone();
+        (g["state"] == "takeover_failed").then_some(v)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "takeover did not fail: {:?}\n{}",
+            c.standby_view(),
+            c.logs()
+        )
+    });
+    let gave_up = t_kill.elapsed();
+    println!(
+        "FAILOVER store unreachable: takeover gave up {:.0} ms after the kill (bound {bound} ms); alarms {}",
+        gave_up.as_secs_f64() * 1000.0,
+        v["alarms"]
+    );
+    assert!(
+        gave_up >= Duration::from_millis(bound),
+        "gave up before the bound: {gave_up:?}"
+    );
+    assert_eq!(v["role"], "standby", "{v}");
+    assert_eq!(v["serving"], Value::Null, "{v}");
+    let alarms = v["alarms"].to_string();
+    assert!(
+        alarms.contains("takeover of bgf1 failed") && alarms.contains("NO address was claimed"),
+        "{alarms}"
+    );
+    // The store comes back: still nothing claimed, the failure stands.
+    c.t.heal("store", Lan::Mgmt).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let sb = c.addrs(&c.t.standby_ns());
+    for a in [c.t.service_v4(1, Lan::Access), c.t.service_v4(1, Lan::Core)] {
+        assert!(!sb.contains(&format!("{a}/")), "{a} claimed:\n{sb}");
+    }
+    let v = c.standby_view().unwrap();
+    assert_eq!(v["serving"], Value::Null, "{v}");
+}
+
+/// Store unreachable for less than the bound: the takeover waits, fences
+/// once the store is back and carries every call on.
+#[test]
+fn store_back_within_bound_takeover_completes() {
+    if !require_root("store_back_within_bound_takeover_completes") {
+        return;
+    }
+    let (c, calls, t_kill) = store_gone_then_kill("wfo7", "failover-store-back", 10_000);
+    let [_uas1, _uas2, mut uac1, mut uac2] = calls;
+    let outage = Duration::from_millis(1500);
+    std::thread::sleep(outage.saturating_sub(t_kill.elapsed()));
+    let t_heal = Instant::now();
+    c.t.heal("store", Lan::Mgmt).unwrap();
+    let v = wait_serving(&c, Duration::from_secs(10));
+    println!(
+        "FAILOVER store unreachable {:.0} ms: serving {:.0} ms after the store returned ({:.0} ms after the kill)",
+        outage.as_secs_f64() * 1000.0,
+        t_heal.elapsed().as_secs_f64() * 1000.0,
+        t_kill.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(v["alarms"].as_array().is_some(), "{v}");
+    assert!(
+        c.standby
+            .stderr()
+            .contains("the state log is reachable again"),
+        "{}",
+        c.standby.logs()
+    );
+    signal(uac1.pid(), libc::SIGUSR1);
+    signal(uac2.pid(), libc::SIGUSR1);
+    let (code1, r1) = finish(&mut uac1, &c.dir, Duration::from_secs(60));
+    let (code2, r2) = finish(&mut uac2, &c.dir, Duration::from_secs(60));
+    let g1 = gaps(&r1);
+    print_gaps(
+        "store back within the bound, calls through the killed active",
+        &g1,
+    );
+    print_gaps(
+        "store back within the bound, calls through active 2",
+        &gaps(&r2),
+    );
+    let rep = final_report(&c);
+    print_report("store back within the bound", &rep);
+    let logs = || c.logs();
+    assert_calls_survived("via killed active", code1, &r1, &uac1);
+    assert_calls_survived("via active 2", code2, &r2, &uac2);
+    assert!(pct(&g1, 100.0) < 8000.0, "{g1:?}");
+    assert_all_phases(&rep, &logs);
+}
+
+/// `kill -9` of the standby: the actives keep serving (calls continue, new
+/// calls are set up), raise "no standby heartbeats" (log and /v1/ha); a new
+/// standby clears the alarm and catches up with every call.
+#[test]
+fn standby_killed_actives_alarm_and_recover() {
+    if !require_root("standby_killed_actives_alarm_and_recover") {
+        return;
+    }
+    let mut c = Cluster::start("wfo5", "failover-sb-kill", false, "hot");
+    for k in 1..=2u8 {
+        let ok = wait_until(Duration::from_secs(10), || {
+            let v = c.ha_view(k)?;
+            (v["standby_state"] == "alive" && v["alarm"].is_null()).then_some(())
+        });
+        assert!(ok.is_some(), "bgf{k} /v1/ha: {:?}", c.ha_view(k));
+    }
+    // Calls placed over 5 s: most are set up after the standby is gone.
+    let mut uas1 = c.uas("uas1", 5060, "24000-24999");
+    let mut uas2 = c.uas("uas2", 5070, "25000-25999");
+    let mut uac1 = c.uac_paced("uac1", 1, false, 5060, "26000-26999", "uas1", 2.0, 20000);
+    let mut uac2 = c.uac_paced("uac2", 2, true, 5070, "27000-27999", "uas2", 2.0, 20000);
+    let first_up = wait_until(Duration::from_secs(10), || {
+        let e = uas1.stderr();
+        ["calls up 1 ", "calls up 2 ", "calls up 3 "]
+            .iter()
+            .any(|n| e.contains(n))
+            .then_some(())
+    });
+    assert!(first_up.is_some(), "{}\n{}", uas1.logs(), uac1.logs());
+    let pid = c.standby.pid();
+    signal(pid, libc::SIGKILL);
+    assert!(c.standby.wait_exit(Duration::from_secs(5)).is_some());
+    let t_kill = Instant::now();
+    for k in 1..=2u8 {
+        let v = wait_until(Duration::from_secs(5), || {
+            let v = c.ha_view(k)?;
+            v["alarm"]
+                .as_str()
+                .is_some_and(|a| a.contains("no standby heartbeats"))
+                .then_some(v)
+        })
+        .unwrap_or_else(|| panic!("bgf{k}: no alarm on /v1/ha: {:?}", c.ha_view(k)));
+        assert_eq!(v["protected"], false, "{v}");
+        assert_eq!(v["standby_state"], "failed", "{v}");
+        assert!(
+            c.actives[usize::from(k) - 1]
+                .stderr()
+                .contains("ALARM no standby heartbeats"),
+            "{}",
+            c.actives[usize::from(k) - 1].logs()
+        );
+    }
+    println!(
+        "FAILOVER standby killed: both actives alarmed within {:.0} ms",
+        t_kill.elapsed().as_secs_f64() * 1000.0
+    );
+    // New calls keep being set up through both actives without a standby.
+    let needle = format!("calls up {CALLS} total {CALLS}");
+    for u in [&mut uas1, &mut uas2] {
+        assert!(
+            u.wait_stderr(&needle, Duration::from_secs(15)),
+            "calls not set up without a standby:\n{}\n{}",
+            u.logs(),
+            c.logs()
+        );
+    }
+    // The log seq the actives report is their durable one (not 0).
+    let ls = c.ha_view(1).unwrap()["log_seq"].as_u64().unwrap_or(0);
+    assert!(ls > 0, "bgf1 /v1/ha log_seq {ls}");
+
+    // A new standby: alarms clear, its replicas catch up with every call.
+    c.standby = start_standby(&c.t, &c.dir, "standby2");
+    c.wait_links_up();
+    for k in 1..=2u8 {
+        let v = wait_until(Duration::from_secs(10), || {
+            let v = c.ha_view(k)?;
+            (v["alarm"].is_null() && v["standby_state"] == "alive").then_some(v)
+        })
+        .unwrap_or_else(|| panic!("bgf{k}: alarm not cleared: {:?}", c.ha_view(k)));
+        assert_eq!(v["protected"], true, "{v}");
+        assert!(
+            c.actives[usize::from(k) - 1]
+                .stderr()
+                .contains("alarm cleared"),
+            "{}",
+            c.actives[usize::from(k) - 1].logs()
+        );
+    }
+    let ok = wait_until(Duration::from_secs(10), || {
+        let v = c.standby_view()?;
+        let p = v["protected"].as_array()?;
+        p.iter()
+            .all(|g| {
+                g["replica"]["sessions"].as_u64() == Some(CALLS)
+                    && g["replica"]["lag"] == 0
+                    && g["heartbeat"]["peer_log_seq"]
+                        .as_u64()
+                        .is_some_and(|s| s > 0)
+            })
+            .then_some(())
+    });
+    assert!(
+        ok.is_some(),
+        "new standby not current: {:?}",
+        c.standby_view()
+    );
+
+    signal(uac1.pid(), libc::SIGUSR1);
+    signal(uac2.pid(), libc::SIGUSR1);
+    let (code1, r1) = finish(&mut uac1, &c.dir, Duration::from_secs(60));
+    let (code2, r2) = finish(&mut uac2, &c.dir, Duration::from_secs(60));
+    let g1 = gaps(&r1);
+    print_gaps("standby killed, calls through active 1", &g1);
+    assert_calls_survived("via active 1", code1, &r1, &uac1);
+    assert_calls_survived("via active 2", code2, &r2, &uac2);
+    assert!(pct(&g1, 100.0) < 1000.0, "calls disturbed: {g1:?}");
 }
