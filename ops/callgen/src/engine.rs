@@ -260,6 +260,9 @@ pub struct Stream {
     ts: u32,
     ssrc: u32,
     next_due: u64,
+    /// This stream's packet time if not the codec's (a UAS follows the
+    /// offer's `a=ptime`).
+    ptime_ns: Option<u64>,
     sending: bool,
     /// What arrived (all sockets of this stream).
     pub rx: RxStats,
@@ -455,6 +458,7 @@ impl Media {
             ts,
             ssrc,
             next_due: 0,
+            ptime_ns: None,
             sending: false,
             rx: RxStats::default(),
             rx_current: 0,
@@ -465,6 +469,13 @@ impl Media {
             next_rtcp_ns: 0,
         });
         Ok(local)
+    }
+
+    /// Sends call `idx`'s RTP every `ms` instead of the codec's ptime.
+    pub fn set_ptime(&mut self, idx: usize, ms: u32) {
+        if let Some(Some(st)) = self.streams.get_mut(idx) {
+            st.ptime_ns = Some(u64::from(ms.max(1)) * 1_000_000);
+        }
     }
 
     /// Binds a new RTP port for call `idx` (a re-INVITE moving its media);
@@ -624,19 +635,21 @@ impl Media {
             if late_ms > self.totals.tx_max_late_ms {
                 self.totals.tx_max_late_ms = late_ms;
             }
+            let (ptime, step) = match st.ptime_ns {
+                Some(p) => (p, (u64::from(self.codec.clock) * p / 1_000_000_000) as u32),
+                None => (self.ptime_ns, self.codec.ts_step()),
+            };
             st.seq = st.seq.wrapping_add(1);
-            st.ts = st.ts.wrapping_add(self.codec.ts_step());
-            st.next_due = due + self.ptime_ns;
-            if late > self.stall_ns {
+            st.ts = st.ts.wrapping_add(step);
+            st.next_due = due + ptime;
+            if late > self.stall_ns.max(3 * ptime) {
                 // callgen itself stalled: do not burst the missed packets
                 // (that feeds the overload); resume the clock from now, with
                 // the RTP timestamp advanced and the sequence continuous, so
                 // the receiver sees a gap, not loss.
-                let missed = late / self.ptime_ns;
-                st.ts = st
-                    .ts
-                    .wrapping_add(self.codec.ts_step().wrapping_mul(missed as u32));
-                st.next_due = now + self.ptime_ns;
+                let missed = late / ptime;
+                st.ts = st.ts.wrapping_add(step.wrapping_mul(missed as u32));
+                st.next_due = now + ptime;
                 self.totals.tx_stalls += 1;
             }
             self.heap.push(Reverse((st.next_due, idx)));

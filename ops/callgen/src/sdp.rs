@@ -52,6 +52,15 @@ pub struct Media {
     pub rtcp: SocketAddr,
 }
 
+/// The `a=ptime:` of an SDP body (first one, 1..=1000 ms), if any.
+pub fn ptime(body: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("a=ptime:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|p| (1..=1000).contains(p))
+}
+
 /// Reads the first audio stream's address from an SDP body.
 pub fn parse(body: &[u8]) -> Result<Media, String> {
     let text = std::str::from_utf8(body).map_err(|_| "SDP is not UTF-8".to_string())?;
@@ -112,6 +121,18 @@ pub fn parse(body: &[u8]) -> Result<Media, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ptime_is_read_and_bounded() {
+        assert_eq!(
+            ptime(b"v=0\r\nm=audio 4000 RTP/AVP 8\r\na=ptime:1000\r\n"),
+            Some(1000)
+        );
+        assert_eq!(ptime(b"v=0\r\na=ptime:20\r\n"), Some(20));
+        assert_eq!(ptime(b"v=0\r\na=ptime:0\r\n"), None);
+        assert_eq!(ptime(b"v=0\r\na=ptime:x\r\n"), None);
+        assert_eq!(ptime(b"v=0\r\n"), None);
+    }
 
     #[test]
     fn round_trip_v4_and_v6() {

@@ -347,6 +347,11 @@ fn handle(
             r.body = sdp::build(local_media, &o.codec, now, 1);
             let bytes = r.to_bytes();
             sip.send(&bytes, dest);
+            // Send at the caller's packet rate (a UAC with a long --ptime
+            // keeps many calls up at a few packets per second).
+            if let Some(p) = m.sdp().and_then(sdp::ptime) {
+                media.set_ptime(i, p);
+            }
             media.send_to(i, offer.rtp, offer.rtcp, now);
             by_id.insert(m.call_id().to_string(), i);
             calls.push(Call {
