@@ -159,6 +159,10 @@ pub struct AppenderStatus {
     /// Checkpoints written and records truncated.
     pub checkpoints: u64,
     pub truncated: u64,
+    /// Seq of the last durable checkpoint, and when (ms since the Unix
+    /// epoch) the log was last compacted before it.
+    pub last_checkpoint_seq: Seq,
+    pub last_compaction_unix_ms: Option<u64>,
 }
 
 /// `/v1/stats` `statelog` object.
@@ -181,6 +185,12 @@ pub struct CommitStats {
     pub dropped_held_full: u64,
     pub checkpoints: u64,
     pub truncated_records: u64,
+    /// Records assigned but not yet durable (`next_seq - 1 - durable_seq`).
+    pub lag: u64,
+    pub last_checkpoint_seq: Seq,
+    pub last_compaction_unix_ms: Option<u64>,
+    /// Append call → durable ack, per batch.
+    pub append_latency: crate::metrics::HistogramSnapshot,
 }
 
 /// The loop's side of output commit.
@@ -199,6 +209,7 @@ pub struct Commit {
     degraded: bool,
     pub refused_503: u64,
     pub dropped_held_full: u64,
+    latency: Arc<crate::metrics::Histogram>,
 }
 
 /// Why the loop must stop.
@@ -229,6 +240,7 @@ impl Commit {
             .map_err(|_| format!("state log at {where_} did not answer within {bound:?}"))?
             .map_err(|e| format!("state log at {where_}: reading the last seq failed: {e}"))?;
         let (rec_tx, rec_rx) = mpsc::unbounded_channel();
+        let latency = Arc::new(crate::metrics::Histogram::default());
         let (st_tx, st_rx) = watch::channel(AppenderStatus {
             durable: last,
             ..Default::default()
@@ -238,6 +250,7 @@ impl Commit {
             instance,
             epoch,
             bound,
+            latency.clone(),
             rec_rx,
             st_tx,
             AppenderStatus {
@@ -260,6 +273,7 @@ impl Commit {
             degraded: false,
             refused_503: 0,
             dropped_held_full: 0,
+            latency,
         };
         if last > 0 {
             // The log holds an earlier run's records; this core starts
@@ -403,6 +417,10 @@ impl Commit {
             dropped_held_full: self.dropped_held_full,
             checkpoints: self.seen.checkpoints,
             truncated_records: self.seen.truncated,
+            lag: self.next_seq.saturating_sub(1 + self.seen.durable),
+            last_checkpoint_seq: self.seen.last_checkpoint_seq,
+            last_compaction_unix_ms: self.seen.last_compaction_unix_ms,
+            append_latency: self.latency.snapshot(),
         }
     }
 
@@ -415,11 +433,13 @@ impl Commit {
 /// The sequential appender: records reach the store in seq order, one batch
 /// at a time; a failed batch is retried (same records, same order) until it
 /// is durable or the store fences us.
+#[allow(clippy::too_many_arguments)] // one task's inputs, passed once at spawn
 async fn appender(
     store: Arc<dyn LogStore>,
     instance: String,
     epoch: Epoch,
     bound: Duration,
+    latency: Arc<crate::metrics::Histogram>,
     mut rx: mpsc::UnboundedReceiver<Record>,
     tx: watch::Sender<AppenderStatus>,
     mut st: AppenderStatus,
@@ -466,6 +486,7 @@ async fn appender(
         let mut backoff = BACKOFF_MIN;
         let mut failed_before = false;
         while let Some(last) = batch.last().map(|r| r.seq) {
+            let t0 = std::time::Instant::now();
             let res =
                 match tokio::time::timeout(bound, store.append(&instance, epoch, &batch)).await {
                     Ok(r) => r,
@@ -473,6 +494,7 @@ async fn appender(
                 };
             let err = match res {
                 Ok(()) => {
+                    latency.observe(t0.elapsed());
                     st.durable = last;
                     st.appends += 1;
                     st.failing = false;
@@ -486,11 +508,17 @@ async fn appender(
                         // `bound` and would hold every answer meanwhile).
                         let _ = tx.send(st.clone());
                         st.checkpoints += 1;
+                        st.last_checkpoint_seq = cp;
                         match tokio::time::timeout(bound, store.truncate_before(&instance, cp))
                             .await
                         {
                             Ok(Ok(n)) => {
                                 st.truncated += n;
+                                st.last_compaction_unix_ms = Some(
+                                    std::time::SystemTime::now()
+                                        .duration_since(std::time::UNIX_EPOCH)
+                                        .map_or(0, |d| d.as_millis() as u64),
+                                );
                                 debug!(checkpoint = cp, removed = n, "log truncated");
                             }
                             Ok(Err(e)) => {

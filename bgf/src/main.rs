@@ -16,6 +16,7 @@ mod commit;
 mod config;
 mod ha;
 mod media;
+mod metrics;
 mod runtime;
 mod standby_role;
 mod transport;
@@ -363,9 +364,11 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
     let core = sip_control::Core::new(cfg.core.clone())
         .map_err(|e| format!("invalid configuration for the session core: {e} — fix the config"))?;
     // Output commit: connect to the state log before serving anything.
+    let mut log_store = None;
     let commit = match &cfg.statelog {
         Some(s) => {
             let store = commit::connect(s).await?;
+            log_store = Some(store.clone());
             let c = commit::Commit::start(s.clone(), store, cfg.core.instance.clone(), || {
                 rmp_serde::to_vec(core.state()).unwrap_or_default()
             })
@@ -449,6 +452,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
                 .unwrap_or_default(),
             queries: query_tx,
             ha: ha_view,
+            store: log_store,
         });
         let mut stop = shutdown_rx.clone();
         tokio::spawn(

@@ -21,7 +21,7 @@
 use crate::commit::{Commit, CommitStats, Fenced};
 use crate::transport::{bump, now_ms, Counters, Outbox, TransportStats, Transports};
 use crate::udp::RecvBatch;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sip_control::{
     Core, CoreStats, Effect, Input, MediaEvent, PinholeId, PinholeOp, Side, SipIn, TimerId,
     Transmit,
@@ -53,6 +53,8 @@ pub trait MediaOps: Send {
 #[derive(Debug, Serialize)]
 pub struct StatsReply {
     pub instance: String,
+    /// The instance's service addresses (from its config).
+    pub service: ServiceAddrs,
     pub sessions: usize,
     pub registrations: usize,
     pub core: CoreStats,
@@ -66,12 +68,64 @@ pub struct StatsReply {
     pub statelog: Option<CommitStats>,
 }
 
+/// Where an instance serves (the `service` object of `/v1/stats`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceAddrs {
+    pub access_sip: std::net::SocketAddr,
+    pub core_sip: std::net::SocketAddr,
+    pub access_media_ip: std::net::IpAddr,
+    pub core_media_ip: std::net::IpAddr,
+}
+
+/// `/v1/sessions` query parameters; every filter given must match.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFilter {
+    /// Exact Call-ID.
+    pub call_id: Option<String>,
+    /// `early`, `confirmed` or `terminating` (case-insensitive).
+    pub state: Option<String>,
+    /// `access` or `core`: the side the dialog-creating request came from.
+    pub origin: Option<String>,
+    /// At most this many sessions (default [`SessionFilter::DEFAULT_LIMIT`]).
+    pub limit: Option<usize>,
+}
+
+impl SessionFilter {
+    /// Sessions returned when `limit` is not given.
+    pub const DEFAULT_LIMIT: usize = 10_000;
+
+    fn matches(&self, v: &sip_control::SessionView) -> bool {
+        let eq = |want: &Option<String>, have: &str| {
+            want.as_deref().is_none_or(|w| w.eq_ignore_ascii_case(have))
+        };
+        let origin = match v.origin {
+            Side::Access => "access",
+            Side::Core => "core",
+        };
+        self.call_id.as_deref().is_none_or(|c| c == v.call_id)
+            && eq(&self.state, &v.state)
+            && eq(&self.origin, origin)
+    }
+}
+
+/// The sessions a [`SessionFilter`] selected.
+#[derive(Debug, Serialize)]
+pub struct SessionsReply {
+    /// Live sessions in all.
+    pub total: usize,
+    /// Sessions that matched the filter (before `limit`).
+    pub matched: usize,
+    /// `SessionView` JSON, each pinhole with its `counters`.
+    pub sessions: Vec<serde_json::Value>,
+}
+
 /// A question for the loop from the admin server.
 pub enum Query {
     /// Counters and gauges.
     Stats(oneshot::Sender<StatsReply>),
-    /// Every live session (`SessionView` JSON, each pinhole with `counters`).
-    Sessions(oneshot::Sender<Vec<serde_json::Value>>),
+    /// Live sessions matching a filter.
+    Sessions(SessionFilter, oneshot::Sender<SessionsReply>),
 }
 
 /// The core's timers: ordered by deadline, indexed by id.
@@ -343,6 +397,7 @@ impl CoreLoop {
             debug!(side = %m.side, transport = ?m.transport, src = %m.src, bytes = m.data.len(), first_line = first_line(&m.data), "sip in");
         }
         if let Input::Sip(m) = &input {
+            self.counters.count_response(&m.data, false);
             if self.refuse(m) {
                 return;
             }
@@ -407,6 +462,7 @@ impl CoreLoop {
 
     /// Queue `t` (UDP goes out at the end of this wake-up).
     fn send(&mut self, t: Transmit) {
+        self.counters.count_response(&t.data, true);
         debug!(side = %t.side, transport = ?t.transport, dst = %t.dst, bytes = t.data.len(), first_line = first_line(&t.data), "sip out");
         self.transports.push(t, &mut self.outbox)
     }
@@ -414,8 +470,15 @@ impl CoreLoop {
     fn answer(&self, q: Query) {
         match q {
             Query::Stats(reply) => {
+                let cfg = self.core.config();
                 let _ = reply.send(StatsReply {
-                    instance: self.core.config().instance.clone(),
+                    instance: cfg.instance.clone(),
+                    service: ServiceAddrs {
+                        access_sip: cfg.access.sip,
+                        core_sip: cfg.core.sip,
+                        access_media_ip: cfg.access.media_ip,
+                        core_media_ip: cfg.core.media_ip,
+                    },
                     sessions: self.core.session_count(),
                     registrations: self.core.registration_count(),
                     core: self.core.stats().clone(),
@@ -429,11 +492,17 @@ impl CoreLoop {
                     statelog: self.commit.as_ref().map(|c| c.stats()),
                 });
             }
-            Query::Sessions(reply) => {
-                let views = self
-                    .core
-                    .sessions()
+            Query::Sessions(filter, reply) => {
+                let all = match &filter.call_id {
+                    Some(c) => self.core.session_by_call_id(c).into_iter().collect(),
+                    None => self.core.sessions(),
+                };
+                let selected: Vec<_> = all.into_iter().filter(|v| filter.matches(v)).collect();
+                let matched = selected.len();
+                let limit = filter.limit.unwrap_or(SessionFilter::DEFAULT_LIMIT);
+                let views = selected
                     .into_iter()
+                    .take(limit)
                     .map(|v| {
                         let ids: Vec<PinholeId> = v.pinholes.iter().map(|p| p.id).collect();
                         let mut json = serde_json::to_value(&v).unwrap_or_default();
@@ -450,7 +519,11 @@ impl CoreLoop {
                         json
                     })
                     .collect();
-                let _ = reply.send(views);
+                let _ = reply.send(SessionsReply {
+                    total: self.core.session_count(),
+                    matched,
+                    sessions: views,
+                });
             }
         }
     }
@@ -685,8 +758,12 @@ mod tests {
         }
         assert!(fired, "timer 1 never fired");
         let (tx, rx) = oneshot::channel();
-        q_tx.send(Query::Sessions(tx)).await.unwrap();
-        assert!(rx.await.unwrap().is_empty());
+        q_tx.send(Query::Sessions(SessionFilter::default(), tx))
+            .await
+            .unwrap();
+        let r = rx.await.unwrap();
+        assert!(r.sessions.is_empty());
+        assert_eq!((r.total, r.matched), (0, 0));
 
         stop_tx.send(true).unwrap();
         let back = task.await.unwrap();

@@ -26,7 +26,7 @@ use crate::ha;
 use crate::runtime::{self, Channels, CoreLoop, LoopEnd, MediaOps, Query, TimerQueue};
 use crate::transport::{self, now_ms, Counters, Transports};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -289,24 +289,16 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
     let admin_task = match &cfg.admin {
         Some(a) => {
             let l = crate::admin::bind(a.listen).await?;
-            let st = Arc::new(AdminSt {
-                name: cfg.name.clone(),
-                token: a.token.clone(),
-                tx: admin_tx.clone(),
-            });
+            let stores = guards
+                .iter()
+                .map(|g| (g.instance.clone(), g.store.clone()))
+                .collect();
+            let app = admin_router(&cfg.name, &a.token, admin_tx.clone(), stores);
             let mut stop = stop_admin_rx.clone();
             Some(tokio::spawn(
-                async move {
-                    let app = admin_router(st);
-                    if let Err(e) = axum::serve(l, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stop.changed().await;
-                        })
-                        .await
-                    {
-                        warn!(error = %e, "admin server stopped with an error");
-                    }
-                }
+                crate::admin::serve_router(l, app, async move {
+                    let _ = stop.changed().await;
+                })
                 .in_current_span(),
             ))
         }
@@ -932,104 +924,132 @@ async fn watch_marks(
 }
 
 // ------------------------------------------------------------------ admin
+//
+// The shared admin parts (`crate::admin`: token check, core routes, log
+// routes) plus what only the standby answers: `/health` with its role,
+// `/v1/standby` and its `/metrics`.
 
 struct AdminSt {
     name: String,
-    token: String,
     tx: mpsc::Sender<AdminReq>,
+    /// Core queries, forwarded to the main loop (answered while serving).
+    queries: mpsc::Sender<Query>,
 }
 
 type St = State<Arc<AdminSt>>;
 
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn authorized(st: &AdminSt, headers: &HeaderMap) -> bool {
-    let ok = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same(t.trim().as_bytes(), st.token.as_bytes()));
-    if !ok {
-        warn!(standby = %st.name, "admin request rejected: missing or wrong bearer token (send `Authorization: Bearer <admin.token>`)");
-    }
-    ok
-}
-
-fn refuse() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
-        Json(json!({"error": "unauthorized"})),
-    )
-        .into_response()
-}
-
-async fn ask<T>(st: &AdminSt, make: impl FnOnce(oneshot::Sender<T>) -> AdminReq) -> Option<T> {
-    let (tx, rx) = oneshot::channel();
-    st.tx
-        .send_timeout(make(tx), Duration::from_secs(5))
-        .await
-        .ok()?;
-    tokio::time::timeout(Duration::from_secs(5), rx)
-        .await
-        .ok()?
-        .ok()
-}
-
 async fn health(State(st): St) -> Response {
-    match ask(&st, AdminReq::Standby).await {
-        Some(v) => Json(json!({"status": "ok", "instance": st.name, "role": v.role, "serving": v.serving, "standby_available": v.standby_available})).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "busy"}))).into_response(),
+    match crate::admin::ask(&st.tx, AdminReq::Standby).await {
+        Some(v) => Json(json!({"status": "ok", "instance": st.name, "role": v.role, "version": env!("CARGO_PKG_VERSION"), "serving": v.serving, "standby_available": v.standby_available})).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "busy", "instance": st.name}))).into_response(),
     }
 }
 
-async fn standby_status(State(st): St, headers: HeaderMap) -> Response {
-    if !authorized(&st, &headers) {
-        return refuse();
-    }
-    match ask(&st, AdminReq::Standby).await {
+async fn standby_status(State(st): St) -> Response {
+    match crate::admin::ask(&st.tx, AdminReq::Standby).await {
         Some(v) => Json(v).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "main loop not answering"})),
-        )
-            .into_response(),
+        None => crate::admin::error(StatusCode::SERVICE_UNAVAILABLE, "main loop not answering"),
     }
 }
 
-async fn core_query<T: Serialize>(
-    st: &AdminSt,
-    headers: &HeaderMap,
-    make: impl FnOnce(oneshot::Sender<T>) -> Query,
-) -> Response {
-    if !authorized(st, headers) {
-        return refuse();
+async fn standby_metrics(State(st): St) -> Response {
+    use crate::metrics;
+    let Some(v) = crate::admin::ask(&st.tx, AdminReq::Standby).await else {
+        return crate::admin::error(StatusCode::SERVICE_UNAVAILABLE, "main loop not answering");
+    };
+    let mut e = metrics::Exposition::new(&st.name);
+    metrics::info_family(&mut e, v.role);
+    e.gauge(
+        "bgf_standby_available",
+        "1 while this standby protects (0 once it serves a taken-over instance).",
+        &[],
+        if v.standby_available { 1.0 } else { 0.0 },
+    );
+    e.gauge(
+        "bgf_standby_alarms",
+        "Alarms raised by the standby (see /v1/standby).",
+        &[],
+        v.alarms.len() as f64,
+    );
+    for g in &v.protected {
+        let state = serde_json::to_value(&g.state)
+            .ok()
+            .and_then(|s| s.as_str().map(str::to_string))
+            .unwrap_or_default();
+        e.gauge(
+            "bgf_standby_guard",
+            "Per protected active: 1 for its current state (protected, serving, failed_unprotected, takeover_failed).",
+            &[("protected", &g.instance), ("state", &state)],
+            1.0,
+        );
+        metrics::link_families(&mut e, &g.instance, &g.heartbeat, g.replica.as_ref());
     }
-    match ask(st, |tx| AdminReq::Core(make(tx))).await {
-        Some(v) => Json(v).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "this standby serves no instance yet (see /v1/standby)"})),
-        )
-            .into_response(),
+    if let Some(r) = &v.last_takeover {
+        metrics::takeover_families(&mut e, r);
     }
+    if v.serving.is_some() {
+        if let Some(s) = crate::admin::core_stats(&st.queries).await {
+            metrics::core_families(&mut e, &s);
+        }
+    }
+    crate::admin::metrics_response(&e)
 }
 
-async fn stats(State(st): St, headers: HeaderMap) -> Response {
-    core_query(&st, &headers, Query::Stats).await
-}
+const STANDBY_ENDPOINTS: &[&str] = &[
+    "/health",
+    "/metrics",
+    "/v1/standby",
+    "/v1/stats",
+    "/v1/sessions",
+    "/v1/sessions/{call_id}",
+    "/v1/log/{instance}",
+];
 
-async fn sessions(State(st): St, headers: HeaderMap) -> Response {
-    core_query(&st, &headers, Query::Sessions).await
-}
-
-fn admin_router(st: Arc<AdminSt>) -> Router {
-    Router::new()
+/// The standby's router: `stores` are the protected actives' logs.
+fn admin_router(
+    name: &str,
+    token: &str,
+    tx: mpsc::Sender<AdminReq>,
+    stores: Vec<(String, Arc<dyn LogStore>)>,
+) -> Router {
+    // Core queries go to the main loop, which forwards them to the serving
+    // core loop (or drops them: 503 until a takeover).
+    let (queries, mut q_rx) = mpsc::channel::<Query>(64);
+    let fwd = tx.clone();
+    tokio::spawn(
+        async move {
+            while let Some(q) = q_rx.recv().await {
+                if fwd.send(AdminReq::Core(q)).await.is_err() {
+                    break;
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    let st = Arc::new(AdminSt {
+        name: name.to_string(),
+        tx,
+        queries: queries.clone(),
+    });
+    let routes = Router::new()
         .route("/health", get(health))
         .route("/v1/standby", get(standby_status))
-        .route("/v1/stats", get(stats))
-        .route("/v1/sessions", get(sessions))
+        .route("/metrics", get(standby_metrics))
         .with_state(st)
+        .merge(crate::admin::core_routes(crate::admin::CoreRoutes {
+            queries: queries.clone(),
+            unavailable: "this standby serves no instance yet (see /v1/standby)",
+        }))
+        .merge(crate::admin::log_routes(crate::admin::LogRoutes {
+            stores,
+            queries,
+        }));
+    crate::admin::finish(
+        routes,
+        Arc::new(crate::admin::Auth {
+            who: name.to_string(),
+            token: token.to_string(),
+        }),
+        STANDBY_ENDPOINTS,
+    )
 }

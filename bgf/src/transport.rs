@@ -46,6 +46,40 @@ pub struct Counters {
     pub framing_errors: AtomicU64,
     pub send_errors: AtomicU64,
     pub core_queue_full: AtomicU64,
+    /// SIP responses received / sent by status class (index 0 = 1xx).
+    pub responses_rx: [AtomicU64; 6],
+    pub responses_tx: [AtomicU64; 6],
+}
+
+/// SIP responses by status class, `[1xx, 2xx, 3xx, 4xx, 5xx, 6xx]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SipResponses {
+    pub received: [u64; 6],
+    pub sent: [u64; 6],
+}
+
+/// The status class of a SIP response (0 = 1xx .. 5 = 6xx), `None` for a
+/// request or anything else.
+pub fn response_class(data: &[u8]) -> Option<usize> {
+    let rest = data.strip_prefix(b"SIP/2.0 ")?;
+    match rest.first()? {
+        d @ b'1'..=b'6' => Some(usize::from(d - b'1')),
+        _ => None,
+    }
+}
+
+impl Counters {
+    /// Count a SIP response received (`sent == false`) or sent.
+    pub fn count_response(&self, data: &[u8], sent: bool) {
+        if let Some(k) = response_class(data) {
+            let arr = if sent {
+                &self.responses_tx
+            } else {
+                &self.responses_rx
+            };
+            bump(&arr[k]);
+        }
+    }
 }
 
 /// A snapshot of [`Counters`] (the `transport` object of `/v1/stats`).
@@ -61,6 +95,8 @@ pub struct TransportStats {
     pub core_queue_full: u64,
     /// Open (or connecting) SIP TCP connections, both sides.
     pub tcp_connections: u64,
+    /// SIP responses by direction and status class.
+    pub sip_responses: SipResponses,
 }
 
 pub fn bump(c: &AtomicU64) {
@@ -80,6 +116,10 @@ impl Counters {
             send_errors: g(&self.send_errors),
             core_queue_full: g(&self.core_queue_full),
             tcp_connections: 0,
+            sip_responses: SipResponses {
+                received: self.responses_rx.each_ref().map(g),
+                sent: self.responses_tx.each_ref().map(g),
+            },
         }
     }
 }

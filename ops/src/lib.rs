@@ -1,10 +1,16 @@
-//! # ops — operator tools (skeleton)
+//! # ops — operator tools
 //!
-//! Will own `bgfctl` (cluster status, sessions, failover drills with reports,
-//! planned switchover, log inspection) and the OpenStack deployment files
-//! under `ops/openstack/`.
+//! Owns `bgfctl`, the operator's command line for a bgf cluster: the cluster
+//! file ([`cluster`]), a small blocking client for the admin API of every
+//! `bgf` process ([`client`]), and what the commands compute from the
+//! answers — the cluster status and its protection state ([`status`]),
+//! sessions and log inspection (in the binary, `src/bin/bgfctl.rs`).
 //!
-//! It does not own any runtime behaviour of the BGF: it talks to the admin
-//! API of running `bgf` processes.
-//!
-//! Status: skeleton; arrives with issues 6 and 8.
+//! It does not own any runtime behaviour of the BGF: it only talks to the
+//! admin API of running `bgf` processes (docs/OPERATIONS.md). Failover
+//! drills and planned switchover come later (issue 6); the OpenStack
+//! deployment files with issue 8.
+
+pub mod client;
+pub mod cluster;
+pub mod status;
