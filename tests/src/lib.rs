@@ -18,7 +18,8 @@
 //! [`admin`] reads `/health`, `/v1/stats`, `/v1/sessions`; [`sipp`] runs SIPp
 //! scenarios from `tests/sipp/` with bounded time; [`rtp`] is a small RTP endpoint
 //! (send PCMA at 20 ms, record what arrives); [`sipraw`] sends hand-made SIP over
-//! UDP; [`bed`] ties them together for one test.
+//! UDP; [`bed`] ties them together for one test; [`ops`] runs `bgfctl` and
+//! parses Prometheus text.
 
 pub mod admin;
 pub mod bed;
@@ -28,6 +29,7 @@ pub mod callgen;
 pub mod logcheck;
 pub mod net;
 pub mod netns;
+pub mod ops;
 pub mod redisproc;
 pub mod rtp;
 pub mod sipp;
