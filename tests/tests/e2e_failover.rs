@@ -141,13 +141,13 @@ secret = "failover-secret-{k}-0123456789"
 [access]
 sip = "{access_sip}"
 media_ip = "{access_ip}"
-rtp_ports = "20000-20999"
+rtp_ports = "20000-49999"
 latching = true
 
 [core]
 sip = "{core_sip}"
 media_ip = "{core_ip}"
-rtp_ports = "30000-30999"
+rtp_ports = "30000-59999"
 latching = false
 next_hop = "{next_hop}"
 
@@ -402,6 +402,11 @@ impl Cluster {
     }
 
     fn uas(&self, name: &str, port: u16, rtp: &str) -> Proc {
+        self.uas_for(name, port, rtp, 110)
+    }
+
+    /// [`Cluster::uas`] that gives up after `max_run_s`.
+    fn uas_for(&self, name: &str, port: u16, rtp: &str, max_run_s: u32) -> Proc {
         let sock = self.dir.join(&format!("{name}.sock"));
         let mut p = Proc::start(
             &self.t,
@@ -417,7 +422,7 @@ impl Cluster {
                 rtp,
                 "--progress",
                 "--max-run-s",
-                "110",
+                &max_run_s.to_string(),
             ]),
             self.dir.path(),
             name,
@@ -432,7 +437,7 @@ impl Cluster {
 
     /// A UAC through active k's access address.
     fn uac(&self, name: &str, k: u8, v6: bool, local_port: u16, rtp: &str, uas: &str) -> Proc {
-        self.uac_paced(name, k, v6, local_port, rtp, uas, 20.0, 9000)
+        self.uac_paced(name, k, v6, local_port, rtp, Some(uas), CALLS, 20.0, 9000)
     }
 
     /// [`Cluster::uac`] at `rate` calls/s, each held `hold_ms`.
@@ -444,7 +449,8 @@ impl Cluster {
         v6: bool,
         local_port: u16,
         rtp: &str,
-        uas: &str,
+        uas: Option<&str>,
+        calls: u64,
         rate: f64,
         hold_ms: u64,
     ) -> Proc {
@@ -453,32 +459,41 @@ impl Cluster {
         } else {
             self.t.service_v4(k, Lan::Access)
         };
+        // No UAS name: no control connection (no UAC → UAS media figures;
+        // the UAS does not stop when this UAC finishes).
+        let ctl = match uas {
+            Some(u) => vec![
+                "--ctl-connect".to_string(),
+                format!("unix:{}", self.dir.join(&format!("{u}.sock")).display()),
+            ],
+            None => Vec::new(),
+        };
+        let mut args = s(&[
+            "uac",
+            "--local",
+            &bracket(self.t.ue(v6), local_port),
+            "--proxy",
+            &bracket(proxy, 5060),
+            "--rtp-ports",
+            rtp,
+            "--calls",
+            &calls.to_string(),
+            "--rate",
+            &rate.to_string(),
+            "--hold-ms",
+            &hold_ms.to_string(),
+            "--gap-threshold-ms",
+            "60",
+            "--json",
+            &self.dir.join(&format!("{name}.json")).display().to_string(),
+            "--progress",
+        ]);
+        args.extend(ctl);
         Proc::start(
             &self.t,
             &self.t.ns("ue"),
             &callgen_binary(),
-            &s(&[
-                "uac",
-                "--local",
-                &bracket(self.t.ue(v6), local_port),
-                "--proxy",
-                &bracket(proxy, 5060),
-                "--rtp-ports",
-                rtp,
-                "--calls",
-                &CALLS.to_string(),
-                "--rate",
-                &rate.to_string(),
-                "--hold-ms",
-                &hold_ms.to_string(),
-                "--gap-threshold-ms",
-                "60",
-                "--ctl-connect",
-                &format!("unix:{}", self.dir.join(&format!("{uas}.sock")).display()),
-                "--json",
-                &self.dir.join(&format!("{name}.json")).display().to_string(),
-                "--progress",
-            ]),
+            &args,
             self.dir.path(),
             name,
         )
@@ -604,10 +619,15 @@ fn place_calls(c: &Cluster, a1_v6: bool, hot: bool) -> [Proc; 4] {
     let uac1 = c.uac("uac1", 1, a1_v6, 5060, "26000-26999", "uas1");
     let uac2 = c.uac("uac2", 2, !a1_v6, 5070, "27000-27999", "uas2");
     let mut all = [uas1, uas2, uac1, uac2];
+    // Up at both ends (a 2xx lost on a loaded machine is retransmitted
+    // seconds later: such a call would not be up at the UAC yet).
     let needle = format!("calls up {CALLS} total {CALLS}");
+    let uac_needle = format!("uac calls up {CALLS} started {CALLS}");
     for i in 0..2 {
+        let up = all[i].wait_stderr(&needle, Duration::from_secs(20))
+            && all[i + 2].wait_stderr(&uac_needle, Duration::from_secs(20));
         assert!(
-            all[i].wait_stderr(&needle, Duration::from_secs(20)),
+            up,
             "calls not up at {}:\n{}\n{}\n{}",
             all[i].name,
             all[i].logs(),
@@ -1150,8 +1170,28 @@ fn standby_killed_actives_alarm_and_recover() {
     // Calls placed over 5 s: most are set up after the standby is gone.
     let mut uas1 = c.uas("uas1", 5060, "24000-24999");
     let mut uas2 = c.uas("uas2", 5070, "25000-25999");
-    let mut uac1 = c.uac_paced("uac1", 1, false, 5060, "26000-26999", "uas1", 2.0, 20000);
-    let mut uac2 = c.uac_paced("uac2", 2, true, 5070, "27000-27999", "uas2", 2.0, 20000);
+    let mut uac1 = c.uac_paced(
+        "uac1",
+        1,
+        false,
+        5060,
+        "26000-26999",
+        Some("uas1"),
+        CALLS,
+        2.0,
+        20000,
+    );
+    let mut uac2 = c.uac_paced(
+        "uac2",
+        2,
+        true,
+        5070,
+        "27000-27999",
+        Some("uas2"),
+        CALLS,
+        2.0,
+        20000,
+    );
     let first_up = wait_until(Duration::from_secs(10), || {
         let e = uas1.stderr();
         ["calls up 1 ", "calls up 2 ", "calls up 3 "]
@@ -1247,4 +1287,289 @@ fn standby_killed_actives_alarm_and_recover() {
     assert_calls_survived("via active 1", code1, &r1, &uac1);
     assert_calls_survived("via active 2", code2, &r2, &uac2);
     assert!(pct(&g1, 100.0) < 1000.0, "calls disturbed: {g1:?}");
+}
+
+/// One run of [`failover_figures`].
+struct FigureRow {
+    mode: String,
+    sessions: u64,
+    /// Detection → serving, first media forwarded (ms).
+    serving_ms: f64,
+    first_media_ms: f64,
+    /// Per-call longest media gap over the measured calls (ms).
+    gap: [f64; 3],
+    measured: usize,
+    /// Kill → first final response to an in-dialog request through the
+    /// standby (ms).
+    first_answer_ms: f64,
+    /// re-INVITE round trips of the checks sent in the second after the
+    /// kill: p50, p99, max (ms).
+    reinvite: [f64; 3],
+    lost: u64,
+}
+
+/// Calls per run whose media gap is measured (full RTP, 20 ms; their
+/// in-dialog checks come 3 s after the kill, so the gap is the media's
+/// alone).
+const FIG_MEASURED: u64 = 100;
+/// Control-plane probe calls per run (RTP too): all up and replicated
+/// before the kill, which comes 20 ms before the first of them hangs up —
+/// their in-dialog checks (re-INVITE, media on a new port, BYE) then go out
+/// one every 20 ms through the second after the kill.
+const FIG_PROBES: u64 = 50;
+/// Hold of the probe calls; the kill is at their start + this − 20 ms.
+const FIG_HOLD_MS: u64 = 6000;
+
+fn figures_run(mode: &str, sessions: u64, run: u32) -> FigureRow {
+    assert!(
+        sessions >= FIG_PROBES + 10,
+        "at least {} sessions",
+        FIG_PROBES + 10
+    );
+    let measured = FIG_MEASURED.min(sessions - FIG_PROBES);
+    let bulk = sessions - measured - FIG_PROBES;
+    let c = Cluster::start(
+        "wfo8",
+        &format!("failover-fig-{mode}-{sessions}-{run}"),
+        false,
+        mode,
+    );
+    let max_run = 60 + (bulk / 100) as u32;
+    let mut uas = c.uas_for("uas1", 5060, "10000-60999", max_run);
+    let mut bulk_uac = None;
+    if bulk > 0 {
+        let rate = 400.0_f64;
+        let mut p = Proc::start(
+            &c.t,
+            &c.t.ns("ue"),
+            &callgen_binary(),
+            &s(&[
+                "uac",
+                "--local",
+                &bracket(c.t.ue(false), 5070),
+                "--proxy",
+                &bracket(c.t.service_v4(1, Lan::Access), 5060),
+                "--rtp-ports",
+                "20000-60999",
+                "--ptime",
+                "1000",
+                "--gap-threshold-ms",
+                "5000",
+                "--calls",
+                &bulk.to_string(),
+                "--concurrent",
+                &bulk.to_string(),
+                "--rate",
+                &rate.to_string(),
+                "--hold-ms",
+                &(max_run as u64 * 1000).to_string(),
+                "--progress",
+            ]),
+            c.dir.path(),
+            "bulk",
+        );
+        let needle = format!("uac calls up {bulk} started {bulk}");
+        let t = Duration::from_secs_f64(bulk as f64 / rate + 60.0);
+        assert!(
+            p.wait_stderr(&needle, t),
+            "bulk sessions not up:\n{}\n{}",
+            p.logs(),
+            c.logs()
+        );
+        bulk_uac = Some(p);
+    }
+    let t_start = Instant::now();
+    let mut probe = c.uac_paced(
+        "probe",
+        1,
+        false,
+        5080,
+        "18000-18999",
+        None,
+        FIG_PROBES,
+        50.0,
+        FIG_HOLD_MS,
+    );
+    let mut uac = c.uac_paced(
+        "uac1",
+        1,
+        false,
+        5060,
+        "16000-17999",
+        Some("uas1"),
+        measured,
+        100.0,
+        FIG_HOLD_MS + 3000,
+    );
+    let needle = format!("calls up {sessions} total {sessions}");
+    assert!(
+        uas.wait_stderr(&needle, Duration::from_secs(10)),
+        "{}\n{}",
+        uac.logs(),
+        uas.logs()
+    );
+    if mode == "hot" {
+        let ok = wait_until(Duration::from_secs(10), || {
+            let v = c.standby_view()?;
+            let g = &v["protected"][0];
+            (g["replica"]["sessions"].as_u64() == Some(sessions) && g["replica"]["lag"] == 0)
+                .then_some(())
+        });
+        assert!(ok.is_some(), "replica not current: {:?}", c.standby_view());
+    }
+    let kill_at = Duration::from_millis(FIG_HOLD_MS - 20);
+    std::thread::sleep(kill_at.saturating_sub(t_start.elapsed()));
+    let kill_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0;
+    signal(c.actives[0].pid(), libc::SIGKILL);
+    signal(probe.pid(), libc::SIGUSR1);
+    signal(uac.pid(), libc::SIGUSR1);
+    if std::env::var_os("FAILOVER_TRACE").is_some() {
+        // The UE's neighbour entry and the standby's media counters, every
+        // ~50 ms for 2 s after the kill.
+        let t_kill = Instant::now();
+        while t_kill.elapsed() < Duration::from_secs(2) {
+            let ue = c.t.neighbour("ue", c.t.service_v4(1, Lan::Access));
+            let st = admin_get(
+                &c.t,
+                &c.t.standby_ns(),
+                c.t.standby_node(Lan::Mgmt),
+                "/v1/stats",
+            );
+            let media = st.as_ref().map(|v| v["media"].to_string());
+            println!(
+                "FIGURES neigh +{:.0} ms: ue {ue:?} standby media {media:?}",
+                t_kill.elapsed().as_secs_f64() * 1000.0
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    wait_serving(&c, Duration::from_secs(60));
+    let rep = final_report(&c);
+    for l in c.standby.stderr().lines() {
+        if l.contains("serving bgf1:") || l.contains("WARN") || l.contains("ERROR") {
+            println!("FIGURES standby log: {}", &l[..l.len().min(700)]);
+        }
+    }
+    let (_, pr) = finish(&mut probe, &c.dir, Duration::from_secs(60));
+    let (code, r) = finish(&mut uac, &c.dir, Duration::from_secs(60));
+    print_report(
+        &format!("figures {mode} {sessions} sessions run {run}"),
+        &rep,
+    );
+    let g = gaps(&r);
+    print_gaps(&format!("figures {mode} {sessions} sessions run {run}"), &g);
+    // In-dialog checks: each starts at its call's hang-up time.
+    let kill_ms = kill_unix_ms - pr["t0_unix_ms"].as_f64().unwrap_or(f64::NAN);
+    let mut first = f64::INFINITY;
+    let mut rtts = Vec::new();
+    let mut probes = Vec::new();
+    for call in pr["calls"].as_array().into_iter().flatten() {
+        let (Some(start), Some(setup), Some(rtt)) = (
+            call["start_ms"].as_f64(),
+            call["setup_ms"].as_f64(),
+            call["check"]["reinvite_ms"].as_f64(),
+        ) else {
+            continue;
+        };
+        let sent = start + setup + FIG_HOLD_MS as f64;
+        probes.push(((sent - kill_ms).round(), rtt.round()));
+        if sent >= kill_ms - 5.0 {
+            first = first.min(sent + rtt - kill_ms);
+            if sent <= kill_ms + 1000.0 {
+                rtts.push(rtt);
+            }
+        }
+    }
+    rtts.sort_by(|a, b| a.total_cmp(b));
+    println!("FIGURES probes (re-INVITE sent ms after the kill, round trip ms): {probes:?}");
+    let us = |k: &str| rep[k].as_u64().map_or(f64::NAN, |v| v as f64 / 1000.0);
+    let row = FigureRow {
+        mode: mode.into(),
+        sessions,
+        serving_ms: us("serving_us"),
+        first_media_ms: us("first_media_us"),
+        gap: [pct(&g, 50.0), pct(&g, 99.0), pct(&g, 100.0)],
+        measured: g.len(),
+        first_answer_ms: first,
+        reinvite: [pct(&rtts, 50.0), pct(&rtts, 99.0), pct(&rtts, 100.0)],
+        lost: r["summary"]["lost"].as_u64().unwrap_or(u64::MAX)
+            + pr["summary"]["lost"].as_u64().unwrap_or(u64::MAX),
+    };
+    println!(
+        "FIGURES {mode} {sessions} sessions run {run}: sessions taken over {}, serving {:.1} ms, first media {:.1} ms after detection; gap p50 {:.0} p99 {:.0} max {:.0} ms over {} calls; first in-dialog answer {:.0} ms after the kill; re-INVITE rtt (sent within 1 s of the kill, {} checks) p50 {:.0} p99 {:.0} max {:.0} ms; lost {}; callgen exit {:?}",
+        rep["sessions"], row.serving_ms, row.first_media_ms, row.gap[0], row.gap[1], row.gap[2],
+        row.measured, row.first_answer_ms, rtts.len(), row.reinvite[0], row.reinvite[1],
+        row.reinvite[2], row.lost, code
+    );
+    assert_eq!(rep["sessions"].as_u64(), Some(sessions), "{rep}");
+    if let Some(mut b) = bulk_uac {
+        signal(b.pid(), libc::SIGTERM);
+        let _ = b.wait_exit(Duration::from_secs(10));
+    }
+    row
+}
+
+/// Failover figures against sessions per active (issue item 7; not part of
+/// the suite — a release build, minutes per size):
+///
+/// ```sh
+/// FAILOVER_SESSIONS=100,1000,10000 FAILOVER_MODES=hot,cold FAILOVER_RUNS=2 \
+///   cargo test --release -p bgf-tests --test e2e_failover -- --ignored --nocapture failover_figures
+/// ```
+///
+/// Per run: N sessions on active 1 — `FIG_MEASURED` calls with 20 ms RTP
+/// measured by bgf-callgen, the rest at 1 packet/s each way —, replicas
+/// current (hot), then `kill -9` of active 1. Printed: the takeover report,
+/// the per-call media gap (p50/p99/max), the time from the kill until the
+/// first in-dialog request gets its final response through the standby,
+/// and the re-INVITE round trips of the checks sent in the second after the
+/// kill; a table at the end. `FAILOVER_TRACE=1` also samples the UE's
+/// neighbour entry and the standby's media counters for 2 s after the kill.
+#[test]
+#[ignore]
+fn failover_figures() {
+    if !require_root("failover_figures") {
+        return;
+    }
+    let list = |k: &str, d: &str| -> Vec<String> {
+        std::env::var(k)
+            .unwrap_or_else(|_| d.into())
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect()
+    };
+    let sizes: Vec<u64> = list("FAILOVER_SESSIONS", "100,1000")
+        .iter()
+        .map(|x| x.parse().expect("FAILOVER_SESSIONS: numbers"))
+        .collect();
+    let modes = list("FAILOVER_MODES", "hot");
+    let runs: u32 = std::env::var("FAILOVER_RUNS")
+        .ok()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(1);
+    let mut rows = Vec::new();
+    for mode in &modes {
+        for &n in &sizes {
+            for run in 1..=runs {
+                rows.push(figures_run(mode, n, run));
+            }
+        }
+    }
+    println!("| mode | sessions | serving after detection | first media | media gap p50 / p99 / max | control plane answers (kill → first in-dialog final response) | re-INVITE rtt p50 / p99 / max | lost |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.1} ms | {:.1} ms | {:.0} / {:.0} / {:.0} ms | {:.0} ms | {:.0} / {:.0} / {:.0} ms | {} |",
+            r.mode, r.sessions, r.serving_ms, r.first_media_ms, r.gap[0], r.gap[1], r.gap[2],
+            r.first_answer_ms, r.reinvite[0], r.reinvite[1], r.reinvite[2], r.lost
+        );
+    }
+    for r in &rows {
+        assert_eq!(r.lost, 0, "{} {}: lost calls", r.mode, r.sessions);
+    }
 }
