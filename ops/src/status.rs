@@ -242,7 +242,8 @@ pub fn protection(all: &[InstanceStatus]) -> (Protection, Vec<String>) {
     } else if available.is_empty() {
         no_standby = true;
         for sb in &standbys {
-            if let Some(k) = &sb.serving {
+            let said = |k: &str| sb.alarms.iter().any(|a| a.contains(&format!("serves {k}")));
+            if let Some(k) = sb.serving.as_ref().filter(|k| !said(k)) {
                 reasons.push(format!(
                     "{} serves {k} since its takeover: start a new `bgf standby` to restore N+1 protection",
                     sb.name

@@ -306,7 +306,7 @@ fn bgfctl_status_through_a_takeover() {
     );
     assert_eq!(st.code, Some(2));
     assert!(
-        st.stdout.contains("sb1 serves bgf1 since its takeover"),
+        st.stdout.contains("serves bgf1 since its takeover"),
         "{}",
         st.stdout
     );
