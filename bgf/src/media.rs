@@ -19,6 +19,41 @@ pub fn kept_sockets(core: &sip_control::CoreConfig) -> usize {
     (ports(&core.access) + ports(&core.core)).min(MAX_KEPT_SOCKETS)
 }
 
+/// Sockets one pinhole may hold: RTP and RTCP on both sides.
+const SOCKETS_PER_PINHOLE: u64 = 4;
+/// Descriptors kept back for SIP sockets and TCP connections, the store
+/// client, the admin API, epoll and eventfds.
+const FD_RESERVE: u64 = 1024;
+/// Streams a new session may bring (audio + video).
+const STREAMS_PER_NEW_SESSION: u64 = 2;
+
+/// The process's open-files soft limit (the media plane raised it as far
+/// as allowed at start).
+fn nofile_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return u64::MAX;
+    }
+    r.rlim_cur
+}
+
+/// Whether `plane` has descriptors left for one more session's sockets.
+pub fn admits_session(plane: &MediaPlane) -> bool {
+    admits(plane.pinhole_count(), nofile_limit())
+}
+
+/// Whether `pinholes` live pinholes leave room, under `nofile`, for the
+/// sockets of one more session. Kept (released) sockets do not count: the
+/// plane closes them when it runs out of descriptors.
+fn admits(pinholes: usize, nofile: u64) -> bool {
+    let capacity = nofile.saturating_sub(FD_RESERVE) / SOCKETS_PER_PINHOLE;
+    (pinholes as u64).saturating_add(STREAMS_PER_NEW_SESSION) <= capacity
+}
+
 /// Start the packet path; its events go to `sink` (which must never block).
 /// Up to `keep_released` released sockets stay bound for later calls on the
 /// same ports (no bind/epoll/close per call for those).
@@ -60,7 +95,26 @@ impl MediaOps for MediaPlane {
         MediaPlane::pinhole_count(self)
     }
 
+    fn admits_session(&self) -> bool {
+        admits_session(self)
+    }
+
     fn shutdown(self: Box<Self>) {
         MediaPlane::shutdown(*self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admits;
+
+    #[test]
+    fn admission_leaves_room_for_a_session_s_sockets() {
+        // 20 000 descriptors: (20 000 - 1 024) / 4 = 4 744 pinholes.
+        assert!(admits(0, 20_000));
+        assert!(admits(4_742, 20_000));
+        assert!(!admits(4_743, 20_000));
+        assert!(!admits(0, 100), "below the reserve nothing is admitted");
+        assert!(admits(1_000_000, 1 << 30));
     }
 }

@@ -45,6 +45,10 @@ pub trait MediaOps: Send {
     fn pinhole_counters(&self, id: PinholeId) -> Option<serde_json::Value>;
     /// Number of pinholes.
     fn pinhole_count(&self) -> usize;
+    /// Whether a new session's media can still be set up (descriptors left
+    /// for its sockets). Checked before a new INVITE reaches the core, so a
+    /// call is refused with 503 rather than answered without media.
+    fn admits_session(&self) -> bool;
     /// Stop forwarding and join the packet path's threads.
     fn shutdown(self: Box<Self>);
 }
@@ -338,24 +342,26 @@ impl CoreLoop {
     }
 
     /// The daemon's own answer to a new INVITE while the log is degraded or
-    /// congested (admission control), or a drop when the held queue is full. `true` = the input is consumed.
+    /// congested, or while the media plane has no room for another session
+    /// (admission control), or a drop when the held queue is full. `true` =
+    /// the input is consumed. A refusal reveals no state and is not logged.
     fn refuse(&mut self, m: &SipIn) -> bool {
-        let Some(c) = self.commit.as_mut() else {
-            return false;
-        };
-        if c.full() {
-            c.dropped_held_full += 1;
-            if c.dropped_held_full.is_power_of_two() {
-                warn!(src = %m.src, dropped = c.dropped_held_full, "ALARM held queue full (statelog.max_held): SIP input dropped, peers will retransmit — the state log is not keeping up; check the store's load and latency");
+        if let Some(c) = self.commit.as_mut() {
+            if c.full() {
+                c.dropped_held_full += 1;
+                if c.dropped_held_full.is_power_of_two() {
+                    warn!(src = %m.src, dropped = c.dropped_held_full, "ALARM held queue full (statelog.max_held): SIP input dropped, peers will retransmit — the state log is not keeping up; check the store's load and latency");
+                }
+                return true;
             }
-            return true;
         }
-        let why = if c.degraded() {
-            "state log degraded"
-        } else if c.congested() {
-            "state log backlog past half of statelog.max_held"
-        } else {
-            return false;
+        let why = match &self.commit {
+            Some(c) if c.degraded() => "state log degraded",
+            Some(c) if c.congested() => "state log backlog past half of statelog.max_held",
+            _ if !self.media.admits_session() => {
+                "media plane has no descriptors left for another session"
+            }
+            _ => return false,
         };
         let Ok(msg) =
             sip_control::msg::Message::parse(&m.data, self.core.config().max_message_bytes)
@@ -378,7 +384,19 @@ impl CoreLoop {
         let mut resp = sip_control::msg::make_response(&msg, 503, "Service Unavailable", None);
         resp.set("Retry-After", "30".to_string());
         resp.set("Content-Length", "0".to_string());
-        c.refused_503 += 1;
+        if let Some(c) = self.commit.as_mut() {
+            c.refused_503 += 1;
+        }
+        if why.starts_with("media") {
+            let n = self
+                .counters
+                .refused_media
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if n.is_power_of_two() {
+                warn!(refused = n, pinholes = self.media.pinhole_count(), "ALARM new calls refused with 503: no file descriptors left for media sockets — raise LimitNOFILE / RLIMIT_NOFILE (4 per audio session) or spread load over more instances");
+            }
+        }
         let t = Transmit {
             side: m.side,
             transport: m.transport,
@@ -627,6 +645,9 @@ mod tests {
         }
         fn pinhole_count(&self) -> usize {
             self.ops.lock().unwrap().len()
+        }
+        fn admits_session(&self) -> bool {
+            true
         }
         fn shutdown(self: Box<Self>) {
             self.down.store(true, Ordering::SeqCst);

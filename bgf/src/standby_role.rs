@@ -762,6 +762,9 @@ impl MediaOps for SharedMedia {
     fn pinhole_count(&self) -> usize {
         self.0.pinhole_count()
     }
+    fn admits_session(&self) -> bool {
+        crate::media::admits_session(&self.0)
+    }
     fn shutdown(self: Box<Self>) {
         match Arc::try_unwrap(self.0) {
             Ok(p) => p.shutdown(),

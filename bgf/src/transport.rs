@@ -46,6 +46,8 @@ pub struct Counters {
     pub framing_errors: AtomicU64,
     pub send_errors: AtomicU64,
     pub core_queue_full: AtomicU64,
+    /// New INVITEs refused with 503: no descriptors left for media sockets.
+    pub refused_media: AtomicU64,
     /// SIP responses received / sent by status class (index 0 = 1xx).
     pub responses_rx: [AtomicU64; 6],
     pub responses_tx: [AtomicU64; 6],
@@ -93,6 +95,8 @@ pub struct TransportStats {
     pub framing_errors: u64,
     pub send_errors: u64,
     pub core_queue_full: u64,
+    /// New INVITEs refused with 503: no descriptors left for media sockets.
+    pub refused_media: u64,
     /// Open (or connecting) SIP TCP connections, both sides.
     pub tcp_connections: u64,
     /// SIP responses by direction and status class.
@@ -115,6 +119,7 @@ impl Counters {
             framing_errors: g(&self.framing_errors),
             send_errors: g(&self.send_errors),
             core_queue_full: g(&self.core_queue_full),
+            refused_media: g(&self.refused_media),
             tcp_connections: 0,
             sip_responses: SipResponses {
                 received: self.responses_rx.each_ref().map(g),

@@ -51,6 +51,9 @@ pub struct BgfConfig {
     pub admin_token: String,
     /// The body of a `[statelog]` section (TOML lines), if any.
     pub statelog: Option<String>,
+    /// Start the process with this open-files limit (soft and hard), to
+    /// exercise media admission control.
+    pub nofile: Option<u64>,
 }
 
 impl BgfConfig {
@@ -77,6 +80,7 @@ impl BgfConfig {
             admin_listen: net.addr(host::ADMIN, 8080),
             admin_token: "test-token-0123456789".into(),
             statelog: None,
+            nofile: None,
         }
     }
 
@@ -160,13 +164,31 @@ impl BgfProcess {
         let stderr = dir.join(format!("{}.stderr.log", config.name));
         let out = std::fs::File::create(&stdout).map_err(|e| format!("{e}"))?;
         let err = std::fs::File::create(&stderr).map_err(|e| format!("{e}"))?;
-        let child = Command::new(&bin)
-            .arg("active")
+        let mut cmd = Command::new(&bin);
+        cmd.arg("active")
             .arg("--config")
             .arg(&cfg_path)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
+            .stderr(err);
+        if let Some(n) = config.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let admin = AdminClient::new(config.admin_listen, &config.admin_token);
