@@ -108,11 +108,22 @@ fn locate_or_build() -> Result<PathBuf, String> {
     if fresh {
         return Ok(bin);
     }
+    eprintln!(
+        "bgf-tests: building the bgf binary ({profile}) into {} ...",
+        target.display()
+    );
+    cargo_build("bgf", "bgf")
+}
+
+/// `cargo build -p PACKAGE --bin BIN` for the running executable's profile
+/// and target directory; returns the binary's path.
+fn cargo_build(package: &str, bin: &str) -> Result<PathBuf, String> {
+    let (target, profile) = profile_dir()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut cmd = Command::new(&cargo);
-    cmd.current_dir(&root)
+    cmd.current_dir(workspace_root())
         .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "-p", "bgf", "--bin", "bgf"]);
+        .args(["build", "-q", "-p", package, "--bin", bin]);
     match profile.as_str() {
         "debug" => {}
         "release" => {
@@ -122,26 +133,42 @@ fn locate_or_build() -> Result<PathBuf, String> {
             cmd.args(["--profile", other]);
         }
     }
-    eprintln!(
-        "bgf-tests: building the bgf binary ({profile}) into {} ...",
-        target.display()
-    );
     let status = cmd
         .status()
-        .map_err(|e| format!("cannot run {cargo} build -p bgf: {e}"))?;
+        .map_err(|e| format!("cannot run {cargo} build -p {package}: {e}"))?;
     if !status.success() {
         return Err(format!(
-            "`cargo build -p bgf` ({profile}) failed with {status}; fix the build and rerun"
+            "`cargo build -p {package}` ({profile}) failed with {status}; fix the build and rerun"
         ));
     }
-    if bin.is_file() {
-        Ok(bin)
+    let path = target.join(&profile).join(bin);
+    if path.is_file() {
+        Ok(path)
     } else {
         Err(format!(
-            "`cargo build -p bgf` succeeded but {} does not exist",
-            bin.display()
+            "`cargo build -p {package}` succeeded but {} does not exist",
+            path.display()
         ))
     }
+}
+
+/// A workspace binary other than `bgf` (`bgf-callgen`, `bgfctl`): `$ENV` if
+/// set, else built once per process for the running profile (cargo skips
+/// the work when it is fresh).
+pub fn workspace_binary(package: &str, bin: &str, env: &str) -> Result<PathBuf, String> {
+    type Built = std::sync::Mutex<std::collections::HashMap<String, Result<PathBuf, String>>>;
+    static BUILT: OnceLock<Built> = OnceLock::new();
+    if let Ok(p) = std::env::var(env) {
+        return Ok(PathBuf::from(p));
+    }
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(bin.to_string())
+        .or_insert_with(|| cargo_build(package, bin))
+        .clone()
 }
 
 /// The path of an up-to-date `bgf` binary (built at most once per process).

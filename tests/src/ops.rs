@@ -5,58 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-fn build() -> Result<PathBuf, String> {
-    if let Ok(p) = std::env::var("BGFCTL_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let mut dir = exe
-        .parent()
-        .ok_or("test executable has no parent")?
-        .to_path_buf();
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir = dir.parent().map(Path::to_path_buf).unwrap_or(dir);
-    }
-    let profile = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or("cannot tell the profile")?;
-    let target = dir.parent().ok_or("no target dir")?.to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(crate::build::workspace_root())
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "-q", "-p", "ops", "--bin", "bgfctl"]);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        p => {
-            cmd.args(["--profile", p]);
-        }
-    }
-    let st = cmd
-        .status()
-        .map_err(|e| format!("cannot run {cargo} build -p ops: {e}"))?;
-    if !st.success() {
-        return Err(format!("`cargo build -p ops` failed: {st}"));
-    }
-    let bin = target.join(&profile).join("bgfctl");
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!("{} missing after the build", bin.display()))
-    }
-}
-
-/// The `bgfctl` binary (built at most once per test process).
+/// The `bgfctl` binary (`$BGFCTL_BIN`, else built at most once per test process).
 pub fn bgfctl_binary() -> PathBuf {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(build)
-        .clone()
+    crate::build::workspace_binary("ops", "bgfctl", "BGFCTL_BIN")
         .unwrap_or_else(|e| panic!("bgfctl: {e}"))
 }
 
