@@ -147,8 +147,9 @@ pub fn raise_nofile_limit() -> u64 {
     }
 }
 
-/// Write `addr` into a `sockaddr_storage`; returns the length used.
-pub(crate) fn to_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
+/// Write `addr` into a `sockaddr_storage`; returns the length used (for
+/// `sendmmsg`/`bind`; shared with the daemon's SIP UDP path).
+pub fn to_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -> libc::socklen_t {
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
@@ -175,8 +176,8 @@ pub(crate) fn to_sockaddr(addr: &SocketAddr, out: &mut libc::sockaddr_storage) -
     }
 }
 
-/// Read a `sockaddr_storage` filled by the kernel.
-pub(crate) fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+/// Read a `sockaddr_storage` filled by the kernel (`recvmmsg`).
+pub fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(s.ss_family) {
         libc::AF_INET => {
             // SAFETY: family says sockaddr_in.
