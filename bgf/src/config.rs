@@ -846,6 +846,7 @@ pub struct StandbySection {
     pub core_interface: Option<String>,
     pub announce_ms: Option<Vec<u64>>,
     pub fence_timeout_ms: Option<u64>,
+    pub address_step: Option<String>,
     pub protect: Option<Vec<ProtectSection>>,
 }
 
@@ -862,6 +863,18 @@ pub enum StandbyMode {
     Hot,
     /// Read the whole log only after a failure (the seed vBGF's way).
     Cold,
+}
+
+/// How a takeover claims the failed active's service addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddressStep {
+    /// Add them to the standby's interfaces (rtnetlink) and announce them
+    /// (GARP / unsolicited NA): needs CAP_NET_ADMIN and CAP_NET_RAW.
+    Netlink,
+    /// Claim nothing, announce nothing: the addresses are already local
+    /// (e.g. 127.0.0.0/8 on `lo` — the unprivileged loopback demo). Not for
+    /// production: nothing moves the addresses to this host.
+    None,
 }
 
 /// One protected active.
@@ -886,6 +899,8 @@ pub struct StandbyConfig {
     pub core_interface: String,
     /// Announcement schedule (offsets from takeover).
     pub announce: Vec<Duration>,
+    /// `standby.address_step`: how the addresses are claimed.
+    pub address_step: AddressStep,
     /// How long a takeover waits for the store to fence the failed active
     /// (no address is claimed without a fence); past it the takeover fails
     /// safe with an alarm.
@@ -904,7 +919,7 @@ impl StandbyConfig {
     /// One-line summary for `check-config` and the startup log.
     pub fn summary(&self) -> String {
         format!(
-            "standby {} ({}): protects {}; addresses claimed on {} (access) and {} (core); announcements at {:?} ms; fence timeout {} ms; admin {}",
+            "standby {} ({}): protects {}; {}; fence timeout {} ms; admin {}",
             self.name,
             match self.mode {
                 StandbyMode::Hot => "hot",
@@ -915,9 +930,20 @@ impl StandbyConfig {
                 .map(|p| p.config.core.instance.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            self.access_interface,
-            self.core_interface,
-            self.announce.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+            match self.address_step {
+                AddressStep::Netlink => format!(
+                    "addresses claimed on {} (access) and {} (core); announcements at {:?} ms",
+                    self.access_interface,
+                    self.core_interface,
+                    self.announce
+                        .iter()
+                        .map(|d| d.as_millis())
+                        .collect::<Vec<_>>()
+                ),
+                AddressStep::None => {
+                    "address step none: no address is added or announced at a takeover (they must already be local)".to_string()
+                }
+            },
             self.fence_timeout.as_millis(),
             match &self.admin {
                 Some(a) => a.listen.to_string(),
@@ -1025,6 +1051,16 @@ fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErr
             StandbyMode::Hot
         }
     };
+    let address_step = match sb.address_step.as_deref().map(str::trim) {
+        None | Some("netlink") => AddressStep::Netlink,
+        Some("none") => AddressStep::None,
+        Some(m) => {
+            errs.push(format!(
+                "standby.address_step: \"{m}\" — use \"netlink\" (default: add and announce the addresses) or \"none\" (they are already local, e.g. on lo)"
+            ));
+            AddressStep::Netlink
+        }
+    };
     let access_interface = interface_name(
         "standby.access_interface",
         sb.access_interface.as_ref(),
@@ -1123,6 +1159,7 @@ fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErr
             access_interface,
             core_interface,
             announce: announce_ms.into_iter().map(Duration::from_millis).collect(),
+            address_step,
             fence_timeout: Duration::from_millis(fence_timeout_ms),
             protects,
             log_format,

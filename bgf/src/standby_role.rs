@@ -21,7 +21,7 @@
 //! `standby` crate), the core loop (`runtime`), the active's end (`ha`).
 
 use crate::commit::{self, Commit};
-use crate::config::{self, Config, LogFormat, StandbyConfig, StandbyMode};
+use crate::config::{self, AddressStep, Config, LogFormat, StandbyConfig, StandbyMode};
 use crate::ha;
 use crate::runtime::{self, Channels, CoreLoop, LoopEnd, MediaOps, Query, TimerQueue};
 use crate::transport::{self, now_ms, Counters, Transports};
@@ -247,9 +247,12 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
                 .collect(),
             schedule: schedule.clone(),
         };
-        let prepared = Prepared::new(plan).map_err(|e| {
-            format!("{e} — the standby needs CAP_NET_ADMIN and CAP_NET_RAW and the interfaces of standby.access_interface / core_interface")
-        })?;
+        let prepared = match cfg.address_step {
+            AddressStep::Netlink => Prepared::new(plan).map_err(|e| {
+                format!("{e} — the standby needs CAP_NET_ADMIN and CAP_NET_RAW and the interfaces of standby.access_interface / core_interface (or standby.address_step = \"none\" where the addresses are already local, e.g. on lo)")
+            })?,
+            AddressStep::None => Prepared::local_addresses(plan)?,
+        };
         let epoch = store
             .epoch(&instance)
             .await

@@ -51,6 +51,8 @@ pub struct TakeoverPlan {
 pub struct Prepared {
     plan: TakeoverPlan,
     announcers: Vec<Announcer>,
+    /// False: the address step adds nothing (see [`Prepared::local_addresses`]).
+    claim: bool,
 }
 
 impl Prepared {
@@ -76,7 +78,24 @@ impl Prepared {
             .map(|(n, addrs)| Announcer::new(n, addrs))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("takeover of {}: {e}", plan.instance))?;
-        Ok(Prepared { plan, announcers })
+        Ok(Prepared {
+            plan,
+            announcers,
+            claim: true,
+        })
+    }
+
+    /// A plan whose addresses are already local (e.g. 127.0.0.0/8 on `lo`):
+    /// the address step adds nothing and nothing is announced, so no
+    /// capability is needed (`standby.address_step = "none"`, the
+    /// unprivileged demo). The phases are still timed.
+    pub fn local_addresses(plan: TakeoverPlan) -> Result<Prepared, String> {
+        state_log::check_instance(&plan.instance).map_err(|e| e.to_string())?;
+        Ok(Prepared {
+            plan,
+            announcers: Vec::new(),
+            claim: false,
+        })
     }
 
     /// The plan.
@@ -302,8 +321,8 @@ where
     rep.registrations = replica.core().registration_count();
     rep.drained_us = us(Instant::now());
 
-    // 3. Addresses.
-    for a in &prep.plan.addresses {
+    // 3. Addresses (none to add when they are already local).
+    for a in prep.plan.addresses.iter().filter(|_| prep.claim) {
         match netif::add_address(a) {
             Ok(AddrChange::Changed) => rep.addresses_added += 1,
             Ok(AddrChange::Unchanged) => {}
