@@ -229,6 +229,30 @@ impl Commit {
         instance: String,
         initial: impl FnOnce() -> Vec<u8>,
     ) -> Result<Commit, String> {
+        Self::open(settings, store, instance, Some(initial)).await
+    }
+
+    /// Continue the log of a core that *is* the replay of that log (a
+    /// standby's drained replica): no base checkpoint is needed — replaying
+    /// the log as it stands rebuilds this very core, and the records this
+    /// process appends follow on (next seq, new epoch). The first checkpoint
+    /// is the periodic one (`checkpoint_every` records on). Writing one here
+    /// would put the serialisation of every session on a takeover's
+    /// critical path.
+    pub async fn resume(
+        settings: StatelogSettings,
+        store: Arc<dyn LogStore>,
+        instance: String,
+    ) -> Result<Commit, String> {
+        Self::open(settings, store, instance, None::<fn() -> Vec<u8>>).await
+    }
+
+    async fn open(
+        settings: StatelogSettings,
+        store: Arc<dyn LogStore>,
+        instance: String,
+        initial: Option<impl FnOnce() -> Vec<u8>>,
+    ) -> Result<Commit, String> {
         let where_ = settings.backend.location();
         let bound = settings.append_timeout;
         let epoch = tokio::time::timeout(bound, store.epoch(&instance))
@@ -275,7 +299,7 @@ impl Commit {
             dropped_held_full: 0,
             latency,
         };
-        if last > 0 {
+        if let (true, Some(initial)) = (last > 0, initial) {
             // The log holds an earlier run's records; this core starts
             // empty, so the log restarts from a checkpoint of it.
             c.checkpoint(initial());

@@ -17,6 +17,7 @@ mod config;
 mod ha;
 mod media;
 mod metrics;
+mod presync;
 mod runtime;
 mod standby_role;
 mod transport;

@@ -41,6 +41,13 @@ fn nofile_limit() -> u64 {
     r.rlim_cur
 }
 
+/// How many pinholes the process's descriptors hold (all planes together),
+/// under the current open-files limit.
+pub fn pinhole_capacity() -> usize {
+    let cap = nofile_limit().saturating_sub(FD_RESERVE) / SOCKETS_PER_PINHOLE;
+    usize::try_from(cap).unwrap_or(usize::MAX)
+}
+
 /// Whether `plane` has descriptors left for one more session's sockets.
 pub fn admits_session(plane: &MediaPlane) -> bool {
     admits(plane.pinhole_count(), nofile_limit())

@@ -23,6 +23,7 @@
 use crate::commit::{self, Commit};
 use crate::config::{self, AddressStep, Config, LogFormat, StandbyConfig, StandbyMode};
 use crate::ha;
+use crate::presync::{self, Budget, Presync};
 use crate::runtime::{self, Channels, CoreLoop, LoopEnd, MediaOps, Query, TimerQueue};
 use crate::transport::{self, now_ms, Counters, Transports};
 use axum::extract::State;
@@ -45,7 +46,7 @@ use state_log::{Epoch, LogError, LogStore, Record, Seq};
 use std::future::{poll_fn, Future};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -141,34 +142,88 @@ struct Guard {
     state: GuardState,
 }
 
-/// An idle media plane with its event channel and counters.
+/// An idle media plane with its event channel and counters; while hot, its
+/// pinholes follow the replica's (`presync`).
 struct Premedia {
     plane: Arc<MediaPlane>,
     events: mpsc::Receiver<media_plane::MediaEvent>,
     counters: Arc<Counters>,
+    /// Set when the takeover serves: until then the plane's events (the
+    /// idle pre-installed pinholes go "inactive") are dropped — the
+    /// replica's core is fed from the log only.
+    live: Arc<OnceLock<Instant>>,
+    /// Keeps the plane in step with the hot replica (None: cold, or the
+    /// active's addresses are local here).
+    presync: Option<Presync>,
 }
+
+/// After going live, inactivity reports are dropped for this long: the
+/// scanner may have measured the pre-installed pinholes' idleness just
+/// before their activity was reset.
+const INACTIVE_GRACE: Duration = Duration::from_secs(2);
 
 impl Premedia {
     fn start(cfg: &Config) -> Result<Premedia, String> {
         let counters = Arc::new(Counters::default());
         let (tx, events) = mpsc::channel(MEDIA_QUEUE);
+        let live: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+        let sink = runtime::media_event_sink(tx, counters.clone());
+        let gate = live.clone();
         let plane = MediaPlane::start_kernel(
             MediaConfig {
                 workers: cfg.media.workers,
                 inactivity_timeout: cfg.media.inactivity_timeout,
                 ..MediaConfig::default()
             },
-            Box::new(runtime::media_event_sink(tx, counters.clone())),
+            Box::new(move |ev| match gate.get() {
+                None => {}
+                Some(t)
+                    if matches!(ev, media_plane::MediaEvent::Inactive { .. })
+                        && t.elapsed() < INACTIVE_GRACE => {}
+                Some(_) => sink(ev),
+            }),
         )
         .map_err(|e| format!("cannot start the media plane: {e}"))?;
         Ok(Premedia {
             plane: Arc::new(plane),
             events,
             counters,
+            live,
+            presync: None,
         })
     }
 
-    async fn shutdown(self) {
+    /// Follow `replica`'s pinholes, unless the active's service addresses
+    /// are local here (then its own sockets hold the ports).
+    fn start_presync(
+        &mut self,
+        instance: &str,
+        cfg: &Config,
+        replica: &HotReplica,
+        budget: &Arc<Budget>,
+    ) {
+        let local: Vec<String> = ha::service_ips(&cfg.core)
+            .into_iter()
+            .filter(|(_, a)| std::net::UdpSocket::bind((*a, 0)).is_ok())
+            .map(|(_, a)| a.to_string())
+            .collect();
+        if !local.is_empty() {
+            info!(%instance, ?local, "service addresses already local: pinholes are installed at takeover, not ahead of it");
+            return;
+        }
+        self.plane.set_freebind(true);
+        self.presync = Some(Presync::spawn(
+            instance.to_string(),
+            self.plane.clone(),
+            replica.pinholes(),
+            budget.clone(),
+        ));
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(p) = self.presync.take() {
+            p.stop().await;
+        }
         if let Ok(p) = Arc::try_unwrap(self.plane) {
             let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
         }
@@ -221,6 +276,10 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
     let hb = HeartbeatRuntime::start("bgf-heartbeat")
         .map_err(|e| format!("cannot start the heartbeat thread: {e}"))?;
     let schedule = Schedule(cfg.announce.clone());
+    // Pinholes pre-installed in the idle planes, all protected actives
+    // together, stay within the descriptors (the media plane's start raises
+    // the limit; this reads it after the first start).
+    let mut budget: Option<Arc<Budget>> = None;
     let mut guards = Vec::new();
     for p in &cfg.protects {
         let c = p.config.clone();
@@ -274,7 +333,14 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
             interval_ms = h.interval.as_millis() as u64, miss_count = h.miss_count,
             addresses = ?ha::service_ips(&c.core).iter().map(|(_, a)| a.to_string()).collect::<Vec<_>>(),
             "protecting active");
-        let media = Some(Premedia::start(&c)?);
+        let mut media = Premedia::start(&c)?;
+        let budget = budget
+            .get_or_insert_with(|| Budget::new(crate::media::pinhole_capacity()))
+            .clone();
+        if let Some(h) = &hot {
+            media.start_presync(&instance, &c, h, &budget);
+        }
+        let media = Some(media);
         guards.push(Guard {
             instance,
             config: c,
@@ -633,7 +699,13 @@ async fn do_takeover(
         .ok_or("already taken over once (no takeover plan left)")?;
     let store = g.store.clone();
     let cfg = g.config.clone();
-    let media = g.media.take();
+    let mut media = g.media.take();
+    // Pre-installing stops where the replica stopped; serve applies the
+    // drained tail's delta.
+    let mut installed = presync::Installed::new();
+    if let Some(p) = media.as_mut().and_then(|m| m.presync.take()) {
+        installed = p.stop().await;
+    }
     let patient = PatientFence {
         inner: g.store.clone(),
         bound: fence_timeout,
@@ -641,7 +713,7 @@ async fn do_takeover(
         waiting,
     };
     take_over(&patient, replica, prepared, detected_at, reason, |ctx| {
-        serve(ctx, cfg, store, media)
+        serve(ctx, cfg, store, media, installed)
     })
     .await
     .map_err(|e| e.to_string())
@@ -786,6 +858,7 @@ async fn serve(
     cfg: Config,
     store: Arc<dyn LogStore>,
     media: Option<Premedia>,
+    installed: presync::Installed,
 ) -> Result<Serving, String> {
     let ServeContext {
         core,
@@ -801,12 +874,18 @@ async fn serve(
     let access = transport::bind_side(Side::Access, cfg.core.access.sip).await?;
     let core_side = transport::bind_side(Side::Core, cfg.core.core.sip).await?;
     let t_bind = t0.elapsed();
-    // Output commit continues k's log under the new epoch.
-    let commit = Commit::start(sl, store, instance.clone(), || {
-        rmp_serde::to_vec(core.state()).unwrap_or_default()
-    })
-    .await?;
+    // Output commit continues k's log under the new epoch. The core is the
+    // replay of that log up to its end, so no base checkpoint is written
+    // (see `Commit::resume`): the next periodic one follows.
+    let commit = Commit::resume(sl, store, instance.clone()).await?;
     let st = commit.stats();
+    if st.next_seq != next_seq {
+        return Err(format!(
+            "the log of {instance} ends at seq {} but the replica drained it to {} — it changed after the fence; not serving from a core that is not the log's replay",
+            st.next_seq.saturating_sub(1),
+            next_seq.saturating_sub(1)
+        ));
+    }
     if st.epoch != epoch {
         return Err(format!(
             "the store's epoch for {instance} is {} but the takeover fenced at {epoch} — another standby is taking over too",
@@ -815,27 +894,31 @@ async fn serve(
     }
     let t_commit = t0.elapsed();
     // Media: every session's pinholes (latched remotes included) go in
-    // before the first announcement.
+    // before the first announcement — most were pre-installed while hot;
+    // this applies the delta (the drained tail; cold: everything).
     let Premedia {
         plane,
         events: media_rx,
         counters,
+        live,
+        presync: _,
     } = match media {
         Some(m) => m,
         None => Premedia::start(&cfg)?,
     };
     let t_plane = t0.elapsed();
-    let mut installed = 0usize;
-    for s in core.sessions() {
-        for p in s.pinholes {
-            match plane.apply(&PinholeOp::Upsert(p)) {
-                Ok(()) => installed += 1,
-                Err(e) => {
-                    warn!(%instance, session = s.id, call_id = %s.call_id, error = %e, "pinhole not installed at takeover; that stream is not relayed")
-                }
-            }
-        }
+    let want = standby::replica::pinhole_snapshot(&core);
+    let pre_installed = installed.len();
+    let mut installed = installed;
+    let delta = presync::apply_diff(&plane, &want, &mut installed, None, None);
+    if delta.failed > 0 {
+        warn!(%instance, failed = delta.failed, error = delta.last_error.as_deref().unwrap_or(""),
+            "pinholes not installed at takeover; those streams are not relayed");
     }
+    // The pre-installed pinholes were idle by construction: their
+    // inactivity timeout starts now, and the plane's events reach the core.
+    plane.reset_activity();
+    let _ = live.set(Instant::now());
     let t_media = t0.elapsed();
     let mut timers = TimerQueue::default();
     let pending = ha::pending_timers(&core, now_ms());
@@ -880,7 +963,8 @@ async fn serve(
         shutdown_rx,
     ));
     drop(plane);
-    info!(%instance, epoch, next_seq, log_next_seq = st.next_seq, sessions, pinholes = installed,
+    info!(%instance, epoch, next_seq, log_next_seq = st.next_seq, sessions, pinholes = installed.len(), pre_installed,
+        delta_added = delta.added, delta_updated = delta.updated, delta_removed = delta.removed,
         timers = pending.len(), bind_us = t_bind.as_micros() as u64, commit_us = t_commit.as_micros() as u64,
         plane_us = t_plane.as_micros() as u64,
         media_us = t_media.as_micros() as u64, total_us = t0.elapsed().as_micros() as u64, access_sip = %cfg.core.access.sip, core_sip = %cfg.core.core.sip,

@@ -324,6 +324,16 @@ impl MediaPlane {
         self.inner.pinhole(id).map(|p| p.entry().spec.clone())
     }
 
+    /// Restart every pinhole's inactivity timeout now — for pinholes that
+    /// were installed ahead of time (a standby's idle plane) and only start
+    /// carrying media when it takes over.
+    pub fn reset_activity(&self) {
+        let now = self.inner.relay.clock.now_ms();
+        for ph in lock(&self.inner.control).pinholes.values() {
+            ph.touch(now);
+        }
+    }
+
     /// Number of installed pinholes.
     pub fn pinhole_count(&self) -> usize {
         lock(&self.inner.control).pinholes.len()

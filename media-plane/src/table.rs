@@ -71,6 +71,11 @@ impl<H> Pinhole<H> {
         self.last_activity.load(Relaxed)
     }
 
+    /// Count `now_ms` as activity (the inactivity timeout restarts).
+    pub(crate) fn touch(&self, now_ms: u64) {
+        self.last_activity.fetch_max(now_ms, Relaxed);
+    }
+
     /// The current entry.
     pub fn entry(&self) -> Arc<Entry<H>> {
         self.state.load_full()

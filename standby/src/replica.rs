@@ -17,8 +17,10 @@
 //! and drained only at takeover ([`Replica::drain`]).
 
 use serde::Serialize;
+use sip_control::{PinholeId, PinholeSpec};
 pub use state_log::client::{Drained, ReplayError as ReplicaError, Replayer as Replica};
 use state_log::{LogStore, Seq};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -78,17 +80,34 @@ pub struct ReplicaStatus {
     pub error: Option<String>,
 }
 
+/// Every pinhole of a replica's sessions (latched remotes included), as of
+/// its applied seq: what the active's media plane holds.
+pub type PinholeSnapshot = Arc<HashMap<PinholeId, PinholeSpec>>;
+
+/// The pinholes of `core`'s sessions.
+pub fn pinhole_snapshot(core: &sip_control::Core) -> HashMap<PinholeId, PinholeSpec> {
+    core.sessions()
+        .into_iter()
+        .flat_map(|s| s.pinholes)
+        .map(|p| (p.id, p))
+        .collect()
+}
+
 /// A replica tailed by a task (hot standby).
 pub struct HotReplica {
     status: Arc<Mutex<ReplicaStatus>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Replica>,
+    pinholes: watch::Receiver<PinholeSnapshot>,
 }
 
 /// How long one `wait_for` waits before the loop checks for stop / lag.
 const WAIT: Duration = Duration::from_millis(500);
 /// How often the log's end is queried for the lag figure while records flow.
 const END_EVERY: Duration = Duration::from_millis(200);
+/// At most how often the pinhole snapshot is republished while records flow
+/// (a snapshot walks every session).
+pub const PINHOLES_EVERY: Duration = Duration::from_millis(150);
 
 impl HotReplica {
     /// Start tailing `store` into `replica` on the current runtime.
@@ -106,8 +125,22 @@ impl HotReplica {
             error: None,
         }));
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(tail(store, replica, status.clone(), stop_rx));
-        HotReplica { status, stop, task }
+        let (pin_tx, pinholes) = watch::channel(Arc::new(pinhole_snapshot(replica.core())));
+        let task = tokio::spawn(tail(store, replica, status.clone(), stop_rx, pin_tx));
+        HotReplica {
+            status,
+            stop,
+            task,
+            pinholes,
+        }
+    }
+
+    /// The replica's pinholes, republished at most every
+    /// [`PINHOLES_EVERY`] while records change them (and within that once
+    /// the log goes quiet) — for a standby keeping an idle media plane in
+    /// step with the active's.
+    pub fn pinholes(&self) -> watch::Receiver<PinholeSnapshot> {
+        self.pinholes.clone()
     }
 
     /// Current status.
@@ -150,8 +183,12 @@ async fn tail(
     mut r: Replica,
     status: Arc<Mutex<ReplicaStatus>>,
     mut stop: watch::Receiver<bool>,
+    pinholes: watch::Sender<PinholeSnapshot>,
 ) -> Replica {
     let instance = r.instance().to_string();
+    // Records applied since the last pinhole snapshot, and when that was.
+    let mut dirty = false;
+    let mut published = Instant::now();
     let mut log_end: Seq = 0;
     let mut end_at = Instant::now() - END_EVERY;
     let mut backoff = Duration::from_millis(10);
@@ -166,12 +203,24 @@ async fn tail(
             _ = stop.changed() => break,
             res = async {
                 let n = r.step(store.as_ref(), READ_BATCH).await?;
+                dirty |= n > 0;
+                if dirty && published.elapsed() >= PINHOLES_EVERY {
+                    pinholes.send_replace(Arc::new(pinhole_snapshot(r.core())));
+                    dirty = false;
+                    published = Instant::now();
+                }
                 if n > 0 && end_at.elapsed() >= END_EVERY {
                     log_end = store.last_seq(&instance).await?;
                     end_at = Instant::now();
                 } else if n == 0 {
                     log_end = r.applied().max(log_end);
-                    store.wait_for(&instance, r.applied(), WAIT).await?;
+                    // Wake in time to publish a pending snapshot.
+                    let wait = if dirty {
+                        PINHOLES_EVERY.saturating_sub(published.elapsed()).max(Duration::from_millis(1))
+                    } else {
+                        WAIT
+                    };
+                    store.wait_for(&instance, r.applied(), wait).await?;
                 }
                 Ok::<usize, ReplicaError>(n)
             } => res,
