@@ -1,75 +1,27 @@
 //! Runs `bgf-callgen` (ops/callgen) from the tests: finds (or builds once)
-//! the binary of the profile the tests run under, starts a UAS or UAC with
-//! its output in the test directory, waits with a bound, and reads the JSON
+//! the binary of the profile the tests run under, starts a UAS or UAC (on
+//! loopback or inside a namespace; the process is a [`Proc`]) with its
+//! output in the test directory, waits with a bound, and reads the JSON
 //! report as a `serde_json::Value` (the tests check the documented schema,
 //! not the tool's Rust types).
 
-use crate::util::{signal, tail_file, terminate, wait_until};
+use crate::proc::Proc;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-fn build() -> Result<PathBuf, String> {
-    if let Ok(p) = std::env::var("BGF_CALLGEN_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let mut dir = exe
-        .parent()
-        .ok_or("test executable has no parent")?
-        .to_path_buf();
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir = dir.parent().map(Path::to_path_buf).unwrap_or(dir);
-    }
-    let profile = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or("cannot tell the profile")?;
-    let target = dir.parent().ok_or("no target dir")?.to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(crate::build::workspace_root())
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "-q", "-p", "bgf-callgen", "--bin", "bgf-callgen"]);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        p => {
-            cmd.args(["--profile", p]);
-        }
-    }
-    let st = cmd
-        .status()
-        .map_err(|e| format!("cannot run {cargo} build -p bgf-callgen: {e}"))?;
-    if !st.success() {
-        return Err(format!("`cargo build -p bgf-callgen` failed: {st}"));
-    }
-    let bin = target.join(&profile).join("bgf-callgen");
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!("{} missing after the build", bin.display()))
-    }
-}
-
-/// The `bgf-callgen` binary (built at most once per test process).
+/// The `bgf-callgen` binary (`$BGF_CALLGEN_BIN`, else built at most once per test process).
 pub fn callgen_binary() -> PathBuf {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(build)
-        .clone()
+    crate::build::workspace_binary("bgf-callgen", "bgf-callgen", "BGF_CALLGEN_BIN")
         .unwrap_or_else(|e| panic!("bgf-callgen: {e}"))
 }
 
-/// A running `bgf-callgen` process.
+/// A running `bgf-callgen` process (a [`Proc`]: started plain or inside a
+/// namespace, killed on drop).
 pub struct Callgen {
     /// Which run (names its files).
     pub name: String,
-    child: Option<Child>,
-    dir: PathBuf,
-    cmdline: String,
+    proc: Proc,
 }
 
 /// How a run ended.
@@ -111,59 +63,62 @@ impl Callgen {
     /// Starts `bgf-callgen <args>` in `dir`; stdout/stderr go to
     /// `<name>.out` / `<name>.err` there.
     pub fn spawn(name: &str, dir: &Path, args: &[String]) -> Callgen {
-        let bin = callgen_binary();
-        let out = std::fs::File::create(dir.join(format!("{name}.out"))).unwrap();
-        let err = std::fs::File::create(dir.join(format!("{name}.err"))).unwrap();
-        let child = Command::new(&bin)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        Callgen {
+        Callgen::spawn_with(Command::new(callgen_binary()), name, dir, args)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Callgen::spawn`] from a prepared command (e.g. `ip netns exec NS
+    /// bgf-callgen` from [`crate::netns::Topology::command`]).
+    pub fn spawn_with(
+        cmd: Command,
+        name: &str,
+        dir: &Path,
+        args: &[String],
+    ) -> Result<Callgen, String> {
+        Ok(Callgen {
             name: name.into(),
-            child: Some(child),
-            dir: dir.to_path_buf(),
-            cmdline: format!("bgf-callgen {}", args.join(" ")),
-        }
+            proc: Proc::spawn(cmd, args, dir, name)?,
+        })
+    }
+
+    /// The process.
+    pub fn proc(&mut self) -> &mut Proc {
+        &mut self.proc
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.proc.pid()
     }
 
     /// Sends a signal (SIGUSR1: the marker; SIGKILL: vanish).
     pub fn signal(&self, sig: i32) {
-        signal(self.pid(), sig);
+        self.proc.signal(sig);
     }
 
     /// Its stderr so far.
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{}.err", self.name))).unwrap_or_default()
+        self.proc.stderr()
+    }
+
+    /// Both outputs' tails.
+    pub fn logs(&self) -> String {
+        self.proc.logs()
     }
 
     /// Waits until its stderr contains `needle`.
     pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.stderr().contains(needle).then_some(())).is_some()
+        self.proc.wait_stderr(needle, timeout)
     }
 
     /// Waits up to `timeout` for the exit (then SIGTERM/SIGKILL); reads the
     /// JSON report at `json` if given.
     pub fn wait(mut self, timeout: Duration, json: Option<&Path>) -> CallgenResult {
-        let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + timeout;
-        let code = loop {
-            match child.try_wait() {
-                Ok(Some(st)) => break st.code(),
-                Ok(None) if Instant::now() >= deadline => {
-                    terminate(&mut child, Duration::from_secs(2));
-                    break None;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(_) => break None,
+        let code = match self.proc.wait_exit(timeout) {
+            Some(st) => st.code(),
+            None => {
+                self.proc.terminate(Duration::from_secs(2));
+                None
             }
         };
         let report = json
@@ -171,19 +126,10 @@ impl Callgen {
             .and_then(|b| serde_json::from_slice(&b).ok());
         CallgenResult {
             code,
-            stdout: tail_file(&self.dir.join(format!("{}.out", self.name)), 20_000),
-            stderr: tail_file(&self.dir.join(format!("{}.err", self.name)), 20_000),
+            stdout: self.proc.stdout_tail(20_000),
+            stderr: self.proc.stderr_tail(20_000),
             report,
-            cmdline: self.cmdline.clone(),
-        }
-    }
-}
-
-impl Drop for Callgen {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            cmdline: self.proc.cmdline.clone(),
         }
     }
 }

@@ -19,17 +19,23 @@
 //! scenarios from `tests/sipp/` with bounded time; [`rtp`] is a small RTP endpoint
 //! (send PCMA at 20 ms, record what arrives); [`sipraw`] sends hand-made SIP over
 //! UDP; [`bed`] ties them together for one test; [`ops`] runs `bgfctl` and
-//! parses Prometheus text.
+//! parses Prometheus text; [`proc`] is the one spawner of helper processes
+//! (plain or in a namespace); [`cluster`] runs an N+1 cluster (namespaces
+//! or loopback) with `bgf-callgen` through it, and [`demo`] is the failover
+//! drill `bgf-demo` runs.
 
 pub mod admin;
 pub mod bed;
 pub mod bgfproc;
 pub mod build;
 pub mod callgen;
+pub mod cluster;
+pub mod demo;
 pub mod logcheck;
 pub mod net;
 pub mod netns;
 pub mod ops;
+pub mod proc;
 pub mod redisproc;
 pub mod rtp;
 pub mod sipp;

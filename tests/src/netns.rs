@@ -28,6 +28,20 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+/// Prefixes of the topologies alive in this process (for [`teardown_all`]).
+static LIVE: Mutex<Vec<(String, u8)>> = Mutex::new(Vec::new());
+
+/// Tears down every topology of this process that is still alive: every
+/// process in it killed, every namespace deleted (a signal handler's
+/// cleanup; the `Topology`s' own drops are then no-ops).
+pub fn teardown_all() {
+    let live = LIVE.lock().map(|v| v.clone()).unwrap_or_default();
+    for (prefix, actives) in live {
+        Topology { prefix, actives }.teardown_only();
+    }
+}
 
 /// Is the harness root (namespaces need CAP_SYS_ADMIN/CAP_NET_ADMIN)?
 /// Prints why a test is skipped when not.
@@ -115,7 +129,10 @@ impl Topology {
             actives,
         };
         t.teardown(); // leftovers of a crashed earlier run
-        t.build().inspect_err(|_| t.teardown())?;
+        if let Ok(mut v) = LIVE.lock() {
+            v.push((t.prefix.clone(), actives));
+        }
+        t.build()?;
         Ok(t)
     }
 
@@ -396,8 +413,36 @@ impl Topology {
         Ok(())
     }
 
+    /// Runs `f` on a thread inside `ns` (`setns(2)`), e.g. an HTTP request
+    /// to a node's admin API from the harness.
+    pub fn run_in<T: Send>(&self, ns: &str, f: impl FnOnce() -> T + Send) -> Result<T, String> {
+        let path = std::path::Path::new("/run/netns").join(ns);
+        let file = std::fs::File::open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns on a valid namespace fd; it affects only this
+                // (scoped, short-lived) thread.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(format!("setns({ns}): {}", std::io::Error::last_os_error()));
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| format!("thread in {ns} panicked"))?
+        })
+    }
+
     /// Kills every process in the topology and deletes its namespaces.
     pub fn teardown(&self) {
+        self.teardown_only();
+        if let Ok(mut v) = LIVE.lock() {
+            v.retain(|(p, _)| *p != self.prefix);
+        }
+    }
+
+    fn teardown_only(&self) {
         let mut names = vec![self.ns("sw")];
         names.extend(self.nodes().into_iter().map(|(n, _)| self.ns(&n)));
         for ns in &names {

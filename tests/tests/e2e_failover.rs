@@ -33,532 +33,89 @@
 //! otherwise).
 
 use bgf_tests::callgen::callgen_binary;
+use bgf_tests::cluster::{
+    self, bracket, gaps, gaps_line, pct, report_line, s, start_standby, Cluster, ClusterNet,
+    ClusterOptions, Uac,
+};
 use bgf_tests::netns::{require_root, Lan, Topology};
-use bgf_tests::util::{signal, tail_file, wait_until};
+use bgf_tests::proc::Proc;
+use bgf_tests::util::{signal, wait_until};
 use bgf_tests::TestDir;
 use serde_json::Value;
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
-
-const TOKEN: &str = "failover-admin-token-0123";
 const CALLS: u64 = 10;
 /// Heartbeat misses before a failure: 5 × 50 ms rather than the default 3,
 /// because other builds share this 2-core machine with the test (a process
 /// death is still seen in tens of ms through ICMP port unreachable).
 const MISS: u32 = 5;
 
-/// A process started inside a namespace, output in the test directory.
-struct Proc {
-    name: String,
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
+/// The cluster in namespaces `prefix` (tests panic on errors).
+fn start(prefix: &str, name: &str, a1_v6: bool, mode: &str) -> Cluster {
+    start_with(prefix, name, a1_v6, mode, "")
 }
 
-impl Proc {
-    fn start(t: &Topology, ns: &str, bin: &Path, args: &[String], dir: &Path, name: &str) -> Proc {
-        let out = dir.join(format!("{name}.out"));
-        let err = dir.join(format!("{name}.err"));
-        let child = t
-            .command(ns, &bin.display().to_string())
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc {
-            name: name.into(),
-            child,
-            out,
-            err,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- {} stderr ---\n{}\n--- {} stdout ---\n{}",
-            self.name,
-            tail_file(&self.err, 12_000),
-            self.name,
-            tail_file(&self.out, 6_000)
-        )
-    }
-
-    fn wait_stderr(&mut self, needle: &str, timeout: Duration) -> bool {
-        wait_until(timeout, || self.stderr().contains(needle).then_some(())).is_some()
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        wait_until(timeout, || self.child.try_wait().ok().flatten())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            signal(self.child.id(), libc::SIGCONT);
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-fn bracket(ip: IpAddr, port: u16) -> String {
-    SocketAddr::new(ip, port).to_string()
-}
-
-/// Active k's config: access over IPv6 or IPv4, heartbeats over mgmt.
-fn active_toml(t: &Topology, k: u8, v6_access: bool, uas_port: u16) -> String {
-    let access_ip = if v6_access {
-        t.service_v6(k)
-    } else {
-        t.service_v4(k, Lan::Access)
+/// `standby_extra`: more lines for the standby file's `[standby]`.
+fn start_with(prefix: &str, name: &str, a1_v6: bool, mode: &str, standby_extra: &str) -> Cluster {
+    let net = ClusterNet::namespaces(prefix).unwrap();
+    let o = ClusterOptions {
+        a1_v6,
+        mode: mode.into(),
+        standby_extra: standby_extra.into(),
+        miss: MISS,
     };
-    let core_ip = t.service_v4(k, Lan::Core);
-    let mgmt = t.active_node(k, Lan::Mgmt);
-    let sb = t.standby_node(Lan::Mgmt);
-    format!(
-        r#"[instance]
-name = "bgf{k}"
-secret = "failover-secret-{k}-0123456789"
-
-[access]
-sip = "{access_sip}"
-media_ip = "{access_ip}"
-rtp_ports = "20000-49999"
-latching = true
-
-[core]
-sip = "{core_sip}"
-media_ip = "{core_ip}"
-rtp_ports = "30000-59999"
-latching = false
-next_hop = "{next_hop}"
-
-[media]
-workers = 1
-
-[log]
-format = "json"
-level = "info"
-
-[admin]
-listen = "{mgmt}:8080"
-token = "{TOKEN}"
-
-[statelog]
-backend = "embedded"
-addr = "{store}:7400"
-append_timeout_ms = 1000
-
-[ha]
-heartbeat = "{mgmt}:7500"
-standby = "{sb}:{sb_port}"
-interval_ms = 50
-miss_count = {MISS}
-"#,
-        access_sip = bracket(access_ip, 5060),
-        core_sip = bracket(core_ip, 5060),
-        next_hop = bracket(t.core_peer(), uas_port),
-        store = t.store(),
-        sb_port = 7500 + u16::from(k),
-    )
+    Cluster::start(net, TestDir::new(name), &o).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn standby_toml(t: &Topology, mode: &str, extra: &str) -> String {
-    format!(
-        r#"[instance]
-name = "sb1"
-
-[standby]
-mode = "{mode}"
-access_interface = "acc"
-core_interface = "cor"
-announce_ms = [0, 50, 200, 500, 1000, 2000]
-{extra}
-
-[[standby.protect]]
-config = "bgf1.toml"
-
-[[standby.protect]]
-config = "bgf2.toml"
-
-[log]
-format = "json"
-level = "info"
-
-[admin]
-listen = "{}:8080"
-token = "{TOKEN}"
-"#,
-        t.standby_node(Lan::Mgmt)
-    )
+fn uas(c: &Cluster, name: &str, port: u16, rtp: &str) -> Proc {
+    uas_for(c, name, port, rtp, 110)
 }
 
-/// `GET path` on an admin API inside `ns` (the test runs in the root
-/// namespace, so through `curl` in the node's namespace).
-fn admin_get(t: &Topology, ns: &str, addr: IpAddr, path: &str) -> Option<Value> {
-    let out = t
-        .command(ns, "curl")
-        .args([
-            "-s",
-            "-m",
-            "2",
-            "-H",
-            &format!("Authorization: Bearer {TOKEN}"),
-            &format!("http://{}{path}", bracket(addr, 8080)),
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
+fn uas_for(c: &Cluster, name: &str, port: u16, rtp: &str, max_run_s: u32) -> Proc {
+    c.uas(name, port, rtp, max_run_s)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-struct Cluster {
-    t: Topology,
-    dir: TestDir,
-    store: Proc,
-    actives: Vec<Proc>,
-    standby: Proc,
-}
-
-/// Starts `bgf standby` (file `standby.toml` in `dir`) and waits for it.
-fn start_standby(t: &Topology, dir: &TestDir, name: &str) -> Proc {
-    let bin = bgf_tests::build::bgf_binary().unwrap();
-    let mut standby = Proc::start(
-        t,
-        &t.standby_ns(),
-        &bin,
-        &s(&[
-            "standby",
-            "--config",
-            &dir.join("standby.toml").display().to_string(),
-        ]),
-        dir.path(),
-        name,
-    );
-    assert!(
-        standby.wait_stderr("bgf standby started", Duration::from_secs(20)),
-        "{}",
-        standby.logs()
-    );
-    standby
-}
-
-impl Cluster {
-    fn start(prefix: &str, name: &str, a1_v6: bool, mode: &str) -> Cluster {
-        Cluster::start_with(prefix, name, a1_v6, mode, "")
-    }
-
-    /// `standby_extra`: more lines for the standby file's `[standby]`.
-    fn start_with(
-        prefix: &str,
-        name: &str,
-        a1_v6: bool,
-        mode: &str,
-        standby_extra: &str,
-    ) -> Cluster {
-        // Build the tools first: a compile while the cluster runs starves
-        // the heartbeat threads on a 2-core machine.
-        let bin = bgf_tests::build::bgf_binary().unwrap();
-        let _ = callgen_binary();
-        let t = Topology::new(prefix, 2).unwrap();
-        let dir = TestDir::new(name);
-        std::fs::create_dir_all(dir.join("store")).unwrap();
-        let mut store = Proc::start(
-            &t,
-            &t.ns("store"),
-            &bin,
-            &s(&[
-                "statelog",
-                "--listen",
-                &format!("{}:7400", t.store()),
-                "--data",
-                &dir.join("store").display().to_string(),
-            ]),
-            dir.path(),
-            "statelog",
-        );
-        assert!(
-            store.wait_stderr("bgf statelog started", Duration::from_secs(20)),
-            "{}",
-            store.logs()
-        );
-        for (k, v6, port) in [(1u8, a1_v6, 5060u16), (2, !a1_v6, 5070)] {
-            std::fs::write(
-                dir.join(&format!("bgf{k}.toml")),
-                active_toml(&t, k, v6, port),
-            )
-            .unwrap();
-        }
-        std::fs::write(
-            dir.join("standby.toml"),
-            standby_toml(&t, mode, standby_extra),
-        )
-        .unwrap();
-        let mut actives = Vec::new();
-        for k in 1..=2u8 {
-            let mut p = Proc::start(
-                &t,
-                &t.active_ns(k),
-                &bin,
-                &s(&[
-                    "active",
-                    "--config",
-                    &dir.join(&format!("bgf{k}.toml")).display().to_string(),
-                ]),
-                dir.path(),
-                &format!("bgf{k}"),
-            );
-            assert!(
-                p.wait_stderr("bgf active started", Duration::from_secs(20)),
-                "{}",
-                p.logs()
-            );
-            actives.push(p);
-        }
-        let standby = start_standby(&t, &dir, "standby");
-        let c = Cluster {
-            t,
-            dir,
-            store,
-            actives,
-            standby,
-        };
-        // Both links up before anything can fail.
-        c.wait_links_up();
-        c
-    }
-
-    fn wait_links_up(&self) {
-        let up = wait_until(Duration::from_secs(10), || {
-            let v = self.standby_view()?;
-            let p = v["protected"].as_array()?;
-            p.iter()
-                .all(|g| g["heartbeat"]["state"] == "alive")
-                .then_some(())
-        });
-        assert!(
-            up.is_some(),
-            "heartbeats not up: {:?}\n{}",
-            self.standby_view(),
-            self.logs()
-        );
-    }
-
-    /// Active k's `/v1/ha`.
-    fn ha_view(&self, k: u8) -> Option<Value> {
-        admin_get(
-            &self.t,
-            &self.t.active_ns(k),
-            self.t.active_node(k, Lan::Mgmt),
-            "/v1/ha",
-        )
-    }
-
-    /// The addresses configured in node `ns` (`ip -br addr`).
-    fn addrs(&self, ns: &str) -> String {
-        let out = self
-            .t
-            .command(ns, "ip")
-            .args(["-br", "addr"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    fn standby_view(&self) -> Option<Value> {
-        admin_get(
-            &self.t,
-            &self.t.standby_ns(),
-            self.t.standby_node(Lan::Mgmt),
-            "/v1/standby",
-        )
-    }
-
-    fn logs(&self) -> String {
-        let mut s = String::new();
-        for p in self.actives.iter().chain([&self.standby, &self.store]) {
-            s += &p.logs();
-            s += "\n";
-        }
-        s
-    }
-
-    fn uas(&self, name: &str, port: u16, rtp: &str) -> Proc {
-        self.uas_for(name, port, rtp, 110)
-    }
-
-    /// [`Cluster::uas`] that gives up after `max_run_s`.
-    fn uas_for(&self, name: &str, port: u16, rtp: &str, max_run_s: u32) -> Proc {
-        let sock = self.dir.join(&format!("{name}.sock"));
-        let mut p = Proc::start(
-            &self.t,
-            &self.t.ns("core"),
-            &callgen_binary(),
-            &s(&[
-                "uas",
-                "--local",
-                &bracket(self.t.core_peer(), port),
-                "--ctl-listen",
-                &format!("unix:{}", sock.display()),
-                "--rtp-ports",
-                rtp,
-                "--progress",
-                "--max-run-s",
-                &max_run_s.to_string(),
-            ]),
-            self.dir.path(),
-            name,
-        );
-        assert!(
-            p.wait_stderr("SIP on", Duration::from_secs(10)),
-            "{}",
-            p.logs()
-        );
-        p
-    }
-
-    /// A UAC through active k's access address.
-    fn uac(&self, name: &str, k: u8, v6: bool, local_port: u16, rtp: &str, uas: &str) -> Proc {
-        self.uac_paced(name, k, v6, local_port, rtp, Some(uas), CALLS, 20.0, 9000)
-    }
-
-    /// [`Cluster::uac`] at `rate` calls/s, each held `hold_ms`.
-    #[allow(clippy::too_many_arguments)]
-    fn uac_paced(
-        &self,
-        name: &str,
-        k: u8,
-        v6: bool,
-        local_port: u16,
-        rtp: &str,
-        uas: Option<&str>,
-        calls: u64,
-        rate: f64,
-        hold_ms: u64,
-    ) -> Proc {
-        let proxy = if v6 {
-            self.t.service_v6(k)
-        } else {
-            self.t.service_v4(k, Lan::Access)
-        };
-        // No UAS name: no control connection (no UAC → UAS media figures;
-        // the UAS does not stop when this UAC finishes).
-        let ctl = match uas {
-            Some(u) => vec![
-                "--ctl-connect".to_string(),
-                format!("unix:{}", self.dir.join(&format!("{u}.sock")).display()),
-            ],
-            None => Vec::new(),
-        };
-        let mut args = s(&[
-            "uac",
-            "--local",
-            &bracket(self.t.ue(v6), local_port),
-            "--proxy",
-            &bracket(proxy, 5060),
-            "--rtp-ports",
-            rtp,
-            "--calls",
-            &calls.to_string(),
-            "--rate",
-            &rate.to_string(),
-            "--hold-ms",
-            &hold_ms.to_string(),
-            "--gap-threshold-ms",
-            "60",
-            "--json",
-            &self.dir.join(&format!("{name}.json")).display().to_string(),
-            "--progress",
-        ]);
-        args.extend(ctl);
-        Proc::start(
-            &self.t,
-            &self.t.ns("ue"),
-            &callgen_binary(),
-            &args,
-            self.dir.path(),
-            name,
-        )
-    }
+/// A UAC through active k's access address at `rate` calls/s, each held
+/// `hold_ms`.
+#[allow(clippy::too_many_arguments)]
+fn uac_paced(
+    c: &Cluster,
+    name: &str,
+    k: u8,
+    v6: bool,
+    local_port: u16,
+    rtp: &str,
+    uas: Option<&str>,
+    calls: u64,
+    rate: f64,
+    hold_ms: u64,
+) -> Proc {
+    c.uac(&Uac {
+        name: name.into(),
+        k,
+        v6,
+        local_port,
+        rtp: rtp.into(),
+        uas: uas.map(str::to_string),
+        calls,
+        rate,
+        hold_ms,
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Waits for a UAC's exit and returns (exit code, report).
 fn finish(uac: &mut Proc, dir: &TestDir, timeout: Duration) -> (Option<i32>, Value) {
-    let st = uac.wait_exit(timeout);
-    let report = std::fs::read(dir.join(&format!("{}.json", uac.name)))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_else(|| panic!("{}: no JSON report\n{}", uac.name, uac.logs()));
-    (st.and_then(|s| s.code()), report)
-}
-
-/// Per-call longest gap (either direction), sorted.
-fn gaps(r: &Value) -> Vec<f64> {
-    let mut g: Vec<f64> = r["calls"]
-        .as_array()
-        .map(|cs| {
-            cs.iter()
-                .map(|c| {
-                    let d = c["down"]["max_gap_ms"].as_f64().unwrap_or(f64::NAN);
-                    let u = c["up"]["max_gap_ms"].as_f64().unwrap_or(f64::NAN);
-                    d.max(u)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    g.sort_by(|a, b| a.total_cmp(b));
-    g
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[i.min(v.len() - 1)]
+    cluster::finish(uac, dir, timeout).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn print_gaps(what: &str, g: &[f64]) {
-    println!(
-        "FAILOVER {what}: per-call max media gap over {} calls: min {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; all: {:?}",
-        g.len(),
-        pct(g, 0.0),
-        pct(g, 50.0),
-        pct(g, 99.0),
-        pct(g, 100.0),
-        g.iter().map(|x| (x * 10.0).round() / 10.0).collect::<Vec<_>>()
-    );
+    println!("{}", gaps_line(what, g));
 }
 
 fn print_report(what: &str, r: &Value) {
-    let ms = |k: &str| {
-        r[k].as_u64()
-            .map_or("-".to_string(), |v| format!("{:.2} ms", v as f64 / 1000.0))
-    };
-    println!(
-        "FAILOVER {what}: takeover of {} ({}), epoch {}, {} sessions, {} records drained; since detection: fenced {}, log drained {}, addresses up {}, serving {}, first announcement {}, first media forwarded {}, first SIP handled {}",
-        r["instance"], r["reason"], r["epoch"], r["sessions"], r["records_drained"],
-        ms("fenced_us"), ms("drained_us"), ms("addresses_up_us"), ms("serving_us"),
-        ms("first_announcement_us"), ms("first_media_us"), ms("first_sip_us")
-    );
+    println!("{}", report_line(what, r));
 }
 
 fn assert_all_phases(r: &Value, logs: &dyn Fn() -> String) {
@@ -612,42 +169,13 @@ fn assert_calls_survived(what: &str, code: Option<i32>, r: &Value, uac: &Proc) {
     assert_eq!(code, Some(0), "{what}: exit status\n{}", uac.logs());
 }
 
-/// Calls up through both actives; returns (uas1, uas2, uac1, uac2).
+/// Calls up through both actives, in the replicas, with some media;
+/// returns (uas1, uas2, uac1, uac2).
 fn place_calls(c: &Cluster, a1_v6: bool, hot: bool) -> [Proc; 4] {
-    let uas1 = c.uas("uas1", 5060, "24000-24999");
-    let uas2 = c.uas("uas2", 5070, "25000-25999");
-    let uac1 = c.uac("uac1", 1, a1_v6, 5060, "26000-26999", "uas1");
-    let uac2 = c.uac("uac2", 2, !a1_v6, 5070, "27000-27999", "uas2");
-    let mut all = [uas1, uas2, uac1, uac2];
-    // Up at both ends (a 2xx lost on a loaded machine is retransmitted
-    // seconds later: such a call would not be up at the UAC yet).
-    let needle = format!("calls up {CALLS} total {CALLS}");
-    let uac_needle = format!("uac calls up {CALLS} started {CALLS}");
-    for i in 0..2 {
-        let up = all[i].wait_stderr(&needle, Duration::from_secs(20))
-            && all[i + 2].wait_stderr(&uac_needle, Duration::from_secs(20));
-        assert!(
-            up,
-            "calls not up at {}:\n{}\n{}\n{}",
-            all[i].name,
-            all[i].logs(),
-            all[i + 2].logs(),
-            c.logs()
-        );
-    }
-    // The standby's replicas hold every call before anything fails.
-    let ok = wait_until(Duration::from_secs(10), || {
-        if !hot {
-            return Some(());
-        }
-        let v = c.standby_view()?;
-        v["protected"]
-            .as_array()?
-            .iter()
-            .all(|g| g["replica"]["sessions"].as_u64() == Some(CALLS) && g["replica"]["lag"] == 0)
-            .then_some(())
-    });
-    assert!(ok.is_some(), "replicas not current: {:?}", c.standby_view());
+    assert_eq!(a1_v6, c.a1_v6);
+    let all = c
+        .place_calls(CALLS, 20.0, 9000, hot, &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
     // Some media before the failure.
     std::thread::sleep(Duration::from_millis(800));
     all
@@ -655,31 +183,11 @@ fn place_calls(c: &Cluster, a1_v6: bool, hot: bool) -> [Proc; 4] {
 
 /// Waits until the standby serves bgf1; its view.
 fn wait_serving(c: &Cluster, timeout: Duration) -> Value {
-    wait_until(timeout, || {
-        let v = c.standby_view()?;
-        (v["role"] == "serving" && v["serving"] == "bgf1").then_some(v)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "standby did not take over: {:?}\n{}",
-            c.standby_view(),
-            c.logs()
-        )
-    })
+    c.wait_serving(1, timeout).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn final_report(c: &Cluster) -> Value {
-    // first SIP / media marks come with traffic: wait for both.
-    wait_until(Duration::from_secs(20), || {
-        let v = c.standby_view()?;
-        let r = v["last_takeover"].clone();
-        (r["first_media_us"].is_u64() && r["first_sip_us"].is_u64()).then_some(r)
-    })
-    .unwrap_or_else(|| {
-        c.standby_view()
-            .map(|v| v["last_takeover"].clone())
-            .unwrap_or(Value::Null)
-    })
+    c.final_report()
 }
 
 #[test]
@@ -701,7 +209,7 @@ fn kill_active_cold_standby_every_call_survives() {
 }
 
 fn kill_active(prefix: &str, mode: &str) {
-    let mut c = Cluster::start(prefix, &format!("failover-kill-{mode}"), true, mode);
+    let mut c = start(prefix, &format!("failover-kill-{mode}"), true, mode);
     let [_uas1, _uas2, mut uac1, mut uac2] = place_calls(&c, true, mode == "hot");
 
     let t_kill = Instant::now();
@@ -795,7 +303,7 @@ fn frozen_active_is_fenced_and_exits_3() {
     if !require_root("frozen_active_is_fenced_and_exits_3") {
         return;
     }
-    let mut c = Cluster::start("wfo2", "failover-stop", false, "hot");
+    let mut c = start("wfo2", "failover-stop", false, "hot");
     let [_uas1, _uas2, mut uac1, mut uac2] = place_calls(&c, false, true);
 
     let pid = c.actives[0].pid();
@@ -819,29 +327,31 @@ fn frozen_active_is_fenced_and_exits_3() {
         "exit log must say what to do\n{a1_logs}"
     );
     // It dropped the service addresses: only the standby holds them.
-    let addrs =
-        c.t.command(&c.t.active_ns(1), "ip")
-            .args(["-br", "addr"])
-            .output()
-            .unwrap();
+    let addrs = c
+        .t()
+        .command(&c.t().active_ns(1), "ip")
+        .args(["-br", "addr"])
+        .output()
+        .unwrap();
     let addrs = String::from_utf8_lossy(&addrs.stdout).to_string();
     for a in [
-        c.t.service_v4(1, Lan::Access).to_string(),
-        c.t.service_v4(1, Lan::Core).to_string(),
+        c.t().service_v4(1, Lan::Access).to_string(),
+        c.t().service_v4(1, Lan::Core).to_string(),
     ] {
         assert!(
             !addrs.contains(&format!("{a}/")),
             "fenced active still holds {a}:\n{addrs}"
         );
     }
-    let sb_addrs =
-        c.t.command(&c.t.standby_ns(), "ip")
-            .args(["-br", "addr"])
-            .output()
-            .unwrap();
+    let sb_addrs = c
+        .t()
+        .command(&c.t().standby_ns(), "ip")
+        .args(["-br", "addr"])
+        .output()
+        .unwrap();
     let sb_addrs = String::from_utf8_lossy(&sb_addrs.stdout).to_string();
     assert!(
-        sb_addrs.contains(&format!("{}/32", c.t.service_v4(1, Lan::Access))),
+        sb_addrs.contains(&format!("{}/32", c.t().service_v4(1, Lan::Access))),
         "{sb_addrs}"
     );
 
@@ -915,12 +425,12 @@ fn cable_cut_then_heal_old_active_exits_3() {
     if !require_root("cable_cut_then_heal_old_active_exits_3") {
         return;
     }
-    let mut c = Cluster::start("wfo4", "failover-cut", true, "hot");
+    let mut c = start("wfo4", "failover-cut", true, "hot");
     let [_uas1, _uas2, mut uac1, mut uac2] = place_calls(&c, true, true);
 
     let lans = [Lan::Access, Lan::Core, Lan::Mgmt];
     for lan in lans {
-        c.t.black_hole("a1", lan).unwrap();
+        c.t().black_hole("a1", lan).unwrap();
     }
     let v = wait_serving(&c, Duration::from_secs(10));
     assert_eq!(v["last_takeover"]["reason"], "missed", "{v}");
@@ -936,7 +446,7 @@ fn cable_cut_then_heal_old_active_exits_3() {
 
     let t_heal = Instant::now();
     for lan in lans {
-        c.t.heal("a1", lan).unwrap();
+        c.t().heal("a1", lan).unwrap();
     }
     let st = c.actives[0].wait_exit(Duration::from_secs(10));
     let exit_after = t_heal.elapsed();
@@ -952,8 +462,8 @@ fn cable_cut_then_heal_old_active_exits_3() {
         exit_after.as_secs_f64() * 1000.0
     );
     // It dropped the addresses the standby claimed.
-    let a1_addrs = c.addrs(&c.t.active_ns(1));
-    for a in [c.t.service_v6(1), c.t.service_v4(1, Lan::Core)] {
+    let a1_addrs = c.addrs(&c.t().active_ns(1));
+    for a in [c.t().service_v6(1), c.t().service_v4(1, Lan::Core)] {
         assert!(
             !a1_addrs.contains(&format!("{a}/")),
             "fenced active still holds {a}:\n{a1_addrs}"
@@ -962,15 +472,15 @@ fn cable_cut_then_heal_old_active_exits_3() {
     // Fresh resolutions are answered by the standby alone: ARP from the
     // core peer for the core address (every answer counted), ND from the
     // UE for the IPv6 access address.
-    let sb_cor = c.t.mac("sb", Lan::Core).unwrap().to_ascii_lowercase();
-    let sb_acc = c.t.mac("sb", Lan::Access).unwrap().to_ascii_lowercase();
-    let macs = arp_answers(&c.t, "core", Lan::Core, c.t.service_v4(1, Lan::Core));
+    let sb_cor = c.t().mac("sb", Lan::Core).unwrap().to_ascii_lowercase();
+    let sb_acc = c.t().mac("sb", Lan::Access).unwrap().to_ascii_lowercase();
+    let macs = arp_answers(c.t(), "core", Lan::Core, c.t().service_v4(1, Lan::Core));
     assert!(!macs.is_empty(), "nobody answers ARP for the core address");
     assert!(
         macs.iter().all(|m| *m == sb_cor),
         "ARP answers {macs:?}, only the standby ({sb_cor}) may answer"
     );
-    let nd = fresh_neighbour(&c.t, "ue", Lan::Access, c.t.service_v6(1));
+    let nd = fresh_neighbour(c.t(), "ue", Lan::Access, c.t().service_v6(1));
     assert_eq!(
         nd.as_deref(),
         Some(sb_acc.as_str()),
@@ -1002,7 +512,7 @@ fn cable_cut_then_heal_old_active_exits_3() {
 /// (log and /v1/standby, which keeps answering during the wait). Returns
 /// the cluster, the calls and the instant of the kill.
 fn store_gone_then_kill(prefix: &str, name: &str, bound_ms: u64) -> (Cluster, [Proc; 4], Instant) {
-    let c = Cluster::start_with(
+    let c = start_with(
         prefix,
         name,
         false,
@@ -1010,7 +520,7 @@ fn store_gone_then_kill(prefix: &str, name: &str, bound_ms: u64) -> (Cluster, [P
         &format!("fence_timeout_ms = {bound_ms}"),
     );
     let calls = place_calls(&c, false, true);
-    c.t.black_hole("store", Lan::Mgmt).unwrap();
+    c.t().black_hole("store", Lan::Mgmt).unwrap();
     let t_kill = Instant::now();
     signal(c.actives[0].pid(), libc::SIGKILL);
     let v = wait_until(Duration::from_secs(5), || {
@@ -1039,9 +549,9 @@ fn store_gone_then_kill(prefix: &str, name: &str, bound_ms: u64) -> (Cluster, [P
         "{}",
         c.standby.logs()
     );
-    let sb = c.addrs(&c.t.standby_ns());
+    let sb = c.addrs(&c.t().standby_ns());
     assert!(
-        !sb.contains(&format!("{}/", c.t.service_v4(1, Lan::Access))),
+        !sb.contains(&format!("{}/", c.t().service_v4(1, Lan::Access))),
         "address claimed without a fence:\n{sb}"
     );
     (c, calls, t_kill)
@@ -1091,10 +601,13 @@ fn store_unreachable_takeover_fails_safe_after_bound() {
         "{alarms}"
     );
     // The store comes back: still nothing claimed, the failure stands.
-    c.t.heal("store", Lan::Mgmt).unwrap();
+    c.t().heal("store", Lan::Mgmt).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    let sb = c.addrs(&c.t.standby_ns());
-    for a in [c.t.service_v4(1, Lan::Access), c.t.service_v4(1, Lan::Core)] {
+    let sb = c.addrs(&c.t().standby_ns());
+    for a in [
+        c.t().service_v4(1, Lan::Access),
+        c.t().service_v4(1, Lan::Core),
+    ] {
         assert!(!sb.contains(&format!("{a}/")), "{a} claimed:\n{sb}");
     }
     let v = c.standby_view().unwrap();
@@ -1113,7 +626,7 @@ fn store_back_within_bound_takeover_completes() {
     let outage = Duration::from_millis(1500);
     std::thread::sleep(outage.saturating_sub(t_kill.elapsed()));
     let t_heal = Instant::now();
-    c.t.heal("store", Lan::Mgmt).unwrap();
+    c.t().heal("store", Lan::Mgmt).unwrap();
     let v = wait_serving(&c, Duration::from_secs(10));
     println!(
         "FAILOVER store unreachable {:.0} ms: serving {:.0} ms after the store returned ({:.0} ms after the kill)",
@@ -1159,7 +672,7 @@ fn standby_killed_actives_alarm_and_recover() {
     if !require_root("standby_killed_actives_alarm_and_recover") {
         return;
     }
-    let mut c = Cluster::start("wfo5", "failover-sb-kill", false, "hot");
+    let mut c = start("wfo5", "failover-sb-kill", false, "hot");
     for k in 1..=2u8 {
         let ok = wait_until(Duration::from_secs(10), || {
             let v = c.ha_view(k)?;
@@ -1168,9 +681,10 @@ fn standby_killed_actives_alarm_and_recover() {
         assert!(ok.is_some(), "bgf{k} /v1/ha: {:?}", c.ha_view(k));
     }
     // Calls placed over 5 s: most are set up after the standby is gone.
-    let mut uas1 = c.uas("uas1", 5060, "24000-24999");
-    let mut uas2 = c.uas("uas2", 5070, "25000-25999");
-    let mut uac1 = c.uac_paced(
+    let mut uas1 = uas(&c, "uas1", 5060, "24000-24999");
+    let mut uas2 = uas(&c, "uas2", 5070, "25000-25999");
+    let mut uac1 = uac_paced(
+        &c,
         "uac1",
         1,
         false,
@@ -1181,7 +695,8 @@ fn standby_killed_actives_alarm_and_recover() {
         2.0,
         20000,
     );
-    let mut uac2 = c.uac_paced(
+    let mut uac2 = uac_paced(
+        &c,
         "uac2",
         2,
         true,
@@ -1242,8 +757,8 @@ fn standby_killed_actives_alarm_and_recover() {
     assert!(ls > 0, "bgf1 /v1/ha log_seq {ls}");
 
     // A new standby: alarms clear, its replicas catch up with every call.
-    c.standby = start_standby(&c.t, &c.dir, "standby2");
-    c.wait_links_up();
+    c.standby = start_standby(&c.net, &c.dir, "standby2").unwrap();
+    c.wait_links_up().unwrap_or_else(|e| panic!("{e}"));
     for k in 1..=2u8 {
         let v = wait_until(Duration::from_secs(10), || {
             let v = c.ha_view(k)?;
@@ -1328,27 +843,25 @@ fn figures_run(mode: &str, sessions: u64, run: u32) -> FigureRow {
     );
     let measured = FIG_MEASURED.min(sessions - FIG_PROBES);
     let bulk = sessions - measured - FIG_PROBES;
-    let c = Cluster::start(
+    let c = start(
         "wfo8",
         &format!("failover-fig-{mode}-{sessions}-{run}"),
         false,
         mode,
     );
     let max_run = 60 + (bulk / 100) as u32;
-    let mut uas = c.uas_for("uas1", 5060, "10000-60999", max_run);
+    let uas = uas_for(&c, "uas1", 5060, "10000-60999", max_run);
     let mut bulk_uac = None;
     if bulk > 0 {
         let rate = 400.0_f64;
-        let mut p = Proc::start(
-            &c.t,
-            &c.t.ns("ue"),
-            &callgen_binary(),
+        let p = Proc::spawn(
+            c.net.command("ue", &callgen_binary().display().to_string()),
             &s(&[
                 "uac",
                 "--local",
-                &bracket(c.t.ue(false), 5070),
+                &bracket(c.t().ue(false), 5070),
                 "--proxy",
-                &bracket(c.t.service_v4(1, Lan::Access), 5060),
+                &bracket(c.t().service_v4(1, Lan::Access), 5060),
                 "--rtp-ports",
                 "20000-60999",
                 "--ptime",
@@ -1367,7 +880,8 @@ fn figures_run(mode: &str, sessions: u64, run: u32) -> FigureRow {
             ]),
             c.dir.path(),
             "bulk",
-        );
+        )
+        .unwrap();
         let needle = format!("uac calls up {bulk} started {bulk}");
         let t = Duration::from_secs_f64(bulk as f64 / rate + 60.0);
         assert!(
@@ -1379,7 +893,8 @@ fn figures_run(mode: &str, sessions: u64, run: u32) -> FigureRow {
         bulk_uac = Some(p);
     }
     let t_start = Instant::now();
-    let mut probe = c.uac_paced(
+    let mut probe = uac_paced(
+        &c,
         "probe",
         1,
         false,
@@ -1390,7 +905,8 @@ fn figures_run(mode: &str, sessions: u64, run: u32) -> FigureRow {
         50.0,
         FIG_HOLD_MS,
     );
-    let mut uac = c.uac_paced(
+    let mut uac = uac_paced(
+        &c,
         "uac1",
         1,
         false,
@@ -1432,13 +948,8 @@ fn figures_run(mode: &str, sessions: u64, run: u32) -> FigureRow {
         // ~50 ms for 2 s after the kill.
         let t_kill = Instant::now();
         while t_kill.elapsed() < Duration::from_secs(2) {
-            let ue = c.t.neighbour("ue", c.t.service_v4(1, Lan::Access));
-            let st = admin_get(
-                &c.t,
-                &c.t.standby_ns(),
-                c.t.standby_node(Lan::Mgmt),
-                "/v1/stats",
-            );
+            let ue = c.t().neighbour("ue", c.t().service_v4(1, Lan::Access));
+            let st = c.net.admin_get("sb", c.net.standby_mgmt(), "/v1/stats");
             let media = st.as_ref().map(|v| v["media"].to_string());
             println!(
                 "FIGURES neigh +{:.0} ms: ue {ue:?} standby media {media:?}",

@@ -1,0 +1,68 @@
+//! The README's main job stays working: the failover drill `bgf-demo` runs
+//! (`bgf_tests::demo::run`), with 5 calls per active.
+//!
+//! - `demo_drill_namespaces`: as root, in network namespaces (the real
+//!   address takeover); SKIP when not root.
+//! - `demo_drill_loopback`: on loopback with the address step simulated
+//!   (`standby.address_step = "none"`) — the path a non-root user gets;
+//!   runs as any user.
+//!
+//! Both: every call survives the `kill -9` of active 1, the takeover
+//! report has every phase, and the JSON / SVG reports are written.
+
+use bgf_tests::demo::{run, DemoOptions};
+use bgf_tests::netns::require_root;
+use bgf_tests::TestDir;
+
+fn drill(namespaces: bool, prefix: &str, name: &str) {
+    let out_dir = TestDir::new(name);
+    let o = DemoOptions {
+        calls: 5,
+        namespaces,
+        prefix: prefix.into(),
+        report_dir: out_dir.join("reports"),
+        ..DemoOptions::default()
+    };
+    let out = run(&o).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.calls, 10, "{out:?}");
+    assert!(out.passed(), "calls lost: {out:?}");
+    for k in [
+        "fenced_us",
+        "drained_us",
+        "addresses_up_us",
+        "serving_us",
+        "first_announcement_us",
+        "first_media_us",
+        "first_sip_us",
+    ] {
+        assert!(out.takeover[k].is_u64(), "no {k}: {}", out.takeover);
+    }
+    assert_eq!(out.takeover["instance"], "bgf1", "{}", out.takeover);
+    for f in [
+        "calls-bgf1.json",
+        "calls-bgf1.svg",
+        "calls-bgf2.json",
+        "calls-bgf2.svg",
+        "takeover.json",
+    ] {
+        let p = o.report_dir.join(f);
+        assert!(
+            std::fs::metadata(&p).is_ok_and(|m| m.len() > 0),
+            "{} missing",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn demo_drill_namespaces() {
+    if !require_root("demo_drill_namespaces") {
+        return;
+    }
+    drill(true, "wdemo", "demo-ns");
+}
+
+#[test]
+fn demo_drill_loopback() {
+    drill(false, "unused", "demo-lo");
+}
