@@ -204,7 +204,7 @@ impl Premedia {
     ) {
         let local: Vec<String> = ha::service_ips(&cfg.core)
             .into_iter()
-            .filter(|(_, a)| std::net::UdpSocket::bind((*a, 0)).is_ok())
+            .filter(|(_, a)| presync::is_local(*a) != Some(false))
             .map(|(_, a)| a.to_string())
             .collect();
         if !local.is_empty() {
