@@ -3,15 +3,18 @@
 //! Per protected active k (from the standby file's `[[standby.protect]]`):
 //! a heartbeat [`Detector`] on the standby's management address (its own
 //! thread, so a busy loop cannot delay detection), a hot replica tailing k's
-//! log (or, in cold mode, nothing until a failure), and a [`Prepared`]
-//! takeover plan (interfaces resolved, announcement sockets open at start).
+//! log (or, in cold mode, nothing until a failure), an idle media plane
+//! (hot: holding k's pinholes, kept in step by `presync`), and a
+//! [`Prepared`] takeover plan (interfaces resolved, announcement sockets
+//! open at start).
 //!
 //! When k fails: stop its replica (cold: read the whole log), and run the
 //! `standby` crate's sequence — fence k in the store, drain the log, add k's
-//! service addresses, **serve** (this file: bind k's SIP sockets, start a
-//! media plane with every session's pinholes installed with their latched
-//! addresses, re-arm the core's timers, continue output commit to k's log
-//! under the new epoch, and run the same core loop as `bgf active`), then
+//! service addresses, **serve** (this file: bind k's SIP sockets, bring the
+//! media plane to every session's pinholes with their latched addresses —
+//! hot, only the drained tail's delta —, re-arm the core's timers, continue
+//! output commit to k's log under the new epoch, and run the same core loop
+//! as `bgf active`), then
 //! announce. The timing breakdown is logged and shown on `/v1/standby`.
 //!
 //! After a takeover this process serves k and the cluster has no standby: a
