@@ -196,8 +196,22 @@ fn init_logging(
     res.map_err(|e| format!("cannot initialise logging: {e}"))
 }
 
-fn active(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>) -> ExitCode {
-    let cfg = match config::load(path) {
+/// The start `bgf active` and `bgf standby` share: load and validate the
+/// file (every problem logged, with the `bgf check-config` hint), start
+/// logging (CLI over file settings), and build the one-thread runtime the
+/// SIP side runs on — the core loop reads and writes the UDP sockets itself
+/// and the TCP connections, the state log client and the admin API are
+/// tasks on the same thread, so no message crosses threads (heartbeats and
+/// media have their own). `Err` is the exit code.
+pub(crate) fn start_role<C>(
+    path: &Path,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    what: &str,
+    load: impl FnOnce(&Path) -> Result<C, config::ConfigErrors>,
+    file_logging: impl FnOnce(&C) -> (LogFormat, String),
+) -> Result<(C, tokio::runtime::Runtime), ExitCode> {
+    let cfg = match load(path) {
         Ok(c) => c,
         Err(errs) => {
             let _ = init_logging(
@@ -207,37 +221,48 @@ fn active(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>)
             );
             error!(
                 config = %path.display(),
-                "invalid configuration ({} problem(s)); fix them and start again (`bgf check-config {}` lists them)",
+                "invalid {what} ({} problem(s)); fix them and start again (`bgf check-config {}` lists them)",
                 errs.0.len(),
                 path.display()
             );
             for e in &errs.0 {
                 error!(config = %path.display(), "{e}");
             }
-            return ExitCode::from(1);
+            return Err(ExitCode::from(1));
         }
     };
+    let (file_format, file_level) = file_logging(&cfg);
     if let Err(e) = init_logging(
-        log_format.unwrap_or(cfg.log_format),
+        log_format.unwrap_or(file_format),
         log_level.as_deref(),
-        &cfg.log_level,
+        &file_level,
     ) {
         eprintln!("bgf: {e}");
-        return ExitCode::from(1);
+        return Err(ExitCode::from(1));
     }
-    // One thread for the SIP side: the core loop reads and writes the UDP
-    // sockets itself, and the TCP connections, the state log client and the
-    // admin API are tasks on the same thread, so no message crosses threads
-    // (media runs on the media plane's own threads).
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Ok((cfg, rt)),
         Err(e) => {
             error!(error = %e, "cannot start the async runtime (out of threads or memory?)");
-            return ExitCode::from(1);
+            Err(ExitCode::from(1))
         }
+    }
+}
+
+fn active(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>) -> ExitCode {
+    let (cfg, rt) = match start_role(
+        path,
+        log_format,
+        log_level,
+        "configuration",
+        config::load,
+        |c: &Config| (c.log_format, c.log_level.clone()),
+    ) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let span = tracing::info_span!("bgf", instance = %cfg.core.instance);
     let result = rt.block_on(run_active(cfg, span.clone()).instrument(span.clone()));

@@ -66,40 +66,16 @@ const MARK_WATCH: Duration = Duration::from_secs(120);
 
 /// Entry point of `bgf standby`.
 pub fn main(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>) -> ExitCode {
-    let cfg = match config::load_standby(path) {
-        Ok(c) => c,
-        Err(errs) => {
-            let _ = crate::init_logging(
-                log_format.unwrap_or(LogFormat::Human),
-                log_level.as_deref(),
-                "info",
-            );
-            error!(config = %path.display(), "invalid standby configuration ({} problem(s)); fix them and start again (`bgf check-config {}` lists them)", errs.0.len(), path.display());
-            for e in &errs.0 {
-                error!(config = %path.display(), "{e}");
-            }
-            return ExitCode::from(1);
-        }
-    };
-    if let Err(e) = crate::init_logging(
-        log_format.unwrap_or(cfg.log_format),
-        log_level.as_deref(),
-        &cfg.log_level,
+    let (cfg, rt) = match crate::start_role(
+        path,
+        log_format,
+        log_level,
+        "standby configuration",
+        config::load_standby,
+        |c: &config::StandbyConfig| (c.log_format, c.log_level.clone()),
     ) {
-        eprintln!("bgf: {e}");
-        return ExitCode::from(1);
-    }
-    // Same shape as `bgf active`: one thread for the SIP side (and the
-    // replicas while standing by); heartbeats and media have their own.
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "cannot start the async runtime (out of threads or memory?)");
-            return ExitCode::from(1);
-        }
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let span = tracing::info_span!("bgf_standby", standby = %cfg.name);
     let result = rt.block_on(run(cfg).instrument(span.clone()));
