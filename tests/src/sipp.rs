@@ -219,6 +219,18 @@ impl SippResult {
         self.code == Some(0) && !self.timed_out
     }
 
+    /// Panics (with the run's description) unless SIPp exited 0 and counted
+    /// exactly `calls` successful calls.
+    pub fn assert_all_succeeded(&self, calls: u64) {
+        assert!(self.ok(), "{}", self.describe());
+        assert_eq!(
+            self.stat("SuccessfulCall(C)"),
+            Some(calls),
+            "{}",
+            self.describe()
+        );
+    }
+
     fn file(&self, suffix: &str) -> PathBuf {
         self.dir.join(format!("{}_{suffix}", self.name))
     }

@@ -40,13 +40,7 @@ fn twenty_basic_calls_complete_and_sessions_are_released() {
         .pause_ms(500)
         .spawn(bed.dir.path())
         .wait(SIPP_T);
-    assert!(uac.ok(), "{}", uac.describe());
-    assert_eq!(
-        uac.stat("SuccessfulCall(C)"),
-        Some(20),
-        "{}",
-        uac.describe()
-    );
+    uac.assert_all_succeeded(20);
     let uas = uas.wait(SIPP_T);
     assert!(uas.ok(), "{}", uas.describe());
     settle(&bed);

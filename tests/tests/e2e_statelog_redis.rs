@@ -192,13 +192,7 @@ fn redis_sipp_calls_through_output_commit_and_the_log_replays_to_the_live_state(
         .pause_ms(300)
         .spawn(bed.dir.path())
         .wait(SIPP_T);
-    assert!(uac.ok(), "{}", uac.describe());
-    assert_eq!(
-        uac.stat("SuccessfulCall(C)"),
-        Some(20),
-        "{}",
-        uac.describe()
-    );
+    uac.assert_all_succeeded(20);
     // The long call is still up: replay the log and compare.
     assert_eq!(bed.stat("sessions"), 1, "{}", bed.stats());
     assert_replay_equals_live(bed, &url);
