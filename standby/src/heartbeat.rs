@@ -19,18 +19,32 @@
 //! [`HeartbeatRuntime`] (its own thread) so a busy main runtime cannot delay
 //! them either.
 //!
-//! Wire format (version 1, big-endian), at most 88 bytes:
+//! Wire format (version 2, big-endian), at most 100 bytes:
 //!
 //! ```text
 //!  0       4     5      6       7       8            8+n
 //!  | "BGFH" | ver | role | flags | n     | instance  | incarnation u64 | seq u64 |
-//!  | epoch u64 | log_seq u64 | mac: first 16 bytes of HMAC-SHA256(secret, all before) |
+//!  | epoch u64 | log_seq u64 | echo_seq u64 | echo_hold_us u32 |
+//!  | mac: first 16 bytes of HMAC-SHA256(secret, all before) |
 //! ```
 //!
 //! `incarnation` is the sender's start time (µs since the Unix epoch);
 //! `(incarnation, seq)` must grow, so replayed or reordered old packets are
 //! refused. Every refused packet is counted by reason ([`HeartbeatStats`]);
 //! nothing from the network can make this code panic.
+//!
+//! Round-trip time: `echo_seq` is the seq of the last packet the sender
+//! accepted from us (0: none yet) and `echo_hold_us` how long before sending
+//! it accepted it. We keep the send times of our last [`SEND_RING`] packets
+//! ([`RttTracker`]), so `RTT = now − sent(echo_seq) − hold` — one sample per
+//! echoed seq, smoothed like TCP's srtt (RFC 6298) and bucketed for a
+//! histogram ([`RttStats`]). An echo of a seq we no longer (or never) sent,
+//! or a hold longer than [`MAX_HOLD_US`] or than the time since we sent it,
+//! is ignored and counted; the packet itself is still accepted.
+//!
+//! Version 1 (before the echo) is refused and counted (`old_version`): both
+//! ends of a link must run the same format, so upgrade the standby and its
+//! actives together.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -46,12 +60,22 @@ use tracing::{debug, info, warn};
 
 /// Packet magic.
 pub const MAGIC: [u8; 4] = *b"BGFH";
-/// Current wire format version.
-pub const VERSION: u8 = 1;
+/// Current wire format version (2: with the RTT echo).
+pub const VERSION: u8 = 2;
 /// Bytes of the truncated MAC.
 pub const MAC_LEN: usize = 16;
+/// Bytes after the instance id and before the MAC.
+const FIXED: usize = 4 * 8 + 8 + 4;
 /// Longest packet.
-pub const MAX_PACKET: usize = 8 + 32 + 32 + MAC_LEN;
+pub const MAX_PACKET: usize = 8 + 32 + FIXED + MAC_LEN;
+/// Send times kept for RTT echoes (64 × 50 ms: echoes up to 3.2 s late).
+pub const SEND_RING: usize = 64;
+/// Longest hold accepted in an echo (10 s); longer is refused as absurd.
+pub const MAX_HOLD_US: u32 = 10_000_000;
+/// Upper bounds of the RTT histogram buckets, µs (`+Inf` after the last).
+pub const RTT_BUCKETS_US: [u64; 11] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+];
 
 /// Which end sent a heartbeat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -102,6 +126,10 @@ pub struct Heartbeat {
     pub epoch: Epoch,
     /// Active: last log seq it appended. Standby: last seq its replica applied.
     pub log_seq: Seq,
+    /// Seq of the last packet the sender accepted from its peer (0: none).
+    pub echo_seq: u64,
+    /// µs between accepting `echo_seq` and sending this packet.
+    pub echo_hold_us: u32,
 }
 
 /// Why a packet was refused.
@@ -185,9 +213,16 @@ impl Heartbeat {
         out.push(0);
         out.push(id.len() as u8);
         out.extend_from_slice(id);
-        for v in [self.incarnation, self.seq, self.epoch, self.log_seq] {
+        for v in [
+            self.incarnation,
+            self.seq,
+            self.epoch,
+            self.log_seq,
+            self.echo_seq,
+        ] {
             out.extend_from_slice(&v.to_be_bytes());
         }
+        out.extend_from_slice(&self.echo_hold_us.to_be_bytes());
         let mac = key.hmac(&out);
         out.extend_from_slice(&mac[..MAC_LEN]);
         out
@@ -209,7 +244,7 @@ impl Heartbeat {
             return Err(DecodeError::Header);
         }
         let n = data[7] as usize;
-        let body_end = 8 + n + 32;
+        let body_end = 8 + n + FIXED;
         if data.len() != body_end + MAC_LEN {
             return Err(DecodeError::Length(data.len()));
         }
@@ -243,6 +278,13 @@ impl Heartbeat {
             seq: u(at + 8),
             epoch: u(at + 16),
             log_seq: u(at + 24),
+            echo_seq: u(at + 32),
+            echo_hold_us: u32::from_be_bytes([
+                data[at + 40],
+                data[at + 41],
+                data[at + 42],
+                data[at + 43],
+            ]),
         })
     }
 }
@@ -391,12 +433,172 @@ pub enum HeartbeatEvent {
     },
 }
 
+/// What an echo in a peer's packet gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Echo {
+    /// The peer has not accepted a packet of ours yet (`echo_seq` 0).
+    None,
+    /// A new RTT sample.
+    Sample(Duration),
+    /// The seq already sampled, echoed again (the peer sent twice between
+    /// two of ours): nothing new, not an error.
+    Repeat,
+    /// A seq older than one already sampled, or not among our last
+    /// [`SEND_RING`] sends (never sent, or too long ago): ignored, counted.
+    Unknown,
+    /// A hold above [`MAX_HOLD_US`] or longer than the time since we sent
+    /// the seq: ignored, counted.
+    BadHold,
+}
+
+/// Round-trip times of one link, as numbers (µs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RttStats {
+    /// Samples taken.
+    pub samples: u64,
+    /// The last sample.
+    pub last_us: Option<u64>,
+    /// Smoothed RTT (EWMA, gain 1/8, as TCP's srtt).
+    pub srtt_us: Option<u64>,
+    /// RTT variation (EWMA of |srtt − sample|, gain 1/4, as TCP's rttvar).
+    pub rttvar_us: Option<u64>,
+    /// Smallest sample.
+    pub min_us: Option<u64>,
+    /// Largest sample.
+    pub max_us: Option<u64>,
+    /// Histogram: bucket upper bounds, µs ([`RTT_BUCKETS_US`]; `+Inf` after).
+    pub le_us: Vec<u64>,
+    /// Histogram: samples per bucket, cumulative; one more entry than
+    /// `le_us` (the `+Inf` bucket = `samples`).
+    pub cumulative: Vec<u64>,
+    /// Sum of the samples, µs.
+    pub sum_us: u64,
+}
+
+/// Our recent send times and the RTT samples the peer's echoes gave.
+/// Bounded memory: a ring of [`SEND_RING`] send times.
+#[derive(Clone, Debug)]
+pub struct RttTracker {
+    ring: [Option<(u64, Instant)>; SEND_RING],
+    /// Highest echoed seq sampled so far.
+    sampled: u64,
+    samples: u64,
+    last: Option<Duration>,
+    srtt_us: f64,
+    rttvar_us: f64,
+    min: Option<Duration>,
+    max: Option<Duration>,
+    buckets: [u64; RTT_BUCKETS_US.len() + 1],
+    sum_us: u64,
+}
+
+impl Default for RttTracker {
+    fn default() -> Self {
+        RttTracker {
+            ring: [None; SEND_RING],
+            sampled: 0,
+            samples: 0,
+            last: None,
+            srtt_us: 0.0,
+            rttvar_us: 0.0,
+            min: None,
+            max: None,
+            buckets: [0; RTT_BUCKETS_US.len() + 1],
+            sum_us: 0,
+        }
+    }
+}
+
+impl RttTracker {
+    /// We sent `seq` at `at`.
+    pub fn sent(&mut self, seq: u64, at: Instant) {
+        self.ring[(seq % SEND_RING as u64) as usize] = Some((seq, at));
+    }
+
+    /// The peer's packet, accepted at `now`, echoes `seq` held `hold_us`.
+    pub fn echo(&mut self, seq: u64, hold_us: u32, now: Instant) -> Echo {
+        if seq == 0 {
+            return Echo::None;
+        }
+        if seq == self.sampled {
+            return Echo::Repeat;
+        }
+        if seq < self.sampled {
+            return Echo::Unknown;
+        }
+        let sent = match self.ring[(seq % SEND_RING as u64) as usize] {
+            Some((s, at)) if s == seq => at,
+            _ => return Echo::Unknown,
+        };
+        let hold = Duration::from_micros(u64::from(hold_us));
+        let elapsed = now.saturating_duration_since(sent);
+        if hold_us > MAX_HOLD_US || hold > elapsed {
+            return Echo::BadHold;
+        }
+        let rtt = elapsed - hold;
+        self.sampled = seq;
+        self.record(rtt);
+        Echo::Sample(rtt)
+    }
+
+    fn record(&mut self, rtt: Duration) {
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        let x = us as f64;
+        if self.samples == 0 {
+            self.srtt_us = x;
+            self.rttvar_us = x / 2.0;
+        } else {
+            // RFC 6298: rttvar first (with the old srtt), then srtt.
+            self.rttvar_us += ((self.srtt_us - x).abs() - self.rttvar_us) / 4.0;
+            self.srtt_us += (x - self.srtt_us) / 8.0;
+        }
+        self.samples += 1;
+        self.last = Some(rtt);
+        self.min = Some(self.min.map_or(rtt, |m| m.min(rtt)));
+        self.max = Some(self.max.map_or(rtt, |m| m.max(rtt)));
+        let k = RTT_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(RTT_BUCKETS_US.len());
+        self.buckets[k] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    /// The numbers.
+    pub fn stats(&self) -> RttStats {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let have = self.samples > 0;
+        let mut acc = 0;
+        RttStats {
+            samples: self.samples,
+            last_us: self.last.map(us),
+            srtt_us: have.then(|| self.srtt_us.round() as u64),
+            rttvar_us: have.then(|| self.rttvar_us.round() as u64),
+            min_us: self.min.map(us),
+            max_us: self.max.map(us),
+            le_us: RTT_BUCKETS_US.to_vec(),
+            cumulative: self
+                .buckets
+                .iter()
+                .map(|c| {
+                    acc += c;
+                    acc
+                })
+                .collect(),
+            sum_us: self.sum_us,
+        }
+    }
+}
+
 /// Counters of one link.
 #[derive(Debug, Default)]
 struct Counters {
     sent: AtomicU64,
     received: AtomicU64,
     malformed: AtomicU64,
+    old_version: AtomicU64,
+    echo_unknown: AtomicU64,
+    echo_bad_hold: AtomicU64,
     forged: AtomicU64,
     old: AtomicU64,
     refused: AtomicU64,
@@ -411,8 +613,16 @@ pub struct HeartbeatStats {
     pub sent: u64,
     /// Valid packets accepted.
     pub received: u64,
-    /// Refused: not a heartbeat, bad length/version/header.
+    /// Refused: not a heartbeat, bad length/header, or a version this build
+    /// does not read other than the previous one.
     pub malformed: u64,
+    /// Refused: the previous wire format (version 1, before the RTT echo) —
+    /// the peer runs an older build; upgrade both ends of the link.
+    pub old_version: u64,
+    /// Echoes ignored: a seq we did not send recently (accepted packets).
+    pub echo_unknown: u64,
+    /// Echoes ignored: an absurd hold time (accepted packets).
+    pub echo_bad_hold: u64,
     /// Refused: MAC did not verify, wrong instance or wrong role.
     pub forged: u64,
     /// Refused: not newer than the last accepted (replayed or reordered).
@@ -460,6 +670,8 @@ pub struct LinkStatus {
     pub log_seq: Seq,
     /// Counters.
     pub stats: HeartbeatStats,
+    /// Round-trip times measured from the peer's echoes.
+    pub rtt: RttStats,
 }
 
 #[derive(Debug)]
@@ -468,6 +680,7 @@ struct Shared {
     log_seq: AtomicU64,
     counters: Counters,
     peer: Mutex<PeerInfo>,
+    rtt: Mutex<RttTracker>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -486,6 +699,16 @@ pub struct Link {
     shared: Arc<Shared>,
     events: mpsc::UnboundedReceiver<HeartbeatEvent>,
     _stop: oneshot::Sender<()>,
+}
+
+/// A read-only view of a running [`Link`] (status, counters, RTT) for
+/// another task — the admin server — to keep. Once the link is dropped it
+/// keeps showing the last values.
+#[derive(Clone)]
+pub struct LinkWatch {
+    instance: String,
+    role: Role,
+    shared: Arc<Shared>,
 }
 
 /// The active's end of its link to the standby (see [`Link`]).
@@ -561,6 +784,7 @@ impl Link {
                 incarnation: 0,
                 seq: 0,
             }),
+            rtt: Mutex::new(RttTracker::default()),
         });
         let (tx, events) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -614,12 +838,57 @@ impl Link {
 
     /// Counters.
     pub fn stats(&self) -> HeartbeatStats {
-        let c = &self.shared.counters;
+        self.shared.stats()
+    }
+
+    /// Round-trip times.
+    pub fn rtt(&self) -> RttStats {
+        self.shared.rtt_stats()
+    }
+
+    /// Snapshot for the admin API.
+    pub fn status(&self) -> LinkStatus {
+        self.shared.status(&self.cfg.instance, self.cfg.role)
+    }
+
+    /// A view of this link for another task.
+    pub fn watch(&self) -> LinkWatch {
+        LinkWatch {
+            instance: self.cfg.instance.clone(),
+            role: self.cfg.role,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LinkConfig {
+        &self.cfg
+    }
+}
+
+impl LinkWatch {
+    /// Snapshot for the admin API.
+    pub fn status(&self) -> LinkStatus {
+        self.shared.status(&self.instance, self.role)
+    }
+
+    /// Round-trip times.
+    pub fn rtt(&self) -> RttStats {
+        self.shared.rtt_stats()
+    }
+}
+
+impl Shared {
+    fn stats(&self) -> HeartbeatStats {
+        let c = &self.counters;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         HeartbeatStats {
             sent: g(&c.sent),
             received: g(&c.received),
             malformed: g(&c.malformed),
+            old_version: g(&c.old_version),
+            echo_unknown: g(&c.echo_unknown),
+            echo_bad_hold: g(&c.echo_bad_hold),
             forged: g(&c.forged),
             old: g(&c.old),
             refused: g(&c.refused),
@@ -628,25 +897,28 @@ impl Link {
         }
     }
 
-    /// Snapshot for the admin API.
-    pub fn status(&self) -> LinkStatus {
-        let p = *self.shared.peer.lock().unwrap_or_else(|e| e.into_inner());
+    fn rtt(&self) -> std::sync::MutexGuard<'_, RttTracker> {
+        self.rtt.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rtt_stats(&self) -> RttStats {
+        self.rtt().stats()
+    }
+
+    fn status(&self, instance: &str, role: Role) -> LinkStatus {
+        let p = *self.peer.lock().unwrap_or_else(|e| e.into_inner());
         LinkStatus {
-            instance: self.cfg.instance.clone(),
-            role: self.cfg.role,
+            instance: instance.to_string(),
+            role,
             state: p.state,
             last_heard_ms_ago: p.last_heard.map(|t| t.elapsed().as_millis() as u64),
             peer_epoch: p.epoch,
             peer_log_seq: p.log_seq,
-            epoch: self.shared.epoch.load(Ordering::Relaxed),
-            log_seq: self.shared.log_seq.load(Ordering::Relaxed),
+            epoch: self.epoch.load(Ordering::Relaxed),
+            log_seq: self.log_seq.load(Ordering::Relaxed),
             stats: self.stats(),
+            rtt: self.rtt_stats(),
         }
-    }
-
-    /// The settings.
-    pub fn config(&self) -> &LinkConfig {
-        &self.cfg
     }
 }
 
@@ -754,8 +1026,21 @@ impl LinkTask {
         }));
     }
 
-    async fn send(&mut self) {
+    /// The next packet: a new seq, the peer's last seq echoed with its
+    /// hold time, and our send time remembered for the peer's echo of it.
+    fn next_packet(&mut self) -> Vec<u8> {
         self.seq += 1;
+        let now = Instant::now();
+        let (echo_seq, echo_hold_us) = {
+            let p = self.peer();
+            match p.last_heard {
+                Some(t) if p.seq > 0 => (
+                    p.seq,
+                    u32::try_from(now.saturating_duration_since(t).as_micros()).unwrap_or(u32::MAX),
+                ),
+                _ => (0, 0),
+            }
+        };
         let hb = Heartbeat {
             role: self.cfg.role,
             instance: self.cfg.instance.clone(),
@@ -763,8 +1048,16 @@ impl LinkTask {
             seq: self.seq,
             epoch: self.shared.epoch.load(Ordering::Relaxed),
             log_seq: self.shared.log_seq.load(Ordering::Relaxed),
+            echo_seq,
+            echo_hold_us,
         };
-        match self.sock.send(&hb.encode(&self.key)).await {
+        self.shared.rtt().sent(self.seq, now);
+        hb.encode(&self.key)
+    }
+
+    async fn send(&mut self) {
+        let packet = self.next_packet();
+        match self.sock.send(&packet).await {
             Ok(_) => {
                 self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -783,16 +1076,8 @@ impl LinkTask {
                     self.peer().state = PeerState::Suspect;
                     self.suspect_since = Some(Instant::now());
                     // Confirm with one more probe right away.
-                    self.seq += 1;
-                    let hb = Heartbeat {
-                        role: self.cfg.role,
-                        instance: self.cfg.instance.clone(),
-                        incarnation: self.incarnation,
-                        seq: self.seq,
-                        epoch: self.shared.epoch.load(Ordering::Relaxed),
-                        log_seq: self.shared.log_seq.load(Ordering::Relaxed),
-                    };
-                    match self.sock.try_send(&hb.encode(&self.key)) {
+                    let packet = self.next_packet();
+                    match self.sock.try_send(&packet) {
                         Ok(_) => {
                             self.shared.counters.sent.fetch_add(1, Ordering::Relaxed);
                         }
@@ -836,6 +1121,14 @@ impl LinkTask {
                 c.forged.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            Err(DecodeError::Version(v)) if v == VERSION - 1 => {
+                let n = c.old_version.fetch_add(1, Ordering::Relaxed);
+                if n.is_multiple_of(1000) {
+                    warn!(instance = %self.cfg.instance, peer = %self.cfg.peer, version = v, refused = n + 1,
+                        "heartbeat refused: the peer sends wire format version {v} (an older bgf), this build reads {VERSION} — upgrade the standby and its actives together; until then this link does not see its peer");
+                }
+                return;
+            }
             Err(_) => {
                 c.malformed.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -866,6 +1159,15 @@ impl LinkTask {
         };
         c.received.fetch_add(1, Ordering::Relaxed);
         self.suspect_since = None;
+        match self.shared.rtt().echo(hb.echo_seq, hb.echo_hold_us, now) {
+            Echo::Unknown => {
+                c.echo_unknown.fetch_add(1, Ordering::Relaxed);
+            }
+            Echo::BadHold => {
+                c.echo_bad_hold.fetch_add(1, Ordering::Relaxed);
+            }
+            Echo::None | Echo::Sample(_) | Echo::Repeat => {}
+        }
         if first {
             info!(instance = %self.cfg.instance, role = ?self.cfg.role, peer = %self.cfg.peer,
                 epoch = hb.epoch, returned, "heartbeat peer up");
@@ -1004,6 +1306,8 @@ mod tests {
             seq: 42,
             epoch: 3,
             log_seq: 12345,
+            echo_seq: 41,
+            echo_hold_us: 1_234,
         }
     }
 
@@ -1048,9 +1352,119 @@ mod tests {
         for cut in 0..p.len() {
             assert!(Heartbeat::decode(&p[..cut], &k).is_err());
         }
-        let mut v2 = p.clone();
-        v2[4] = 2;
-        assert_eq!(Heartbeat::decode(&v2, &k), Err(DecodeError::Version(2)));
+        let mut v3 = p.clone();
+        v3[4] = 3;
+        assert_eq!(Heartbeat::decode(&v3, &k), Err(DecodeError::Version(3)));
+    }
+
+    /// A version 1 packet as the previous build encoded it (no echo).
+    fn v1_packet(k: &Key) -> Vec<u8> {
+        let mut out = b"BGFH".to_vec();
+        out.extend_from_slice(&[1, 1, 0, 5]);
+        out.extend_from_slice(b"bgf-1");
+        for v in [1u64, 2, 3, 4] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        let mac = k.hmac(&out);
+        out.extend_from_slice(&mac[..MAC_LEN]);
+        out
+    }
+
+    #[test]
+    fn version_1_packets_are_refused_by_version() {
+        let k = Key::new(b"secret");
+        let p = v1_packet(&k);
+        assert_eq!(p.len(), 8 + 5 + 32 + MAC_LEN);
+        assert_eq!(Heartbeat::decode(&p, &k), Err(DecodeError::Version(1)));
+        assert_eq!(VERSION, 2);
+        assert_eq!(hb().encode(&k)[4], 2);
+    }
+
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn rtt_is_elapsed_minus_hold_and_smoothed_like_tcp() {
+        let base = t0();
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        let mut r = RttTracker::default();
+        assert_eq!(r.stats().srtt_us, None);
+        assert_eq!(r.echo(0, 0, base), Echo::None);
+        r.sent(1, base);
+        // Echoed 10 ms later after the peer held it 9.2 ms: RTT 800 µs.
+        assert_eq!(r.echo(1, 9_200, base + ms(10)), Echo::Sample(us(800)));
+        let s = r.stats();
+        assert_eq!(
+            (s.samples, s.last_us, s.srtt_us, s.rttvar_us),
+            (1, Some(800), Some(800), Some(400))
+        );
+        // The same seq echoed again: nothing new, not an error.
+        assert_eq!(r.echo(1, 19_000, base + ms(20)), Echo::Repeat);
+        assert_eq!(r.stats().samples, 1);
+        // Second sample 1 600 µs: srtt = 800 + (1600 − 800)/8 = 900,
+        // rttvar = 400 + (|800 − 1600| − 400)/4 = 500.
+        r.sent(2, base + ms(50));
+        assert_eq!(
+            r.echo(2, 0, base + ms(50) + us(1_600)),
+            Echo::Sample(us(1_600))
+        );
+        let s = r.stats();
+        assert_eq!((s.srtt_us, s.rttvar_us), (Some(900), Some(500)));
+        assert_eq!((s.min_us, s.max_us), (Some(800), Some(1_600)));
+        // Buckets: 800 µs ≤ 1 000, 1 600 µs ≤ 2 500; cumulative, +Inf last.
+        assert_eq!(s.le_us, RTT_BUCKETS_US.to_vec());
+        assert_eq!(s.cumulative.len(), RTT_BUCKETS_US.len() + 1);
+        let at = |le: u64| s.cumulative[RTT_BUCKETS_US.iter().position(|b| *b == le).unwrap()];
+        assert_eq!((at(500), at(1_000), at(2_500)), (0, 1, 2));
+        assert_eq!(*s.cumulative.last().unwrap(), 2);
+        assert_eq!(s.sum_us, 2_400);
+    }
+
+    #[test]
+    fn unknown_old_and_absurd_echoes_are_refused_and_change_nothing() {
+        let base = t0();
+        let ms = Duration::from_millis;
+        let mut r = RttTracker::default();
+        r.sent(5, base);
+        // Never sent.
+        assert_eq!(r.echo(6, 0, base + ms(1)), Echo::Unknown);
+        assert_eq!(r.echo(u64::MAX, 0, base + ms(1)), Echo::Unknown);
+        // Hold longer than the time since we sent it, or beyond the limit.
+        assert_eq!(r.echo(5, 2_000, base + ms(1)), Echo::BadHold);
+        r.sent(7, base);
+        assert_eq!(r.echo(7, MAX_HOLD_US + 1, base + ms(20_000)), Echo::BadHold);
+        assert_eq!(r.echo(7, u32::MAX, base + ms(1)), Echo::BadHold);
+        assert_eq!(r.stats().samples, 0, "refused echoes leave no sample");
+        // A good one, then an older seq: refused (stale).
+        assert_eq!(
+            r.echo(7, 500, base + ms(1)),
+            Echo::Sample(Duration::from_micros(500))
+        );
+        assert_eq!(r.echo(5, 0, base + ms(2)), Echo::Unknown);
+        assert_eq!(r.stats().samples, 1);
+    }
+
+    #[test]
+    fn the_ring_forgets_sends_older_than_its_size() {
+        let base = t0();
+        let mut r = RttTracker::default();
+        let n = SEND_RING as u64;
+        for seq in 1..=n + 10 {
+            r.sent(seq, base + Duration::from_millis(seq));
+        }
+        // seq 10 shared its slot with seq 10 + n, which replaced it.
+        let late = base + Duration::from_secs(10);
+        assert_eq!(r.echo(10, 0, late), Echo::Unknown);
+        // The oldest still held is 11; the newest n + 10.
+        assert!(matches!(r.echo(11, 0, late), Echo::Sample(_)));
+        match r.echo(n + 10, 0, late) {
+            Echo::Sample(d) => {
+                assert_eq!(d, Duration::from_secs(10) - Duration::from_millis(n + 10))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     proptest::proptest! {

@@ -31,7 +31,7 @@ pub mod takeover;
 
 pub use heartbeat::{
     Detector, Failure, FailureReason, HeartbeatEvent, HeartbeatRuntime, HeartbeatSender, Link,
-    LinkConfig, Role,
+    LinkConfig, LinkWatch, Role, RttStats,
 };
 pub use netif::{AddrChange, IfAddr};
 pub use replica::{HotReplica, Replica, ReplicaError, ReplicaMode, ReplicaStatus};

@@ -94,6 +94,8 @@ async fn a_dead_sender_is_detected_by_port_unreachable_and_a_silent_one_by_misse
                 seq,
                 epoch: 0,
                 log_seq: seq * 10,
+                echo_seq: 0,
+                echo_hold_us: 0,
             };
             active.send(&hb.encode(&key)).unwrap();
             last_sent = Instant::now();
@@ -218,6 +220,32 @@ async fn a_fenced_active_learns_it_from_the_standby_heartbeats() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(snd.try_event(), None);
     assert_eq!(det.try_event(), None);
+    // Both ends measure the round trip from each other's echoes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while (det.rtt().samples < 3 || snd.rtt().samples < 3) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (end, link) in [("standby", &det), ("active", &snd)] {
+        let st = link.status();
+        let r = &st.rtt;
+        assert!(r.samples >= 3, "{end}: {r:?}");
+        let srtt = r.srtt_us.unwrap();
+        assert!(srtt > 0 && srtt < 1_000_000, "{end}: srtt {srtt} µs");
+        let (min, max) = (r.min_us.unwrap(), r.max_us.unwrap());
+        assert!(min > 0 && min <= max && max < 1_000_000, "{end}: {r:?}");
+        assert_eq!(*r.cumulative.last().unwrap(), r.samples, "{end}: {r:?}");
+        assert_eq!(
+            (
+                st.stats.echo_unknown,
+                st.stats.echo_bad_hold,
+                st.stats.old_version
+            ),
+            (0, 0, 0),
+            "{end}: {:?}",
+            st.stats
+        );
+        println!("{end}: heartbeat RTT over loopback {r:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,6 +264,8 @@ async fn bad_forged_and_old_packets_are_counted_and_refused() {
         seq,
         epoch: 0,
         log_seq: 0,
+        echo_seq: 0,
+        echo_hold_us: 0,
     };
     let good = Key::new(SECRET);
     active.send(b"hello").unwrap(); // malformed
@@ -258,17 +288,45 @@ async fn bad_forged_and_old_packets_are_counted_and_refused() {
     active
         .send(&hb(1, "bgf1", Role::Active).encode(&good))
         .unwrap(); // old: reordered
+                   // The previous wire format (version 1, no echo), correctly signed.
+    let mut v1 = b"BGFH".to_vec();
+    v1.extend_from_slice(&[1, 1, 0, 4]);
+    v1.extend_from_slice(b"bgf1");
+    for v in [5u64, 3, 0, 0] {
+        v1.extend_from_slice(&v.to_be_bytes());
+    }
+    let mac = good.hmac(&v1);
+    v1.extend_from_slice(&mac[..16]);
+    active.send(&v1).unwrap(); // old_version
     up(&mut det).await;
+    // Echoes: a seq the standby never sent, and a real one with an absurd
+    // hold. Both packets are accepted; the echoes are ignored and counted.
+    let mut buf = [0u8; 256];
+    active
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let n = active.recv(&mut buf).unwrap();
+    let theirs = Heartbeat::decode(&buf[..n], &good).unwrap();
+    let mut unknown = hb(3, "bgf1", Role::Active);
+    unknown.echo_seq = theirs.seq + 1_000_000;
+    active.send(&unknown.encode(&good)).unwrap();
+    let mut absurd = hb(4, "bgf1", Role::Active);
+    absurd.echo_seq = theirs.seq;
+    absurd.echo_hold_us = u32::MAX;
+    active.send(&absurd.encode(&good)).unwrap();
     let mut s = det.stats();
-    for _ in 0..100 {
+    for _ in 0..200 {
         s = det.stats();
-        if s.old == 2 {
+        if s.old == 2 && s.received == 3 && s.old_version == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(s.received, 1, "{s:?}");
+    assert_eq!(s.received, 3, "{s:?}");
     assert_eq!(s.malformed, 2, "{s:?}");
     assert_eq!(s.forged, 3, "{s:?}");
     assert_eq!(s.old, 2, "{s:?}");
+    assert_eq!(s.old_version, 1, "{s:?}");
+    assert_eq!((s.echo_unknown, s.echo_bad_hold), (1, 1), "{s:?}");
+    assert_eq!(det.rtt().samples, 0, "bad echoes give no RTT sample");
 }
