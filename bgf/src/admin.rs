@@ -364,9 +364,113 @@ pub struct AdminState {
     pub ha: Option<crate::ha::HaHandle>,
     /// This instance's log (with `[statelog]`), for `/v1/log/{instance}`.
     pub store: Option<Arc<dyn LogStore>>,
+    /// `[admin] drills`: `POST /v1/drill/fault` may kill or freeze us.
+    pub drills: bool,
 }
 
 type St = State<Arc<AdminState>>;
+
+/// `POST /v1/drill/fault` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultReq {
+    /// `kill` (SIGKILL: the process dies at once, like a crash) or `stop`
+    /// (SIGSTOP for `duration_ms`, then SIGCONT: a frozen VM).
+    pub mode: String,
+    /// How long `stop` freezes the process (100..=600 000 ms, default 3 000).
+    pub duration_ms: Option<u64>,
+}
+
+/// Delay between the answer and the fault, so the answer leaves first.
+const FAULT_DELAY: Duration = Duration::from_millis(100);
+
+/// `POST /v1/drill/fault`: a failover drill's fault, injected into this
+/// process (`[admin] drills = true` only). Answers 202 with the wall-clock
+/// time the fault happens, then injects it.
+async fn drill_fault(
+    State(st): St,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Json<FaultReq>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !st.drills {
+        return error(
+            StatusCode::FORBIDDEN,
+            "drills are disabled on this instance: set [admin] drills = true in its config (lab and test deployments only) and restart it",
+        );
+    }
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{e} — send {{\"mode\": \"kill\" | \"stop\", \"duration_ms\": N}}"),
+            )
+        }
+    };
+    let duration = Duration::from_millis(req.duration_ms.unwrap_or(3_000));
+    if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&duration) {
+        return error(StatusCode::BAD_REQUEST, "duration_ms must be 100..=600000");
+    }
+    let pid = std::process::id();
+    let at = std::time::SystemTime::now() + FAULT_DELAY;
+    let at_ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    match req.mode.as_str() {
+        "kill" => {
+            warn!(%peer, instance = %st.instance, "DRILL: fault injected on request: SIGKILL of this process in {} ms", FAULT_DELAY.as_millis());
+            std::thread::spawn(move || {
+                std::thread::sleep(FAULT_DELAY);
+                // SAFETY: kill(2) on our own pid; no memory is involved.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            });
+        }
+        "stop" => {
+            // The process cannot continue itself: a shell started now
+            // sends SIGCONT after the freeze.
+            let wake = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!(
+                    "sleep {:.3}; kill -CONT {pid}",
+                    (duration + FAULT_DELAY).as_secs_f64()
+                ))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            if let Err(e) = wake {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot start /bin/sh to send SIGCONT after the freeze ({e}): not frozen"),
+                );
+            }
+            warn!(%peer, instance = %st.instance, duration_ms = duration.as_millis() as u64, "DRILL: fault injected on request: SIGSTOP of this process in {} ms for {} ms", FAULT_DELAY.as_millis(), duration.as_millis());
+            std::thread::spawn(move || {
+                std::thread::sleep(FAULT_DELAY);
+                // SAFETY: kill(2) on our own pid; no memory is involved.
+                unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+            });
+        }
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("mode {other:?}: use \"kill\" or \"stop\" (a network cut is injected outside the process: bgfctl runs the cluster file's cut/heal commands)"),
+            )
+        }
+    }
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "instance": st.instance,
+            "mode": req.mode,
+            "pid": pid,
+            "at_unix_ms": at_ms,
+            "duration_ms": if req.mode == "stop" { Some(duration.as_millis() as u64) } else { None },
+        })),
+    )
+        .into_response()
+}
 
 async fn health(State(st): St) -> Response {
     Json(json!({"status": "ok", "instance": st.instance, "role": "active", "version": env!("CARGO_PKG_VERSION")}))
@@ -424,6 +528,7 @@ const ACTIVE_ENDPOINTS: &[&str] = &[
     "/v1/sessions/{call_id}",
     "/v1/ha",
     "/v1/log/{instance}",
+    "POST /v1/drill/fault",
 ];
 
 /// `bgf active`'s router.
@@ -435,6 +540,7 @@ fn router(st: Arc<AdminState>) -> Router {
     let routes = Router::new()
         .route("/health", get(health))
         .route("/v1/ha", get(ha_view))
+        .route("/v1/drill/fault", axum::routing::post(drill_fault))
         .route("/metrics", get(active_metrics))
         .with_state(st.clone())
         .merge(core_routes(CoreRoutes {

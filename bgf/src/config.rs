@@ -105,6 +105,7 @@ pub struct LogSection {
 pub struct AdminSection {
     pub listen: Option<String>,
     pub token: Option<String>,
+    pub drills: Option<bool>,
 }
 
 /// Log output format.
@@ -134,6 +135,9 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Bearer token required on everything but `/health`.
     pub token: String,
+    /// Whether `POST /v1/drill/fault` may inject a fault into this process
+    /// (lab and test deployments only; default off).
+    pub drills: bool,
 }
 
 /// A complete, validated configuration.
@@ -531,7 +535,11 @@ fn admin_settings(
                     }
                 }
                 match (listen, token) {
-                    (Some(listen), Some(token)) => Some(AdminSettings { listen, token }),
+                    (Some(listen), Some(token)) => Some(AdminSettings {
+                        listen,
+                        token,
+                        drills: a.drills.unwrap_or(false),
+                    }),
                     _ => None,
                 }
             }

@@ -479,6 +479,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
             queries: query_tx,
             ha: ha_view,
             store: log_store,
+            drills: cfg.admin.as_ref().is_some_and(|a| a.drills),
         });
         let mut stop = shutdown_rx.clone();
         tokio::spawn(

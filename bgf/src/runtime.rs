@@ -79,6 +79,8 @@ pub struct ServiceAddrs {
     pub core_sip: std::net::SocketAddr,
     pub access_media_ip: std::net::IpAddr,
     pub core_media_ip: std::net::IpAddr,
+    /// Where core-bound requests go (the drill's UAS listens there).
+    pub core_next_hop: std::net::SocketAddr,
 }
 
 /// `/v1/sessions` query parameters; every filter given must match.
@@ -496,6 +498,7 @@ impl CoreLoop {
                         core_sip: cfg.core.sip,
                         access_media_ip: cfg.access.media_ip,
                         core_media_ip: cfg.core.media_ip,
+                        core_next_hop: cfg.core_next_hop,
                     },
                     sessions: self.core.session_count(),
                     registrations: self.core.registration_count(),

@@ -39,7 +39,7 @@ use serde::Serialize;
 use serde_json::json;
 use sip_control::Side;
 use standby::announce::Schedule;
-use standby::heartbeat::LinkStatus;
+use standby::heartbeat::{LinkStatus, PeerState};
 use standby::{
     take_over, Detector, HeartbeatEvent, HeartbeatRuntime, HotReplica, IfAddr, Link, LinkConfig,
     Marks, Prepared, Replica, ReplicaMode, ReplicaStatus, ServeContext, Takeover, TakeoverPlan,
@@ -238,6 +238,11 @@ struct GuardView {
 /// A question from the admin server to the main loop.
 enum AdminReq {
     Standby(oneshot::Sender<StandbyView>),
+    /// `POST /v1/standby/switchover`: take `instance` over now.
+    Switchover {
+        instance: String,
+        reply: oneshot::Sender<Result<TakeoverReport, SwitchoverRefused>>,
+    },
     /// Forwarded to the serving core loop (None if not serving).
     Core(Query),
 }
@@ -409,6 +414,11 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
                         if let Some(t) = &takeover {
                             let _ = t.serving.queries.try_send(q);
                         }
+                    }
+                    AdminReq::Switchover { instance, reply } => {
+                        let r = switchover(&cfg, &mut guards, &instance, &mut takeover, &mut alarms, &mut admin_rx).await;
+                        final_logged = takeover.is_none();
+                        let _ = reply.send(r);
                     }
                 }
             }
@@ -598,67 +608,178 @@ async fn on_event(
                 standby::FailureReason::NeverHeard => "never_heard",
             };
             warn!(%instance, reason, peer_log_seq = f.peer_log_seq, "active {instance} failed: taking over");
-            // The admin API keeps answering while the takeover runs (it may
-            // wait up to standby.fence_timeout_ms for the store).
-            let mut during = view(cfg, guards, None, alarms);
-            during.role = "taking_over";
-            let waiting: Waiting = Arc::new(Mutex::new(None));
-            let result = {
-                let fut = do_takeover(
-                    &mut guards[k],
-                    f.detected_at,
-                    reason,
-                    cfg.fence_timeout,
-                    waiting.clone(),
-                );
-                tokio::pin!(fut);
-                loop {
-                    tokio::select! {
-                        r = &mut fut => break r,
-                        Some(req) = admin_rx.recv() => {
-                            if let AdminReq::Standby(reply) = req {
-                                let mut v = during.clone();
-                                if let Some(a) = waiting.lock().ok().and_then(|w| w.clone()) {
-                                    v.alarms.push(a);
-                                }
-                                let _ = reply.send(v);
+            let _ = take_over_guard(
+                cfg,
+                guards,
+                k,
+                f.detected_at,
+                reason,
+                takeover,
+                alarms,
+                admin_rx,
+            )
+            .await;
+        }
+    }
+}
+
+/// Takes over `guards[k]` (a detected failure, or a planned switchover with
+/// `detected_at` = the request): on success this process serves it and the
+/// other replicas stop; the report, or why it failed (also alarmed).
+#[allow(clippy::too_many_arguments)]
+async fn take_over_guard(
+    cfg: &StandbyConfig,
+    guards: &mut [Guard],
+    k: usize,
+    detected_at: Instant,
+    reason: &str,
+    takeover: &mut Option<Takeover<Serving>>,
+    alarms: &mut Vec<String>,
+    admin_rx: &mut mpsc::Receiver<AdminReq>,
+) -> Result<TakeoverReport, String> {
+    let instance = guards[k].instance.clone();
+    // The admin API keeps answering while the takeover runs (it may
+    // wait up to standby.fence_timeout_ms for the store).
+    let mut during = view(cfg, guards, None, alarms);
+    during.role = "taking_over";
+    let waiting: Waiting = Arc::new(Mutex::new(None));
+    let result = {
+        let fut = do_takeover(
+            &mut guards[k],
+            detected_at,
+            reason,
+            cfg.fence_timeout,
+            waiting.clone(),
+        );
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                r = &mut fut => break r,
+                Some(req) = admin_rx.recv() => {
+                    match req {
+                        AdminReq::Standby(reply) => {
+                            let mut v = during.clone();
+                            if let Some(a) = waiting.lock().ok().and_then(|w| w.clone()) {
+                                v.alarms.push(a);
                             }
-                            // Core queries: nothing serves yet (503).
+                            let _ = reply.send(v);
                         }
-                    }
-                }
-            };
-            match result {
-                Ok(t) => {
-                    guards[k].detector.set_epoch(t.report().epoch);
-                    guards[k].state = GuardState::Serving;
-                    // Nobody else can be taken over now: stop the other replicas.
-                    for (j, g) in guards.iter_mut().enumerate() {
-                        if j != k {
-                            if let Some(h) = g.hot.take() {
-                                let _ = h.stop().await;
-                            }
-                            if let Some(m) = g.media.take() {
-                                m.shutdown().await;
-                            }
+                        AdminReq::Switchover { reply, .. } => {
+                            let _ = reply.send(Err(SwitchoverRefused::Busy(format!("a takeover of {instance} is in progress"))));
                         }
+                        // Core queries: nothing serves yet (503).
+                        AdminReq::Core(_) => {}
                     }
-                    log_report(&t.report(), "takeover complete");
-                    error!(%instance, "ALARM this standby now serves {instance}; the cluster has NO standby — a further active failure cannot be taken over: start a new `bgf standby` (and restart {instance} as a standby) to restore N+1 protection");
-                    alarms.push(format!(
-                        "no standby: this standby serves {instance} since its takeover; start a new standby to restore N+1 protection"
-                    ));
-                    *takeover = Some(t);
-                }
-                Err(e) => {
-                    let msg = format!("ALARM takeover of {instance} failed: {e}");
-                    error!(%instance, "{msg}");
-                    alarms.push(msg);
-                    guards[k].state = GuardState::TakeoverFailed;
                 }
             }
         }
+    };
+    match result {
+        Ok(t) => {
+            let report = t.report();
+            guards[k].detector.set_epoch(report.epoch);
+            guards[k].state = GuardState::Serving;
+            // Nobody else can be taken over now: stop the other replicas.
+            for (j, g) in guards.iter_mut().enumerate() {
+                if j != k {
+                    if let Some(h) = g.hot.take() {
+                        let _ = h.stop().await;
+                    }
+                    if let Some(m) = g.media.take() {
+                        m.shutdown().await;
+                    }
+                }
+            }
+            log_report(&report, "takeover complete");
+            error!(%instance, "ALARM this standby now serves {instance}; the cluster has NO standby — a further active failure cannot be taken over: start a new `bgf standby` (and restart {instance} as a standby) to restore N+1 protection");
+            alarms.push(format!(
+                "no standby: this standby serves {instance} since its takeover; start a new standby to restore N+1 protection"
+            ));
+            *takeover = Some(t);
+            Ok(report)
+        }
+        Err(e) => {
+            let msg = format!("ALARM takeover of {instance} failed: {e}");
+            error!(%instance, "{msg}");
+            alarms.push(msg.clone());
+            guards[k].state = GuardState::TakeoverFailed;
+            Err(msg)
+        }
     }
+}
+
+/// Why a switchover request was refused (the HTTP status follows).
+#[derive(Debug)]
+enum SwitchoverRefused {
+    /// Not an instance this standby protects (404).
+    Unknown(String),
+    /// Not now: already serving, a takeover running, the active not
+    /// protected (409).
+    Busy(String),
+    /// Tried and failed (500; alarmed).
+    Failed(String),
+}
+
+/// A planned switchover of `instance`: the same takeover as after a
+/// failure, started now (no detection delay). The old active learns from
+/// our heartbeats (or its next append, refused) that it was fenced, drops
+/// its addresses and exits 3.
+async fn switchover(
+    cfg: &StandbyConfig,
+    guards: &mut [Guard],
+    instance: &str,
+    takeover: &mut Option<Takeover<Serving>>,
+    alarms: &mut Vec<String>,
+    admin_rx: &mut mpsc::Receiver<AdminReq>,
+) -> Result<TakeoverReport, SwitchoverRefused> {
+    let Some(k) = guards.iter().position(|g| g.instance == instance) else {
+        return Err(SwitchoverRefused::Unknown(format!(
+            "this standby does not protect {instance:?} (it protects {})",
+            guards
+                .iter()
+                .map(|g| g.instance.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    if let Some(t) = takeover.as_ref() {
+        return Err(SwitchoverRefused::Busy(format!(
+            "this standby already serves {} — it has nothing left to take over {instance} with; start a new standby first",
+            t.serving.instance
+        )));
+    }
+    let g = &guards[k];
+    if g.state != GuardState::Protected {
+        return Err(SwitchoverRefused::Busy(format!(
+            "{instance} is {:?} here, not protected",
+            g.state
+        )));
+    }
+    let hb = g.detector.status();
+    if hb.state != PeerState::Alive {
+        return Err(SwitchoverRefused::Busy(format!(
+            "{instance}'s heartbeats are {:?}: a switchover moves a running active; for a failed one the standby takes over by itself",
+            hb.state
+        )));
+    }
+    if let Some(e) = g.hot.as_ref().and_then(|h| h.status().error) {
+        return Err(SwitchoverRefused::Busy(format!(
+            "the replica of {instance} is broken ({e}): a switchover would lose state — fix the replica (restart this standby) first"
+        )));
+    }
+    warn!(%instance, "planned switchover of {instance} requested: taking over now");
+    take_over_guard(
+        cfg,
+        guards,
+        k,
+        Instant::now(),
+        "switchover",
+        takeover,
+        alarms,
+        admin_rx,
+    )
+    .await
+    .map_err(SwitchoverRefused::Failed)
 }
 
 async fn do_takeover(
@@ -1064,10 +1185,58 @@ async fn standby_metrics(State(st): St) -> Response {
     crate::admin::metrics_response(&e)
 }
 
+/// `POST /v1/standby/switchover` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchoverReq {
+    instance: String,
+}
+
+/// `POST /v1/standby/switchover {"instance": "bgf1"}`: a planned takeover,
+/// answered when it is done (200 with the takeover report) or refused
+/// (404 not protected here, 409 not now, 500 failed — with the reason).
+async fn switchover_req(
+    State(st): St,
+    body: Result<Json<SwitchoverReq>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => {
+            return crate::admin::error(
+                StatusCode::BAD_REQUEST,
+                format!("{e} — send {{\"instance\": \"<protected active>\"}}"),
+            )
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    let ask = AdminReq::Switchover {
+        instance: req.instance.clone(),
+        reply: tx,
+    };
+    if st.tx.send(ask).await.is_err() {
+        return crate::admin::error(StatusCode::SERVICE_UNAVAILABLE, "standby shutting down");
+    }
+    // A takeover may wait standby.fence_timeout_ms for the store.
+    match tokio::time::timeout(Duration::from_secs(60), rx).await {
+        Ok(Ok(Ok(report))) => Json(report).into_response(),
+        Ok(Ok(Err(SwitchoverRefused::Unknown(m)))) => crate::admin::error(StatusCode::NOT_FOUND, m),
+        Ok(Ok(Err(SwitchoverRefused::Busy(m)))) => crate::admin::error(StatusCode::CONFLICT, m),
+        Ok(Ok(Err(SwitchoverRefused::Failed(m)))) => {
+            crate::admin::error(StatusCode::INTERNAL_SERVER_ERROR, m)
+        }
+        Ok(Err(_)) => crate::admin::error(StatusCode::SERVICE_UNAVAILABLE, "standby shutting down"),
+        Err(_) => crate::admin::error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the switchover of {} did not finish within 60 s — see GET /v1/standby and the standby's log", req.instance),
+        ),
+    }
+}
+
 const STANDBY_ENDPOINTS: &[&str] = &[
     "/health",
     "/metrics",
     "/v1/standby",
+    "POST /v1/standby/switchover",
     "/v1/stats",
     "/v1/sessions",
     "/v1/sessions/{call_id}",
@@ -1103,6 +1272,10 @@ fn admin_router(
     let routes = Router::new()
         .route("/health", get(health))
         .route("/v1/standby", get(standby_status))
+        .route(
+            "/v1/standby/switchover",
+            axum::routing::post(switchover_req),
+        )
         .route("/metrics", get(standby_metrics))
         .with_state(st)
         .merge(crate::admin::core_routes(crate::admin::CoreRoutes {

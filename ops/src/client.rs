@@ -70,13 +70,41 @@ impl<'a> Client<'a> {
 
     /// `GET path` (with the token unless `path` is `/health`).
     pub fn get(&self, path: &str) -> Result<Answer, ApiError> {
+        let req = self.agent.get(&format!("{}{path}", self.instance.admin));
+        self.call(path, req, None)
+    }
+
+    /// `POST path` with a JSON body, waiting up to `timeout` for the answer
+    /// (a switchover answers when it is done); the answer as JSON.
+    pub fn post(&self, path: &str, body: &Value, timeout: Duration) -> Result<Value, ApiError> {
+        let req = self
+            .agent
+            .post(&format!("{}{path}", self.instance.admin))
+            .timeout(timeout);
+        let a = self.call(path, req, Some(body))?;
+        self.parse(path, &a.body)
+    }
+
+    fn call(
+        &self,
+        path: &str,
+        req: ureq::Request,
+        body: Option<&Value>,
+    ) -> Result<Answer, ApiError> {
         let i = self.instance;
         let url = format!("{}{path}", i.admin);
-        let mut req = self.agent.get(&url);
-        if path != "/health" {
-            req = req.set("Authorization", &format!("Bearer {}", i.token.value));
-        }
-        match req.call() {
+        let req = if path != "/health" {
+            req.set("Authorization", &format!("Bearer {}", i.token.value))
+        } else {
+            req
+        };
+        let sent = match body {
+            Some(b) => req
+                .set("Content-Type", "application/json")
+                .send_string(&b.to_string()),
+            None => req.call(),
+        };
+        match sent {
             Ok(r) => {
                 let num = |h: &str| r.header(h).and_then(|v| v.parse().ok());
                 let (total, matched) = (num("x-total-count"), num("x-matched-count"));
@@ -111,15 +139,19 @@ impl<'a> Client<'a> {
         }
     }
 
-    /// `GET path` as JSON.
-    pub fn json(&self, path: &str) -> Result<Value, ApiError> {
-        let a = self.get(path)?;
-        serde_json::from_str(&a.body).map_err(|e| {
+    fn parse(&self, path: &str, body: &str) -> Result<Value, ApiError> {
+        serde_json::from_str(body).map_err(|e| {
             ApiError::BadBody(format!(
                 "{} ({}{path}): not the expected JSON ({e}) — is this a bgf admin API of the same version?",
                 self.instance.name, self.instance.admin
             ))
         })
+    }
+
+    /// `GET path` as JSON.
+    pub fn json(&self, path: &str) -> Result<Value, ApiError> {
+        let a = self.get(path)?;
+        self.parse(path, &a.body)
     }
 }
 

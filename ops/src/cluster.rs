@@ -16,6 +16,22 @@
 //! token_file = "/etc/bgf/sb1.token"      # optional per-instance token
 //! ```
 //!
+//! For `bgfctl drill failover` (lab and test deployments) an instance may
+//! name how to cut its network and heal it (`--mode cut`), run by bgfctl as
+//! given — e.g. `cut = ["openstack", "port", "set", "--disable", "bgf1-access"]`
+//! — and a `[drill]` table says where the call generator runs:
+//!
+//! ```toml
+//! [drill]
+//! callgen = "/usr/bin/bgf-callgen"   # default: next to bgfctl, else PATH
+//! uac_ip = "198.18.0.200"            # the UE side (IPv4 access addresses)
+//! uac_ip6 = "fd00:a::200"            # the UE side (IPv6 access addresses)
+//! uac_wrap = []                      # command prefix for the UAC (must exec)
+//! uas_wrap = []                      # … for the UAS (on the core next hop)
+//! rtp_ports = "24000-27999"          # the call generators' own RTP ports
+//! report_dir = "/var/tmp/bgf-drill"  # reports go in a sub-directory per run
+//! ```
+//!
 //! Roles are not written down: each process says what it is on `/health`.
 //! Relative `token_file` paths are relative to the cluster file.
 
@@ -34,6 +50,30 @@ struct RawCluster {
     timeout_ms: Option<u64>,
     #[serde(default)]
     instance: Vec<RawInstance>,
+    #[serde(default)]
+    drill: DrillConfig,
+}
+
+/// The `[drill]` table: where `bgfctl drill` runs its call generator.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// The `bgf-callgen` binary.
+    pub callgen: Option<PathBuf>,
+    /// The UAC's (UE side's) IPv4 address.
+    pub uac_ip: Option<std::net::Ipv4Addr>,
+    /// The UAC's IPv6 address.
+    pub uac_ip6: Option<std::net::Ipv6Addr>,
+    /// Command prefix for the UAC (e.g. `["ip", "netns", "exec", "ue"]`).
+    #[serde(default)]
+    pub uac_wrap: Vec<String>,
+    /// Command prefix for the UAS.
+    #[serde(default)]
+    pub uas_wrap: Vec<String>,
+    /// The call generators' RTP ports (`LOW-HIGH`), shared out per active.
+    pub rtp_ports: Option<String>,
+    /// Where the run directories go.
+    pub report_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +83,8 @@ struct RawInstance {
     admin: String,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    cut: Option<Vec<String>>,
+    heal: Option<Vec<String>>,
 }
 
 /// Where a token came from (named in errors).
@@ -59,6 +101,10 @@ pub struct Instance {
     /// Base URL, without a trailing slash (`http://host:port`).
     pub admin: String,
     pub token: Token,
+    /// `bgfctl drill --mode cut`: the command that cuts its network …
+    pub cut: Option<Vec<String>>,
+    /// … and the one that heals it.
+    pub heal: Option<Vec<String>>,
 }
 
 /// A loaded cluster file.
@@ -67,6 +113,8 @@ pub struct Cluster {
     pub path: PathBuf,
     pub instances: Vec<Instance>,
     pub timeout: Duration,
+    /// `[drill]`.
+    pub drill: DrillConfig,
 }
 
 fn read_token(path: &Path, base: &Path) -> Result<Token, String> {
@@ -172,16 +220,35 @@ impl Cluster {
                         r.name
                     )
                 })?;
+            for (what, c) in [("cut", &r.cut), ("heal", &r.heal)] {
+                if c.as_ref().is_some_and(|c| c.is_empty() || c[0].is_empty()) {
+                    return Err(format!(
+                        "cluster file {}: instance {:?}: {what} is empty — give the command and its arguments, e.g. [\"openstack\", \"port\", \"set\", \"--disable\", \"PORT\"]",
+                        path.display(),
+                        r.name
+                    ));
+                }
+            }
+            if r.cut.is_some() != r.heal.is_some() {
+                return Err(format!(
+                    "cluster file {}: instance {:?}: give both cut and heal (a drill that cuts must be able to heal)",
+                    path.display(),
+                    r.name
+                ));
+            }
             instances.push(Instance {
                 name: r.name,
                 admin,
                 token,
+                cut: r.cut,
+                heal: r.heal,
             });
         }
         Ok(Cluster {
             path: path.to_path_buf(),
             instances,
             timeout: Duration::from_millis(raw.timeout_ms.unwrap_or(3000).max(1)),
+            drill: raw.drill,
         })
     }
 

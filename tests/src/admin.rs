@@ -70,15 +70,37 @@ impl AdminClient {
 
     /// `GET path` → (status, body).
     pub fn get(&self, path: &str, auth: bool) -> Result<(u16, String), String> {
+        self.request("GET", path, None, auth)
+    }
+
+    /// `POST path` with a JSON body → (status, body).
+    pub fn post(&self, path: &str, body: &str, auth: bool) -> Result<(u16, String), String> {
+        self.request("POST", path, Some(body), auth)
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        auth: bool,
+    ) -> Result<(u16, String), String> {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
             .map_err(|e| format!("connect {}: {e}", self.addr))?;
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
-        let mut req = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n", self.addr);
+        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {}\r\n", self.addr);
         if auth {
             req += &format!("Authorization: Bearer {}\r\n", self.token);
         }
+        if let Some(b) = body {
+            req += &format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            );
+        }
         req += "Connection: close\r\n\r\n";
+        req += body.unwrap_or("");
         s.write_all(req.as_bytes())
             .map_err(|e| format!("send to {}: {e}", self.addr))?;
         let mut buf = Vec::new();

@@ -220,6 +220,7 @@ level = "info"
 [admin]
 listen = "{mgmt}:8080"
 token = "{TOKEN}"
+drills = true
 
 [statelog]
 backend = "embedded"
@@ -633,6 +634,83 @@ impl Cluster {
         }
     }
 
+    /// Writes `cluster.toml` for `bgfctl` (bgf1, bgf2, sb1; `[drill]` with
+    /// the UE and core peer of this network, in namespaces a cut / heal of
+    /// active 1's switch ports) and returns its path.
+    pub fn write_cluster_file(&self) -> Result<PathBuf, String> {
+        let admin = |ip: IpAddr| format!("http://{}", bracket(ip, 8080));
+        let q = |v: &[String]| {
+            format!(
+                "[{}]",
+                v.iter()
+                    .map(|a| format!("{a:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let (uac_wrap, uas_wrap, cut) = match &self.net {
+            ClusterNet::Namespaces(t) => {
+                let wrap = |n: &str| s(&["ip", "netns", "exec", &t.ns(n)]);
+                let sh = |fwd: bool| {
+                    let cmds: Vec<String> = [Lan::Access, Lan::Core, Lan::Mgmt]
+                        .iter()
+                        .map(|l| t.port_state_cmd("a1", *l, fwd).join(" "))
+                        .collect();
+                    q(&s(&["sh", "-c", &cmds.join(" && ")]))
+                };
+                (
+                    q(&wrap("ue")),
+                    q(&wrap("core")),
+                    format!("cut = {}\nheal = {}\n", sh(false), sh(true)),
+                )
+            }
+            ClusterNet::Loopback(_) => ("[]".into(), "[]".into(), String::new()),
+        };
+        let v6 = match self.net.ue(true) {
+            IpAddr::V6(a) if self.net.is_namespaces() => format!("uac_ip6 = \"{a}\"\n"),
+            _ => String::new(),
+        };
+        let text = format!(
+            r#"token = "{TOKEN}"
+timeout_ms = 5000
+
+[[instance]]
+name = "bgf1"
+admin = "{a1}"
+{cut}
+[[instance]]
+name = "bgf2"
+admin = "{a2}"
+
+[[instance]]
+name = "sb1"
+admin = "{sb}"
+
+[drill]
+callgen = "{callgen}"
+uac_ip = "{ue4}"
+{v6}uac_wrap = {uac_wrap}
+uas_wrap = {uas_wrap}
+rtp_ports = "24000-31999"
+"#,
+            a1 = admin(self.net.active_mgmt(1)),
+            a2 = admin(self.net.active_mgmt(2)),
+            sb = admin(self.net.standby_mgmt()),
+            callgen = callgen_binary().display(),
+            ue4 = self.net.ue(false),
+        );
+        let p = self.dir.join("cluster.toml");
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(p)
+    }
+
+    /// `bgfctl` where it reaches every admin API (the store's namespace, on
+    /// the management network; here on loopback).
+    pub fn bgfctl_command(&self) -> Command {
+        let ctl = crate::ops::bgfctl_binary();
+        self.net.command("store", &ctl.display().to_string())
+    }
+
     /// Waits until the standby serves `bgf{k}`; its view.
     pub fn wait_serving(&self, k: u8, timeout: Duration) -> Result<Value, String> {
         let inst = format!("bgf{k}");
@@ -707,32 +785,7 @@ pub fn report_path(dir: &TestDir, name: &str) -> PathBuf {
     dir.join(&format!("{name}.json"))
 }
 
-/// Per-call longest media gap (either direction) of a UAC report, sorted.
-pub fn gaps(r: &Value) -> Vec<f64> {
-    let mut g: Vec<f64> = r["calls"]
-        .as_array()
-        .map(|cs| {
-            cs.iter()
-                .map(|c| {
-                    let d = c["down"]["max_gap_ms"].as_f64().unwrap_or(f64::NAN);
-                    let u = c["up"]["max_gap_ms"].as_f64().unwrap_or(f64::NAN);
-                    d.max(u)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    g.sort_by(|a, b| a.total_cmp(b));
-    g
-}
-
-/// Percentile `p` (0..=100, nearest rank) of sorted `v`; NaN when empty.
-pub fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[i.min(v.len() - 1)]
-}
+pub use ops::drill::{gaps, pct};
 
 /// One line: the gap distribution.
 pub fn gaps_line(what: &str, g: &[f64]) -> String {

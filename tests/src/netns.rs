@@ -206,38 +206,37 @@ impl Topology {
     /// Silences the switch port of `node`'s interface on `lan` both ways
     /// (bridge port state disabled) — a cut link that the node cannot see.
     pub fn black_hole(&self, node: &str, lan: Lan) -> Result<(), String> {
-        let port = self.port(node, lan);
-        run(
-            "bridge",
-            &[
-                "-n",
-                &self.ns("sw"),
-                "link",
-                "set",
-                "dev",
-                &port,
-                "state",
-                "0",
-            ],
-        )
+        let c = self.port_state_cmd(node, lan, false);
+        let args: Vec<&str> = c[1..].iter().map(String::as_str).collect();
+        run(&c[0], &args)
     }
 
     /// Undoes [`black_hole`](Self::black_hole) (port forwarding again).
     pub fn heal(&self, node: &str, lan: Lan) -> Result<(), String> {
-        let port = self.port(node, lan);
-        run(
+        let c = self.port_state_cmd(node, lan, true);
+        let args: Vec<&str> = c[1..].iter().map(String::as_str).collect();
+        run(&c[0], &args)
+    }
+
+    /// The command that stops (`forwarding` false: STP state disabled) or
+    /// restarts `node`'s switch port on `lan` — a cable cut, also given to
+    /// `bgfctl drill --mode cut` as the cut / heal command.
+    pub fn port_state_cmd(&self, node: &str, lan: Lan, forwarding: bool) -> Vec<String> {
+        let state = if forwarding { "3" } else { "0" };
+        [
             "bridge",
-            &[
-                "-n",
-                &self.ns("sw"),
-                "link",
-                "set",
-                "dev",
-                &port,
-                "state",
-                "3",
-            ],
-        )
+            "-n",
+            &self.ns("sw"),
+            "link",
+            "set",
+            "dev",
+            &self.port(node, lan),
+            "state",
+            state,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     }
 
     /// Sets `node`'s own interface on `lan` down (the node sees ENETUNREACH).

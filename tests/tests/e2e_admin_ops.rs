@@ -101,6 +101,14 @@ fn api_token_schemas_metrics_and_bgfctl() {
         "no rejection logged:\n{}",
         bed.bgf.logs()
     );
+    // Drills: token required, and refused (403) unless [admin] drills = true.
+    let fault = r#"{"mode":"kill"}"#;
+    let (code, body) = bed.bgf.admin.post("/v1/drill/fault", fault, false).unwrap();
+    assert_eq!(code, 401, "{body}");
+    let (code, body) = bed.bgf.admin.post("/v1/drill/fault", fault, true).unwrap();
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("drills = true"), "{body}");
+    assert_eq!(bed.bgf.admin.health().unwrap()["status"], "ok");
     let (code, body) = get(&bed, "/nope", true);
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("/v1/sessions/{call_id}"), "{body}");

@@ -38,14 +38,43 @@ fn drill(namespaces: bool, prefix: &str, name: &str) {
         assert!(out.takeover[k].is_u64(), "no {k}: {}", out.takeover);
     }
     assert_eq!(out.takeover["instance"], "bgf1", "{}", out.takeover);
+    // The drill report: both actives' traffic, the failed one marked,
+    // a timeline from the fault through detection to first media.
+    let d = &out.drill;
+    assert_eq!(d["drill"]["target"], "bgf1", "{d}");
+    assert_eq!(d["drill"]["mode"], "kill", "{d}");
+    let t = d["traffic"].as_array().unwrap();
+    assert_eq!(t.len(), 2, "{d}");
+    assert_eq!(t[0]["failed_instance"], true, "{d}");
+    assert_eq!(t[0]["gaps_ms"].as_array().map(|g| g.len()), Some(5), "{d}");
+    let events: Vec<&str> = d["timeline_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for e in ["fault (kill)", "fenced", "serving", "first media forwarded"] {
+        assert!(events.contains(&e), "{e} missing from {events:?}");
+    }
+    assert!(
+        events.iter().any(|e| e.starts_with("detected (")),
+        "{events:?}"
+    );
+    assert!(
+        d["phases_ms"]["detection"]
+            .as_f64()
+            .is_some_and(|v| v >= 0.0),
+        "{d}"
+    );
     for f in [
+        "drill.json",
+        "drill.txt",
         "calls-bgf1.json",
         "calls-bgf1.svg",
         "calls-bgf2.json",
         "calls-bgf2.svg",
-        "takeover.json",
     ] {
-        let p = o.report_dir.join(f);
+        let p = out.report_dir.join(f);
         assert!(
             std::fs::metadata(&p).is_ok_and(|m| m.len() > 0),
             "{} missing",

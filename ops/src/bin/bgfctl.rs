@@ -1,21 +1,26 @@
 //! `bgfctl` — the operator's command line for a bgf cluster: cluster status
-//! with its protection state, sessions, log inspection, shell completions
-//! and a man page. It reads the cluster file (`--cluster`, `BGF_CLUSTER`)
-//! and talks to each process's admin API; it changes nothing.
+//! with its protection state, sessions, log inspection, failover drills,
+//! planned switchover, shell completions and a man page. It reads the
+//! cluster file (`--cluster`, `BGF_CLUSTER`) and talks to each process's
+//! admin API; only `drill` and `switchover` change anything.
 //!
-//! Exit status: 0 success (status: N+1 protected); 1 error (cluster file,
-//! token rejected, nothing reachable, not found); 2 status is "no standby"
-//! or "degraded" (or some instance did not answer a listing).
+//! Exit status: 0 success (status: N+1 protected; drill: every call
+//! survived); 1 error (cluster file, token rejected, nothing reachable, not
+//! found, drill could not run, switchover refused); 2 status is "no
+//! standby" or "degraded" (or some instance did not answer a listing), or a
+//! drill lost calls.
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use ops::client::{encode_segment, ApiError, Client};
 use ops::cluster::{Cluster, Instance, DEFAULT_PATH};
+use ops::drill;
 use ops::status::{self, columns, Protection};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// bgfctl — status, sessions and logs of a bgf cluster (N actives + 1 standby).
+/// bgfctl — status, sessions, logs, failover drills and switchover of a bgf
+/// cluster (N actives + 1 standby).
 #[derive(Parser, Debug)]
 #[command(name = "bgfctl", version)]
 struct Cli {
@@ -48,6 +53,22 @@ enum Cmd {
     Log {
         #[command(subcommand)]
         cmd: LogCmd,
+    },
+    /// Failover drills (lab and test deployments: the target needs
+    /// `[admin] drills = true`; `--mode cut` the cluster file's cut/heal
+    /// commands): calls with bgf-callgen, a fault, the standby's takeover,
+    /// and a report (timeline, phases, per-call media gaps, calls lost)
+    /// with a JSON file and plots.
+    Drill {
+        #[command(subcommand)]
+        cmd: DrillCmd,
+    },
+    /// Planned move of an active's calls to the standby (maintenance): the
+    /// standby takes over at once, the old active steps down (exits 3);
+    /// calls keep going. Leaves the cluster without a standby.
+    Switchover {
+        /// The active to move.
+        instance: String,
     },
     /// Print a shell completion script (e.g. `bgfctl completions bash >
     /// /etc/bash_completion.d/bgfctl`).
@@ -97,6 +118,48 @@ enum LogCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum DrillCmd {
+    /// Fail an active under calls and report how the standby carried them.
+    Failover {
+        /// The active to fail.
+        instance: String,
+        /// kill: SIGKILL (a crash); stop: SIGSTOP for --fault-ms (a frozen
+        /// VM); cut: the cluster file's cut command, heal after --fault-ms.
+        #[arg(long, value_enum, default_value_t = Mode::Kill)]
+        mode: Mode,
+        /// Calls through each active carrying traffic.
+        #[arg(long, default_value_t = 20)]
+        calls: u64,
+        /// Calls/s per active.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// How long a stop or cut lasts (ms).
+        #[arg(long, default_value_t = 3000)]
+        fault_ms: u64,
+        /// Media seconds before the fault, once every call is up.
+        #[arg(long, default_value_t = 2.0)]
+        before_s: f64,
+        /// Media seconds through the standby before the calls' in-dialog check.
+        #[arg(long, default_value_t = 5.0)]
+        after_s: f64,
+        /// Also place calls through every other active (they must not notice).
+        #[arg(long)]
+        others: bool,
+        /// Where the run's directory goes (default: the cluster file's
+        /// [drill] report_dir, else the current directory).
+        #[arg(long, value_name = "DIR")]
+        report_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Kill,
+    Stop,
+    Cut,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Shell {
     Bash,
@@ -141,6 +204,8 @@ fn main() -> ExitCode {
                 Cmd::Log {
                     cmd: LogCmd::Inspect { instance },
                 } => log_inspect(&c, instance, cli.json),
+                Cmd::Drill { cmd } => drill_cmd(&c, cmd, cli.json),
+                Cmd::Switchover { instance } => switchover_cmd(&c, instance, cli.json),
                 Cmd::Completions { .. } | Cmd::Man => Ok(()),
             }),
     };
@@ -171,6 +236,97 @@ fn print_json(v: &Value) {
         "{}",
         serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
     );
+}
+
+/// Progress lines: `[  1.2 s] ...` on stdout, or stderr with --json.
+fn progress(as_json: bool) -> impl FnMut(&str) {
+    let t0 = std::time::Instant::now();
+    move |m: &str| {
+        let line = format!("[{:6.1} s] {m}", t0.elapsed().as_secs_f64());
+        if as_json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+}
+
+fn drill_cmd(c: &Cluster, cmd: &DrillCmd, as_json: bool) -> Result<(), Fail> {
+    let DrillCmd::Failover {
+        instance,
+        mode,
+        calls,
+        rate,
+        fault_ms,
+        before_s,
+        after_s,
+        others,
+        report_dir,
+    } = cmd;
+    let secs = |v: f64, what: &str| {
+        if v.is_finite() && (0.0..=3600.0).contains(&v) {
+            Ok(std::time::Duration::from_secs_f64(v))
+        } else {
+            Err(Fail(format!("{what} must be 0..=3600 seconds"), 1))
+        }
+    };
+    let fault_d = std::time::Duration::from_millis(*fault_ms);
+    if !(100..=600_000).contains(fault_ms) {
+        return Err(Fail("--fault-ms must be 100..=600000".into(), 1));
+    }
+    if !(rate.is_finite() && *rate > 0.0 && *rate <= 1000.0 && (1..=10_000).contains(calls)) {
+        return Err(Fail(
+            "--rate must be in (0, 1000] and --calls 1..=10000".into(),
+            1,
+        ));
+    }
+    let spec = drill::DrillSpec {
+        target: instance.clone(),
+        fault: match mode {
+            Mode::Kill => drill::Fault::Kill,
+            Mode::Stop => drill::Fault::Stop(fault_d),
+            Mode::Cut => drill::Fault::Cut(fault_d),
+        },
+        calls: *calls,
+        rate: *rate,
+        media_before: secs(*before_s, "--before-s")?,
+        media_after: secs(*after_s, "--after-s")?,
+        others: *others,
+    };
+    let dir = report_dir
+        .clone()
+        .or_else(|| c.drill.report_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut say = progress(as_json);
+    let out = drill::run(c, &spec, &dir, &mut say).map_err(Fail::from)?;
+    if as_json {
+        print_json(&out.json);
+    } else {
+        print!("{}", out.text);
+    }
+    if out.passed() {
+        Ok(())
+    } else {
+        Err(Fail(
+            format!(
+                "the drill lost calls ({} of {} ok, {} lost) — read {}/drill.txt and the standby's log",
+                out.ok,
+                out.calls,
+                out.lost,
+                out.dir.display()
+            ),
+            2,
+        ))
+    }
+}
+
+fn switchover_cmd(c: &Cluster, instance: &str, as_json: bool) -> Result<(), Fail> {
+    let mut say = progress(as_json);
+    let r = drill::switchover(c, instance, &mut say).map_err(Fail::from)?;
+    if as_json {
+        print_json(&r);
+    }
+    Ok(())
 }
 
 fn status_cmd(c: &Cluster, as_json: bool) -> Result<(), Fail> {

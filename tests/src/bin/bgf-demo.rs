@@ -5,10 +5,11 @@
 //! cluster — the embedded store (`bgf statelog`), two `bgf active`, one hot
 //! `bgf standby` — in network namespaces when run as root (else on loopback
 //! addresses, with the standby's address step simulated, which it says),
-//! places calls with RTP through both actives with `bgf-callgen`, kills
-//! active 1 with `kill -9`, waits for the standby's takeover, sends the
-//! marker (every call re-INVITEs and hangs up through whoever serves it) and
-//! prints the drill report. Exit 0 only if no call was lost.
+//! and runs the operator's drill against it (`bgfctl drill failover bgf1
+//! --mode kill --others`): calls with RTP through both actives with
+//! `bgf-callgen`, `kill -9` of active 1, the standby's takeover, the marker
+//! (every call re-INVITEs and hangs up through whoever serves it) and the
+//! drill report. Exit 0 only if no call was lost.
 //!
 //! Everything it starts is stopped at the end, on failure and on Ctrl-C /
 //! SIGTERM (processes killed, namespaces deleted).
@@ -131,8 +132,10 @@ fn main() -> ExitCode {
     } else {
         println!("bgf-demo: not root (or --loopback): the cluster runs on loopback addresses and the address takeover is SIMULATED");
     }
-    println!("bgf-demo: building / finding bgf and bgf-callgen (this profile) ...");
-    if let Err(e) = bgf_tests::build::bgf_binary() {
+    println!("bgf-demo: building / finding bgf, bgf-callgen and bgfctl (this profile) ...");
+    if let Err(e) = bgf_tests::build::bgf_binary()
+        .and_then(|_| bgf_tests::build::workspace_binary("ops", "bgfctl", "BGFCTL_BIN"))
+    {
         eprintln!("bgf-demo: {e}");
         return ExitCode::from(2);
     }

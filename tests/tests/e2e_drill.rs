@@ -1,0 +1,307 @@
+//! The operator's failover tools end to end (issue 6), against an N+1
+//! cluster in network namespaces (`bgf_tests::cluster`), with the real
+//! `bgfctl` run where an operator would (the management network):
+//!
+//! - `switchover_moves_calls_without_losing_one`: calls up through both
+//!   actives; `bgfctl switchover bgf1`: the standby takes over at once
+//!   (reason `switchover`, no detection), the old active steps down (exit
+//!   3, addresses dropped), and every call passes the in-dialog check
+//!   through the standby; active 2's calls are untouched. A second
+//!   switchover is refused (the cluster has no standby left).
+//! - `drill_stop_reports_the_takeover_and_the_step_down`: `bgfctl drill
+//!   failover bgf1 --mode stop --json`: the JSON report has the timeline
+//!   from the fault through detection to first media and the old active's
+//!   step-down, the phases, per-call gaps for every call, nothing lost, and
+//!   its files exist.
+//! - `drill_cut_runs_the_cluster_files_commands`: `--mode cut`: the cluster
+//!   file's cut / heal commands (active 1's switch ports) are run; the
+//!   standby takes over on missed heartbeats; after the heal the old active
+//!   exits 3; nothing lost.
+//! - `drill_refuses_without_protection_or_permission`: a drill of an
+//!   instance with no standby protecting it is refused before any call or
+//!   fault (exit 1, says what to do), and `--mode cut` without cut / heal
+//!   commands in the cluster file says which to add. (An active without
+//!   `[admin] drills = true` answers 403: e2e_admin_ops.)
+//!
+//! Needs root (SKIP otherwise).
+
+use bgf_tests::cluster::{gaps, pct, Cluster, ClusterNet, ClusterOptions};
+use bgf_tests::netns::{require_root, Lan};
+use bgf_tests::ops::Run;
+use bgf_tests::util::signal;
+use bgf_tests::TestDir;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+const CALLS: u64 = 8;
+
+fn start(prefix: &str, name: &str) -> Cluster {
+    let net = ClusterNet::namespaces(prefix).unwrap();
+    Cluster::start(net, TestDir::new(name), &ClusterOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn bgfctl(c: &Cluster, cluster: &Path, args: &[&str]) -> Run {
+    let out = c
+        .bgfctl_command()
+        .arg("--cluster")
+        .arg(cluster)
+        .args(args)
+        .env_remove("BGF_CLUSTER")
+        .env_remove("BGF_TOKEN_FILE")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run bgfctl: {e}"));
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn switchover_moves_calls_without_losing_one() {
+    if !require_root("switchover_moves_calls_without_losing_one") {
+        return;
+    }
+    let mut c = start("wsw", "switchover");
+    let cluster = c.write_cluster_file().unwrap();
+    let [_uas1, _uas2, mut uac1, mut uac2] = c
+        .place_calls(CALLS, 20.0, 9000, true, &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let r = bgfctl(&c, &cluster, &["--json", "switchover", "bgf1"]);
+    assert_eq!(r.code, Some(0), "{r:?}\n{}", c.logs());
+    let v = r.json();
+    let t = &v["takeover"];
+    assert_eq!(t["instance"], "bgf1", "{v}");
+    assert_eq!(t["reason"], "switchover", "{v}");
+    assert_eq!(t["sessions"].as_u64(), Some(CALLS), "{v}");
+    assert!(t["first_announcement_us"].is_u64(), "{v}");
+    assert!(
+        v["old_active_stepped_down_ms"].is_number(),
+        "old active did not step down: {v}\n{}",
+        c.logs()
+    );
+    // The old active stepped down: exit 3, its addresses gone.
+    let st = c.actives[0].wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(3),
+        "{}",
+        c.actives[0].logs()
+    );
+    let a1 = c.addrs(&c.t().active_ns(1));
+    for a in [c.t().service_v6(1), c.t().service_v4(1, Lan::Core)] {
+        assert!(
+            !a1.contains(&format!("{a}/")),
+            "old active holds {a}:\n{a1}"
+        );
+    }
+    // A second switchover has no standby to go to.
+    let again = bgfctl(&c, &cluster, &["switchover", "bgf2"]);
+    assert_eq!(again.code, Some(1), "{again:?}");
+    assert!(
+        again.stderr.contains("no standby") || again.stderr.contains("protects bgf2"),
+        "{again:?}"
+    );
+
+    signal(uac1.pid(), libc::SIGUSR1);
+    signal(uac2.pid(), libc::SIGUSR1);
+    for (what, uac) in [("via bgf1 (moved)", &mut uac1), ("via bgf2", &mut uac2)] {
+        let (code, rep) = bgf_tests::cluster::finish(uac, &c.dir, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let s = &rep["summary"];
+        assert_eq!(s["lost"].as_u64(), Some(0), "{what}: {rep}");
+        assert_eq!(s["ok"].as_u64(), Some(CALLS), "{what}: {s}\n{}", uac.logs());
+        assert_eq!(code, Some(0), "{what}\n{}", uac.logs());
+        let g = gaps(&rep);
+        println!(
+            "SWITCHOVER {what}: per-call max media gap p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            pct(&g, 50.0),
+            pct(&g, 99.0),
+            pct(&g, 100.0)
+        );
+        // Generous: a planned move's gap is the announcement's reach, far
+        // below this on any machine; a lost path would be the whole hold.
+        assert!(pct(&g, 100.0) < 2000.0, "{what}: gaps {g:?}");
+    }
+}
+
+/// Runs `bgfctl --json drill failover bgf1 <extra>`; asserts the report.
+fn drill(prefix: &str, name: &str, mode: &str) -> (Cluster, Value) {
+    let mut c = start(prefix, name);
+    let cluster = c.write_cluster_file().unwrap();
+    let reports = c.dir.join("reports");
+    let calls = CALLS.to_string();
+    let r = bgfctl(
+        &c,
+        &cluster,
+        &[
+            "--json",
+            "drill",
+            "failover",
+            "bgf1",
+            "--mode",
+            mode,
+            "--fault-ms",
+            "1500",
+            "--calls",
+            &calls,
+            "--rate",
+            "20",
+            "--before-s",
+            "1",
+            "--after-s",
+            "2",
+            "--report-dir",
+            &reports.display().to_string(),
+        ],
+    );
+    println!("{}", r.stderr);
+    assert_eq!(r.code, Some(0), "{r:?}\n{}", c.logs());
+    let d = r.json();
+    assert_eq!(d["drill"]["mode"], mode, "{d}");
+    assert_eq!(d["passed"], true, "{d}");
+    assert_eq!(
+        (d["calls"].as_u64(), d["lost"].as_u64()),
+        (Some(CALLS), Some(0)),
+        "{d}"
+    );
+    let t = &d["traffic"][0];
+    assert_eq!(t["instance"], "bgf1", "{d}");
+    assert_eq!(t["failed_instance"], true, "{d}");
+    assert_eq!(
+        t["gaps_ms"].as_array().map(|g| g.len() as u64),
+        Some(CALLS),
+        "{d}"
+    );
+    assert!(
+        t["gap_ms"]["p99"]
+            .as_f64()
+            .is_some_and(|g| g > 0.0 && g < 5000.0),
+        "{d}"
+    );
+    let events: Vec<String> = d["timeline_ms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    for e in [
+        format!("fault ({mode})"),
+        "fenced".into(),
+        "addresses up".into(),
+        "first announcement".into(),
+        "first media forwarded".into(),
+        "old active stepped down".into(),
+    ] {
+        assert!(events.contains(&e), "{e} missing from {events:?}");
+    }
+    let at = |e: &str| {
+        d["timeline_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["event"] == e)
+            .and_then(|x| x["at_ms"].as_f64())
+            .unwrap()
+    };
+    assert!(
+        at("fenced") <= at("addresses up") && at("addresses up") <= at("first announcement"),
+        "{d}"
+    );
+    for k in [
+        "detection",
+        "fence",
+        "drain",
+        "addresses",
+        "serve",
+        "announce",
+    ] {
+        assert!(d["phases_ms"][k].is_number(), "phase {k}: {d}");
+    }
+    let dir = Path::new(d["drill"]["dir"].as_str().unwrap()).to_path_buf();
+    for f in [
+        "drill.json",
+        "drill.txt",
+        "calls-bgf1.json",
+        "calls-bgf1.svg",
+    ] {
+        assert!(
+            std::fs::metadata(dir.join(f)).is_ok_and(|m| m.len() > 0),
+            "{f} missing in {}",
+            dir.display()
+        );
+    }
+    let text = std::fs::read_to_string(dir.join("drill.txt")).unwrap();
+    assert!(text.contains("result: PASSED"), "{text}");
+    let st = c.actives[0].wait_exit(Duration::from_secs(15));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(3),
+        "{}",
+        c.actives[0].logs()
+    );
+    (c, d)
+}
+
+#[test]
+fn drill_stop_reports_the_takeover_and_the_step_down() {
+    if !require_root("drill_stop_reports_the_takeover_and_the_step_down") {
+        return;
+    }
+    let (_c, d) = drill("wds", "drill-stop", "stop");
+    assert!(
+        d["fault"]["how"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/drill/fault"),
+        "{d}"
+    );
+}
+
+#[test]
+fn drill_cut_runs_the_cluster_files_commands() {
+    if !require_root("drill_cut_runs_the_cluster_files_commands") {
+        return;
+    }
+    let (_c, d) = drill("wdc", "drill-cut", "cut");
+    assert!(
+        d["fault"]["how"].as_str().unwrap().contains("bridge"),
+        "{d}"
+    );
+    assert_eq!(d["takeover"]["reason"], "missed", "{d}");
+    let events = d["timeline_ms"].to_string();
+    assert!(events.contains("healed"), "{d}");
+}
+
+#[test]
+fn drill_refuses_without_protection_or_permission() {
+    if !require_root("drill_refuses_without_protection_or_permission") {
+        return;
+    }
+    let mut c = start("wdr", "drill-refuse");
+    let cluster = c.write_cluster_file().unwrap();
+    // The standby gone: nothing protects bgf1 → refused before any call.
+    c.standby.terminate(Duration::from_secs(5));
+    let r = bgfctl(&c, &cluster, &["drill", "failover", "bgf1", "--calls", "2"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains("no standby") && r.stderr.contains("bgfctl status"),
+        "{r:?}"
+    );
+    assert!(c.actives[0].running(), "bgf1 must be untouched");
+    // Cut without commands for bgf2 → says what to add.
+    let r = bgfctl(
+        &c,
+        &cluster,
+        &["drill", "failover", "bgf2", "--mode", "cut"],
+    );
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains("cut") && r.stderr.contains("heal"),
+        "{r:?}"
+    );
+}
