@@ -3,8 +3,8 @@
 //! Owns the packet path of a BGF: the pinhole table (which local port relays
 //! to which remote), port pools, NAT rewrite and latching, RTP/RTCP sanity
 //! checks, per-pinhole counters and inactivity detection, and the packet I/O
-//! backends that move bytes (kernel sockets today; DPDK later, reusing the
-//! same lookup and rewrite code).
+//! backends that move bytes (kernel sockets; DPDK with the `dpdk` feature,
+//! reusing the same lookup and rewrite code).
 //!
 //! It does not own session state: the session core (`sip-control`) decides
 //! which pinholes exist and emits [`PinholeOp`]s; this crate applies them and
@@ -26,14 +26,20 @@
 //! - [`backend`]: the [`PacketBackend`] trait.
 //! - [`kernel`]: the kernel-socket backend (socket per port, epoll per
 //!   worker, `recvmmsg`/`sendmmsg`).
+//! - [`l2`]: Ethernet, the ARP / neighbour-discovery responder, neighbour
+//!   resolution and the takeover announcements for raw-frame backends.
+//! - [`dpdk`]: DPDK settings and, with the `dpdk` feature, the poll-mode
+//!   backend (`dpdk::backend`) — same table, decision and rewrite code.
 //! - [`plane`]: [`MediaPlane`], the handle the daemon uses, and the
 //!   inactivity scanner.
 
 pub mod backend;
 pub mod counters;
+pub mod dpdk;
 pub mod error;
 pub mod forward;
 pub mod kernel;
+pub mod l2;
 pub mod model;
 pub mod packet;
 pub mod plane;

@@ -269,10 +269,29 @@ fn scan_loop<H>(
     }
 }
 
-/// The media plane. Create with [`MediaPlane::start_kernel`]; all methods
-/// take `&self` and may be called from any thread.
+/// The backends a [`MediaPlane`] can run.
+enum Inner {
+    Kernel(Plane<KernelBackend>),
+    #[cfg(feature = "dpdk")]
+    Dpdk(Plane<crate::dpdk::backend::DpdkBackend>),
+}
+
+/// Run `$e` on the plane whatever its backend.
+macro_rules! each {
+    ($self:expr, $p:ident => $e:expr) => {
+        match &$self.inner {
+            Inner::Kernel($p) => $e,
+            #[cfg(feature = "dpdk")]
+            Inner::Dpdk($p) => $e,
+        }
+    };
+}
+
+/// The media plane. Create with [`MediaPlane::start_kernel`] (or, with the
+/// `dpdk` feature, `MediaPlane::start_dpdk`); all methods take `&self` and
+/// may be called from any thread.
 pub struct MediaPlane {
-    inner: Plane<KernelBackend>,
+    inner: Inner,
 }
 
 impl MediaPlane {
@@ -285,16 +304,73 @@ impl MediaPlane {
         }
         let backend = KernelBackend::new(cfg.workers, cfg.batch).keep_released(cfg.keep_released);
         Ok(MediaPlane {
-            inner: Plane::start(&cfg, backend, events)?,
+            inner: Inner::Kernel(Plane::start(&cfg, backend, events)?),
         })
+    }
+
+    /// Start (or attach to) the process's DPDK poll loop for the service
+    /// (media) addresses `addrs`. The first DPDK plane of a process
+    /// initialises the EAL and the ports of `dpdk`; later ones must pass the
+    /// same settings. With `answer` the plane answers ARP/ND for `addrs`
+    /// from the start (an active); without, only after
+    /// [`MediaPlane::announce`] (a standby's idle plane). `cfg.workers` is
+    /// ignored: one poll thread serves every plane of the process.
+    #[cfg(feature = "dpdk")]
+    pub fn start_dpdk(
+        cfg: MediaConfig,
+        dpdk: &crate::dpdk::DpdkSettings,
+        addrs: Vec<(crate::model::Side, std::net::IpAddr)>,
+        answer: bool,
+        events: EventSink,
+    ) -> Result<MediaPlane, MediaError> {
+        let problems = dpdk.problems();
+        if !problems.is_empty() {
+            return Err(MediaError::Config(problems.join("; ")));
+        }
+        let backend = crate::dpdk::backend::DpdkBackend::new(dpdk.clone(), addrs, answer);
+        let cfg = MediaConfig { workers: 1, ..cfg };
+        Ok(MediaPlane {
+            inner: Inner::Dpdk(Plane::start(&cfg, backend, events)?),
+        })
+    }
+
+    /// Which backend runs this plane (`kernel` or `dpdk`).
+    pub fn backend_name(&self) -> &'static str {
+        match &self.inner {
+            Inner::Kernel(_) => "kernel",
+            #[cfg(feature = "dpdk")]
+            Inner::Dpdk(_) => "dpdk",
+        }
+    }
+
+    /// For a plane whose data plane owns its addresses (DPDK): start
+    /// answering ARP/ND for every service address and send a gratuitous ARP
+    /// / unsolicited NA for each from the data plane at every offset of
+    /// `schedule`; returns the addresses announced. The kernel backend
+    /// returns an empty list: the kernel owns those addresses and the
+    /// standby announces them from raw sockets.
+    pub fn announce(&self, schedule: &[Duration]) -> Result<Vec<std::net::IpAddr>, MediaError> {
+        match &self.inner {
+            Inner::Kernel(_) => {
+                let _ = schedule;
+                Ok(Vec::new())
+            }
+            #[cfg(feature = "dpdk")]
+            Inner::Dpdk(p) => p.backend.announce(schedule),
+        }
     }
 
     /// Bind sockets of future pinholes with `IP_FREEBIND` / `IPV6_FREEBIND`,
     /// so addresses not (yet) configured on this host can be bound — for a
     /// standby preparing to take over. Off by default, so a missing address
-    /// is reported as [`MediaError::AddressNotLocal`].
+    /// is reported as [`MediaError::AddressNotLocal`]. (No-op for DPDK,
+    /// which binds no sockets.)
     pub fn set_freebind(&self, on: bool) {
-        self.inner.backend.set_freebind(on);
+        match &self.inner {
+            Inner::Kernel(p) => p.backend.set_freebind(on),
+            #[cfg(feature = "dpdk")]
+            Inner::Dpdk(_) => {}
+        }
     }
 
     /// Apply one operation. `Upsert` binds the pinhole's four local ports
@@ -303,40 +379,40 @@ impl MediaPlane {
     /// the old ones closed; on error nothing changes). `Remove` closes the
     /// ports; removing an unknown pinhole is a no-op. Never stalls forwarding.
     pub fn apply(&self, op: &PinholeOp) -> Result<(), MediaError> {
-        self.inner.apply(op)
+        each!(self, p => p.apply(op))
     }
 
     /// Totals since start.
     pub fn counters(&self) -> MediaCounters {
-        self.inner.counters()
+        each!(self, p => p.counters())
     }
 
     /// Counters of one pinhole.
     pub fn pinhole_counters(&self, id: PinholeId) -> Option<PinholeCounters> {
-        self.inner
-            .pinhole(id)
-            .map(|p| p.counters(&self.inner.relay.clock))
+        each!(self, p => p.pinhole(id).map(|ph| ph.counters(&p.relay.clock)))
     }
 
     /// The pinhole as the packet path currently sees it (latched remotes
     /// applied).
     pub fn pinhole_spec(&self, id: PinholeId) -> Option<PinholeSpec> {
-        self.inner.pinhole(id).map(|p| p.entry().spec.clone())
+        each!(self, p => p.pinhole(id).map(|ph| ph.entry().spec.clone()))
     }
 
     /// Restart every pinhole's inactivity timeout now — for pinholes that
     /// were installed ahead of time (a standby's idle plane) and only start
     /// carrying media when it takes over.
     pub fn reset_activity(&self) {
-        let now = self.inner.relay.clock.now_ms();
-        for ph in lock(&self.inner.control).pinholes.values() {
-            ph.touch(now);
-        }
+        each!(self, p => {
+            let now = p.relay.clock.now_ms();
+            for ph in lock(&p.control).pinholes.values() {
+                ph.touch(now);
+            }
+        })
     }
 
     /// Number of installed pinholes.
     pub fn pinhole_count(&self) -> usize {
-        lock(&self.inner.control).pinholes.len()
+        each!(self, p => lock(&p.control).pinholes.len())
     }
 
     /// Stop the scanner and workers, join them and close every socket.
