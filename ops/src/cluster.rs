@@ -309,6 +309,24 @@ mod tests {
         assert!(Cluster::parse("token = \"x\"\n", &p, &dir, None)
             .unwrap_err()
             .contains("no [[instance]]"));
+        // Drill additions: cut needs heal, neither may be empty; [drill] typed.
+        let cut = "token = \"x\"\n[[instance]]\nname = \"a1\"\nadmin = \"http://h:1\"\n";
+        let with = |extra: &str| Cluster::parse(&format!("{cut}{extra}"), &p, &dir, None);
+        let ok = with("cut = [\"sh\", \"-c\", \"x\"]\nheal = [\"y\"]\n[drill]\nuac_ip = \"198.18.0.200\"\nuac_wrap = [\"ip\", \"netns\", \"exec\", \"ue\"]\n").unwrap();
+        assert_eq!(
+            ok.instances[0].heal.as_deref(),
+            Some(&["y".to_string()][..])
+        );
+        assert_eq!(ok.drill.uac_ip, Some("198.18.0.200".parse().unwrap()));
+        assert_eq!(ok.drill.uac_wrap.len(), 4);
+        assert!(with("cut = [\"x\"]\n")
+            .unwrap_err()
+            .contains("both cut and heal"));
+        assert!(with("cut = []\nheal = [\"y\"]\n")
+            .unwrap_err()
+            .contains("cut is empty"));
+        assert!(with("[drill]\nuac_ip = \"nope\"\n").is_err());
+        assert!(with("[drill]\nbogus = 1\n").is_err());
         let missing = Cluster::load(&dir.join("absent.toml"), None).unwrap_err();
         assert!(missing.contains("BGF_CLUSTER"), "{missing}");
         let _ = std::fs::remove_dir_all(&dir);

@@ -1028,3 +1028,113 @@ pub fn switchover(c: &Cluster, instance: &str, say: Say) -> Result<Value, String
         "old_active_stepped_down_ms": stepped,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtp_ports_are_shared_out_or_refused() {
+        let s = port_slices(Some("24000-27999"), 4, 100).unwrap();
+        assert_eq!(
+            s,
+            ["24000-24999", "25000-25999", "26000-26999", "27000-27999"]
+        );
+        assert!(port_slices(Some("24000-24099"), 4, 100)
+            .unwrap_err()
+            .contains("too small"));
+        for bad in ["x", "100-200", "30000-20000", "1-2-3", "24000-70000"] {
+            assert!(port_slices(Some(bad), 1, 1).is_err(), "{bad}");
+        }
+        assert_eq!(port_slices(None, 1, 1).unwrap(), ["24000-27999"]);
+    }
+
+    #[test]
+    fn percentiles_and_gaps() {
+        let r = json!({"calls": [
+            {"down": {"max_gap_ms": 20.0}, "up": {"max_gap_ms": 80.0}},
+            {"down": {"max_gap_ms": 30.0}, "up": {"max_gap_ms": 10.0}},
+        ]});
+        let g = gaps(&r);
+        assert_eq!(g, [30.0, 80.0]);
+        assert_eq!(pct(&g, 0.0), 30.0);
+        assert_eq!(pct(&g, 100.0), 80.0);
+        assert!(pct(&[], 50.0).is_nan());
+    }
+
+    fn takeover() -> Value {
+        json!({"instance": "bgf1", "reason": "missed", "epoch": 2, "sessions": 3,
+            "registrations": 0, "records_drained": 1, "addresses_added": 2,
+            "detected_unix_ms": 1_000_150u64, "fenced_us": 2000, "drained_us": 2500,
+            "addresses_up_us": 3000, "serving_us": 4000, "first_announcement_us": 4100,
+            "first_media_us": 9000, "first_sip_us": null})
+    }
+
+    #[test]
+    fn timeline_is_relative_to_the_fault_and_ordered() {
+        let t = timeline(
+            &takeover(),
+            1_000_000.0,
+            Some(3000.0),
+            Some(3100.0),
+            Fault::Cut(Duration::from_secs(3)),
+        );
+        let ev: Vec<(String, f64)> = t
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["event"].as_str().unwrap().to_string(),
+                    e["at_ms"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(ev[0], ("fault (cut)".into(), 0.0));
+        assert_eq!(ev[1], ("detected (missed)".into(), 150.0));
+        assert_eq!(ev[2], ("fenced".into(), 152.0));
+        assert!(ev
+            .iter()
+            .any(|e| e.0 == "first media forwarded" && e.1 == 159.0));
+        assert!(
+            !ev.iter().any(|e| e.0 == "first SIP handled"),
+            "not yet: {ev:?}"
+        );
+        assert_eq!(ev[ev.len() - 2].0, "healed");
+        assert_eq!(ev[ev.len() - 1].0, "old active stepped down");
+        assert!(ev.windows(2).all(|w| w[0].1 <= w[1].1));
+        // A kill has no step-down event.
+        let k = timeline(&takeover(), 1_000_000.0, None, Some(10.0), Fault::Kill);
+        assert!(!k.to_string().contains("stepped down"));
+        let p = phases(&takeover(), 1_000_000.0);
+        assert_eq!(p["detection"], 150.0);
+        assert_eq!(p["drain"], 0.5);
+        assert!((p["announce"].as_f64().unwrap() - 0.1).abs() < 1e-9, "{p}");
+    }
+
+    #[test]
+    fn report_lists_lost_calls_and_the_verdict() {
+        let r = json!({
+            "drill": {"target": "bgf1", "mode": "kill", "calls_per_active": 2, "rate": 5.0, "dir": "/r"},
+            "standby": "sb1",
+            "fault": {"how": "POST x"},
+            "timeline_ms": timeline(&takeover(), 1_000_000.0, None, None, Fault::Kill),
+            "phases_ms": phases(&takeover(), 1_000_000.0),
+            "takeover": takeover(),
+            "traffic": [{"instance": "bgf1", "failed_instance": true, "access": "[fd00::1]:5060",
+                "calls": 2, "ok": 1, "lost": 1, "lost_call_ids": ["abc@x"],
+                "gap_ms": {"p50": 20.0, "p95": 30.0, "p99": 30.0, "max": 30.0},
+                "json": "/r/calls-bgf1.json", "svg": "/r/calls-bgf1.svg"}],
+            "calls": 2, "ok": 1, "lost": 1, "passed": false,
+        });
+        let t = report_text(&r);
+        assert!(t.contains("via bgf1 (IPv6) FAILED"), "{t}");
+        assert!(t.contains("lost Call-IDs: abc@x"), "{t}");
+        assert!(
+            t.contains("result: FAILED — 1 of 2 calls ok, 1 lost"),
+            "{t}"
+        );
+        assert!(t.contains("150.00  detected (missed)"), "{t}");
+        assert!(t.contains("/r/calls-bgf1.svg (plot)"), "{t}");
+    }
+}
