@@ -4,7 +4,7 @@
 //! (`/v1/log/{instance}`), and `bgf active`'s own router (`/health`,
 //! `/v1/ha`, `/metrics`). `bgf standby` builds its router from the same
 //! parts (`standby_role.rs`), `bgf statelog` its `/health` + `/metrics`
-//! (`main.rs`).
+//! (`statelog_role.rs`).
 //!
 //! Everything except `GET /health` needs `Authorization: Bearer <token>`
 //! (`/metrics` too: Prometheus sends it with `authorization:` in the scrape
@@ -483,7 +483,7 @@ async fn ha_view(State(st): St) -> Response {
     match st
         .ha
         .as_ref()
-        .and_then(|h| h.lock().ok().map(|v| v.clone()))
+        .and_then(|h| h.lock().ok().map(|v| v.fresh()))
     {
         Some(v) => Json(v).into_response(),
         None => error(
@@ -508,7 +508,7 @@ async fn active_metrics(State(st): St) -> Response {
     if let Some(v) = st
         .ha
         .as_ref()
-        .and_then(|h| h.lock().ok().map(|v| v.clone()))
+        .and_then(|h| h.lock().ok().map(|v| v.fresh()))
     {
         e.gauge(
             "bgf_ha_protected",
@@ -516,6 +516,7 @@ async fn active_metrics(State(st): St) -> Response {
             &[],
             if v.protected { 1.0 } else { 0.0 },
         );
+        metrics::rtt_families(&mut e, &v.standby, &v.rtt);
     }
     metrics_response(&e)
 }

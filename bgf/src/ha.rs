@@ -11,7 +11,10 @@ use crate::config::Config;
 use serde::Serialize;
 use sip_control::txn::TimerKind;
 use sip_control::{Core, CoreConfig, TimerId};
-use standby::{HeartbeatEvent, HeartbeatRuntime, HeartbeatSender, IfAddr, Link, LinkConfig};
+use standby::{
+    HeartbeatEvent, HeartbeatRuntime, HeartbeatSender, IfAddr, Link, LinkConfig, LinkWatch,
+    RttStats,
+};
 use state_log::Epoch;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -46,6 +49,22 @@ pub struct HaView {
     pub epoch: Epoch,
     /// The durable log seq sent in our heartbeats.
     pub log_seq: state_log::Seq,
+    /// Heartbeat round-trip times to the standby (as of [`HaView::fresh`]).
+    pub rtt: RttStats,
+    /// The link, read when the view is shown.
+    #[serde(skip)]
+    link: Option<LinkWatch>,
+}
+
+impl HaView {
+    /// A copy with the link's current round-trip times.
+    pub fn fresh(&self) -> HaView {
+        let mut v = self.clone();
+        if let Some(l) = &self.link {
+            v.rtt = l.rtt();
+        }
+        v
+    }
 }
 
 /// Shared between the heartbeat handling and the admin server.
@@ -94,6 +113,8 @@ impl ActiveHa {
             alarm_since_unix_ms: None,
             epoch,
             log_seq,
+            rtt: link.rtt(),
+            link: Some(link.watch()),
         }));
         Ok(Some(ActiveHa {
             link,

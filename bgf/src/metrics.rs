@@ -14,7 +14,7 @@
 
 use crate::runtime::StatsReply;
 use serde::Serialize;
-use standby::heartbeat::LinkStatus;
+use standby::heartbeat::{LinkStatus, RttStats};
 use standby::{ReplicaStatus, TakeoverReport};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -490,6 +490,7 @@ pub fn link_families(
         ("malformed", st.malformed),
         ("forged", st.forged),
         ("old", st.old),
+        ("old_version", st.old_version),
         ("refused", st.refused),
         ("send_error", st.send_errors),
     ] {
@@ -506,6 +507,18 @@ pub fn link_families(
         &[("peer", peer)],
         st.failures,
     );
+    for (reason, v) in [
+        ("unknown_seq", st.echo_unknown),
+        ("bad_hold", st.echo_bad_hold),
+    ] {
+        e.counter(
+            "bgf_heartbeat_rtt_echoes_ignored_total",
+            "RTT echoes ignored in accepted heartbeats, by reason (a seq not sent recently, an absurd hold time).",
+            &[("peer", peer), ("reason", reason)],
+            v,
+        );
+    }
+    rtt_families(e, peer, &link.rtt);
     if let Some(r) = replica {
         e.gauge(
             "bgf_log_lag_records",
@@ -524,6 +537,30 @@ pub fn link_families(
             "Sessions in the standby's replica.",
             &[("protected", peer)],
             r.sessions as f64,
+        );
+    }
+}
+
+/// Heartbeat round-trip times to `peer` (both roles): the histogram of
+/// samples and, once there is one, the smoothed RTT.
+pub fn rtt_families(e: &mut Exposition, peer: &str, r: &RttStats) {
+    e.histogram(
+        "bgf_heartbeat_rtt_seconds",
+        "Heartbeat round-trip time to the peer (from the peer's echo of our seq, minus its hold time).",
+        &[("peer", peer)],
+        &HistogramSnapshot {
+            le_us: r.le_us.clone(),
+            cumulative: r.cumulative.clone(),
+            count: r.samples,
+            sum_us: r.sum_us,
+        },
+    );
+    if let Some(us) = r.srtt_us {
+        e.gauge(
+            "bgf_heartbeat_srtt_seconds",
+            "Smoothed heartbeat round-trip time to the peer (EWMA, gain 1/8, like TCP's srtt).",
+            &[("peer", peer)],
+            us as f64 / 1e6,
         );
     }
 }
@@ -574,6 +611,56 @@ mod tests {
         assert_eq!(s.cumulative[BUCKETS_US.len() - 1], 2);
         assert_eq!(*s.cumulative.last().unwrap(), 3); // +Inf
         assert_eq!(s.sum_us, 50 + 300 + 60_000_000);
+    }
+
+    #[test]
+    fn heartbeat_rtt_renders_as_a_histogram_and_a_gauge() {
+        let mut t = standby::heartbeat::RttTracker::default();
+        let at = std::time::Instant::now();
+        t.sent(1, at);
+        t.echo(1, 0, at + Duration::from_micros(300));
+        let mut e = Exposition::new("sb");
+        rtt_families(&mut e, "bgf1", &t.stats());
+        let out = e.render();
+        assert!(
+            out.contains("# TYPE bgf_heartbeat_rtt_seconds histogram"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                r#"bgf_heartbeat_rtt_seconds_bucket{bgf_instance="sb",peer="bgf1",le="0.00005"} 0"#
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                r#"bgf_heartbeat_rtt_seconds_bucket{bgf_instance="sb",peer="bgf1",le="0.0005"} 1"#
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                r#"bgf_heartbeat_rtt_seconds_bucket{bgf_instance="sb",peer="bgf1",le="0.1"} 1"#
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"bgf_heartbeat_rtt_seconds_count{bgf_instance="sb",peer="bgf1"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"bgf_heartbeat_srtt_seconds{bgf_instance="sb",peer="bgf1"} 0.0003"#),
+            "{out}"
+        );
+        // No sample yet: an empty histogram, no srtt gauge.
+        let mut e = Exposition::new("sb");
+        rtt_families(
+            &mut e,
+            "bgf1",
+            &standby::heartbeat::RttTracker::default().stats(),
+        );
+        let out = e.render();
+        assert!(!out.contains("srtt"), "{out}");
     }
 
     #[test]

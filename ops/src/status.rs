@@ -9,6 +9,10 @@
 //! - **degraded**: anything else (an instance unreachable, a heartbeat not
 //!   alive, a replica error, an active nobody protects, an alarm, a
 //!   takeover in progress, a state log degraded).
+//!
+//! A `bgf statelog` (role `statelog` on `/health`) gets a row of its own
+//! and counts only if it is unreachable; a role this build does not know
+//! is shown as it is and counts for nothing.
 
 use crate::client::{ApiError, Client};
 use serde::Serialize;
@@ -21,7 +25,13 @@ pub struct Peer {
     /// `alive`, `suspect`, `failed`, `unknown`.
     pub state: String,
     pub last_heard_ms_ago: Option<u64>,
+    /// Smoothed heartbeat round-trip time, µs (`None`: not measured yet, or
+    /// an older bgf).
+    pub srtt_us: Option<u64>,
 }
+
+/// The roles of a `bgf standby` process.
+pub const STANDBY_ROLES: &[&str] = &["standby", "taking_over", "serving"];
 
 /// One active protected by a standby.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -61,6 +71,16 @@ pub struct InstanceStatus {
     pub guards: Vec<Guard>,
     pub standby_available: Option<bool>,
     pub alarms: Vec<String>,
+    /// `bgf statelog`: its data directory and how many instances it holds.
+    pub statelog: Option<StatelogInfo>,
+}
+
+/// What a `bgf statelog` says on `/health`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct StatelogInfo {
+    pub data: Option<String>,
+    pub instances: Option<u64>,
+    pub uptime_s: Option<u64>,
 }
 
 fn s(v: &Value, k: &str) -> Option<String> {
@@ -111,7 +131,19 @@ pub fn gather(c: &Client) -> InstanceStatus {
             ));
         }
     }
-    if st.role.as_deref() == Some("active") {
+    if st.role.as_deref() == Some("statelog") {
+        st.statelog = Some(StatelogInfo {
+            data: s(&health, "data"),
+            instances: n(&health, &["instances"]),
+            uptime_s: n(&health, &["uptime_s"]),
+        });
+    } else if st
+        .role
+        .as_deref()
+        .is_some_and(|r| r != "active" && !STANDBY_ROLES.contains(&r))
+    {
+        // A role this build does not know (a newer bgf): shown, not asked.
+    } else if st.role.as_deref() == Some("active") {
         match c.json("/v1/stats") {
             Ok(v) => take_stats(&mut st, &v),
             Err(e) => return fail(st, e),
@@ -123,6 +155,7 @@ pub fn gather(c: &Client) -> InstanceStatus {
                     peer: s(&v, "standby").unwrap_or_default(),
                     state: s(&v, "standby_state").unwrap_or_default(),
                     last_heard_ms_ago: None,
+                    srtt_us: n(&v, &["rtt", "srtt_us"]),
                 });
                 if let Some(a) = s(&v, "alarm") {
                     st.alarms.push(a);
@@ -158,6 +191,7 @@ pub fn gather(c: &Client) -> InstanceStatus {
                 peer: guard.instance.clone(),
                 state: guard.heartbeat.clone(),
                 last_heard_ms_ago: n(&hb, &["last_heard_ms_ago"]),
+                srtt_us: n(&hb, &["rtt", "srtt_us"]),
             });
             st.guards.push(guard);
         }
@@ -214,7 +248,11 @@ pub fn protection(all: &[InstanceStatus]) -> (Protection, Vec<String>) {
     let reachable: Vec<&InstanceStatus> = all.iter().filter(|i| i.error.is_none()).collect();
     let standbys: Vec<&&InstanceStatus> = reachable
         .iter()
-        .filter(|i| i.role.as_deref().is_some_and(|r| r != "active"))
+        .filter(|i| {
+            i.role
+                .as_deref()
+                .is_some_and(|r| STANDBY_ROLES.contains(&r))
+        })
         .collect();
     let available: Vec<&&&InstanceStatus> = standbys
         .iter()
@@ -327,6 +365,15 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
         .map_or_else(|| "-".to_string(), |x| x.to_string())
 }
 
+/// A round-trip time for the table: `0.3 ms`, `12 ms`.
+fn ms(us: u64) -> String {
+    if us < 10_000 {
+        format!("{:.1} ms", us as f64 / 1e3)
+    } else {
+        format!("{} ms", (us + 500) / 1_000)
+    }
+}
+
 /// The status table (header line with the protection state first).
 pub fn table(all: &[InstanceStatus], p: Protection, reasons: &[String]) -> String {
     let mut out = format!("cluster: {p}\n");
@@ -354,13 +401,19 @@ pub fn table(all: &[InstanceStatus], p: Protection, reasons: &[String]) -> Strin
             (None, Some(r), None) => r.clone(),
             (None, None, _) => "?".to_string(),
         };
-        let service = i.service.as_ref().map_or("-".to_string(), |v| {
-            format!(
+        let service = match (&i.service, &i.statelog) {
+            (Some(v), _) => format!(
                 "{} / {}",
                 s(v, "access_sip").unwrap_or_default(),
                 s(v, "core_sip").unwrap_or_default()
-            )
-        });
+            ),
+            (None, Some(l)) => format!(
+                "state log: {} instances in {}",
+                opt(&l.instances),
+                l.data.as_deref().unwrap_or("?")
+            ),
+            (None, None) => "-".to_string(),
+        };
         let hb = if i.heartbeats.is_empty() {
             if i.role.as_deref() == Some("active") && i.error.is_none() {
                 "no [ha]".to_string()
@@ -371,10 +424,14 @@ pub fn table(all: &[InstanceStatus], p: Protection, reasons: &[String]) -> Strin
             i.heartbeats
                 .iter()
                 .map(|p| {
+                    let rtt = p
+                        .srtt_us
+                        .filter(|_| p.state == "alive")
+                        .map_or(String::new(), |us| format!(" {}", ms(us)));
                     if i.role.as_deref() == Some("active") {
-                        format!("standby {}", p.state)
+                        format!("standby {}{rtt}", p.state)
                     } else {
-                        format!("{} {}", p.peer, p.state)
+                        format!("{} {}{rtt}", p.peer, p.state)
                     }
                 })
                 .collect::<Vec<_>>()
@@ -413,6 +470,7 @@ mod tests {
                 peer: "sb".into(),
                 state: if heard { "alive" } else { "failed" }.into(),
                 last_heard_ms_ago: None,
+                srtt_us: Some(312),
             }],
             sessions: Some(3),
             log_lag: Some(0),
@@ -428,6 +486,7 @@ mod tests {
                     peer: i.to_string(),
                     state: hb.to_string(),
                     last_heard_ms_ago: Some(10),
+                    srtt_us: Some(12_345),
                 })
                 .collect(),
             name: "sb".into(),
@@ -529,9 +588,70 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[2].starts_with("INSTANCE  ROLE"), "{t}");
         assert!(
-            lines[3].starts_with("a1 ") && lines[3].contains("standby "),
+            lines[3].starts_with("a1 ") && lines[3].contains("standby alive 0.3 ms"),
             "{t}"
         );
-        assert!(lines[4].contains("a1 alive"), "{t}");
+        assert!(lines[4].contains("a1 alive 12 ms"), "{t}");
+    }
+
+    fn statelog() -> InstanceStatus {
+        InstanceStatus {
+            name: "log".into(),
+            reachable: true,
+            role: Some("statelog".into()),
+            statelog: Some(StatelogInfo {
+                data: Some("/var/lib/bgf/log".into()),
+                instances: Some(2),
+                uptime_s: Some(5),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_statelog_and_an_unknown_role_are_rows_not_standbys() {
+        let ok = [
+            active("a1", true),
+            standby(&[("a1", "protected", "alive")], None),
+            statelog(),
+        ];
+        assert_eq!(protection(&ok), (Protection::Protected, vec![]));
+        let t = table(&ok, Protection::Protected, &[]);
+        let row = t.lines().find(|l| l.starts_with("log ")).unwrap();
+        assert!(
+            row.contains("statelog") && row.contains("state log: 2 instances in /var/lib/bgf/log"),
+            "{t}"
+        );
+        // Alone with an active, a statelog is no standby.
+        let (p, r) = protection(&[active("a1", true), statelog()]);
+        assert_eq!(p, Protection::NoStandby, "{r:?}");
+        // A role from a newer build: shown, counted as nothing.
+        let mut odd = statelog();
+        odd.role = Some("witness".into());
+        odd.statelog = None;
+        let all = [
+            active("a1", true),
+            standby(&[("a1", "protected", "alive")], None),
+            odd,
+        ];
+        assert_eq!(protection(&all), (Protection::Protected, vec![]));
+        assert!(table(&all, Protection::Protected, &[]).contains("witness"));
+        // Unreachable: degraded like any other process.
+        let mut down = ok.clone();
+        down[2] = InstanceStatus {
+            name: "log".into(),
+            error: Some("log unreachable at http://x: refused".into()),
+            ..Default::default()
+        };
+        let (p, r) = protection(&down);
+        assert_eq!(p, Protection::Degraded);
+        assert!(r.iter().any(|x| x.contains("log unreachable")), "{r:?}");
+    }
+
+    #[test]
+    fn round_trip_times_read_well() {
+        assert_eq!(ms(312), "0.3 ms");
+        assert_eq!(ms(9_949), "9.9 ms");
+        assert_eq!(ms(12_345), "12 ms");
     }
 }

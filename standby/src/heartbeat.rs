@@ -866,6 +866,15 @@ impl Link {
     }
 }
 
+impl std::fmt::Debug for LinkWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkWatch")
+            .field("instance", &self.instance)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
 impl LinkWatch {
     /// Snapshot for the admin API.
     pub fn status(&self) -> LinkStatus {
