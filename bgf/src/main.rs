@@ -20,6 +20,7 @@ mod metrics;
 mod presync;
 mod runtime;
 mod standby_role;
+mod statelog_role;
 mod transport;
 mod udp;
 
@@ -79,6 +80,13 @@ enum Cmd {
         /// Data directory (created if missing; one server per directory).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// Admin API address (`/health`, `/metrics`; off without it).
+        #[arg(long, value_name = "ADDR", requires = "admin_token_file")]
+        admin: Option<std::net::SocketAddr>,
+        /// File holding the admin API's bearer token (at least 16
+        /// characters; required with --admin).
+        #[arg(long, value_name = "FILE", requires = "admin")]
+        admin_token_file: Option<PathBuf>,
         /// Log format.
         #[arg(long, value_enum, default_value = "human")]
         log_format: LogFormat,
@@ -116,9 +124,17 @@ fn main() -> ExitCode {
         Cmd::Statelog {
             listen,
             data,
+            admin,
+            admin_token_file,
             log_format,
             log_level,
-        } => statelog(listen, &data, log_format, log_level),
+        } => statelog(
+            listen,
+            &data,
+            admin.zip(admin_token_file),
+            log_format,
+            log_level,
+        ),
     }
 }
 
@@ -288,6 +304,7 @@ fn active(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>)
 fn statelog(
     listen: std::net::SocketAddr,
     data: &Path,
+    admin: Option<(std::net::SocketAddr, PathBuf)>,
     log_format: LogFormat,
     log_level: Option<String>,
 ) -> ExitCode {
@@ -295,6 +312,16 @@ fn statelog(
         eprintln!("bgf: {e}");
         return ExitCode::from(1);
     }
+    let admin = match admin
+        .map(|(a, f)| statelog_role::read_token(&f).map(|t| (a, t)))
+        .transpose()
+    {
+        Ok(a) => a,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -306,7 +333,8 @@ fn statelog(
         }
     };
     let span = tracing::info_span!("statelog", listen = %listen);
-    let result = rt.block_on(run_statelog(listen, data.to_path_buf()).instrument(span.clone()));
+    let result =
+        rt.block_on(run_statelog(listen, data.to_path_buf(), admin).instrument(span.clone()));
     rt.shutdown_timeout(Duration::from_secs(2));
     let _enter = span.enter();
     match result {
@@ -321,11 +349,23 @@ fn statelog(
     }
 }
 
-async fn run_statelog(listen: std::net::SocketAddr, data: PathBuf) -> Result<(), String> {
+async fn run_statelog(
+    listen: std::net::SocketAddr,
+    data: PathBuf,
+    admin: Option<(std::net::SocketAddr, String)>,
+) -> Result<(), String> {
     // Bind first: a wrong or busy address is the most common startup error.
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         format!("cannot listen on {listen}: {e} — pick a free local address for --listen, or stop the process holding it")
     })?;
+    let admin_listener = match &admin {
+        Some((a, _)) => Some(
+            admin::bind(*a)
+                .await
+                .map_err(|e| e.replace("admin.listen", "--admin"))?,
+        ),
+        None => None,
+    };
     let store = {
         let dir = data.clone();
         tokio::task::spawn_blocking(move || state_log::embedded::EmbeddedStore::open(&dir))
@@ -333,16 +373,37 @@ async fn run_statelog(listen: std::net::SocketAddr, data: PathBuf) -> Result<(),
             .map_err(|e| format!("opening the store failed: {e}"))?
             .map_err(|e| format!("{e} — fix --data {} and start again", data.display()))?
     };
+    let store = Arc::new(store);
+    let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+    let admin_task = admin_listener.zip(admin).map(|(l, (_, token))| {
+        let m = Arc::new(statelog_role::StatelogMetrics::default());
+        store.set_observer(m.clone());
+        let app = statelog_role::router(Arc::new(statelog_role::StatelogAdmin {
+            who: listen.to_string(),
+            token,
+            store: store.clone(),
+            metrics: m,
+            started: std::time::Instant::now(),
+        }));
+        let mut stop = admin_stopped.clone();
+        tokio::spawn(admin::serve_router(l, app, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
     let signals = tokio::spawn(wait_for_signal());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(state_log::server::serve(listener, Arc::new(store), async {
+    let server = tokio::spawn(state_log::server::serve(listener, store.clone(), async {
         let _ = stop_rx.await;
     }));
     info!(
         data = %data.display(),
         version = env!("CARGO_PKG_VERSION"),
+        admin = %admin_task.as_ref().map_or("off".to_string(), |_| "on".to_string()),
         "bgf statelog started (single node; multi-host deployments use the Redis backend)"
     );
+    // Only the server and the admin API hold the store from here: the
+    // server's is the last handle (the admin API stops first).
+    drop(store);
     let failure = match signals.await {
         Ok(Ok(name)) => {
             info!(
@@ -354,6 +415,15 @@ async fn run_statelog(listen: std::net::SocketAddr, data: PathBuf) -> Result<(),
         Ok(Err(e)) => Some(e),
         Err(e) => Some(format!("signal handler task failed: {e}")),
     };
+    let _ = admin_stop.send(true);
+    if let Some(t) = admin_task {
+        if tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .is_err()
+        {
+            warn!("admin server did not stop within 5 s (a client holding a connection?)");
+        }
+    }
     let _ = stop_tx.send(());
     // serve() returns after its connections finish (bounded) and drops the
     // store, which commits the last group and closes the database.

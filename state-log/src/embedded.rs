@@ -32,8 +32,8 @@ use crate::store::{check_instance, LogError, LogStore};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
@@ -49,6 +49,50 @@ const QUEUE: usize = 8192;
 const MAX_GROUP: usize = 2048;
 /// Most bytes in one group (a group is cut after the command that crosses it).
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+
+/// One committed group, as the writer saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupCommit {
+    /// Commands in the group (appends and fences).
+    pub commands: usize,
+    /// Records written by its successful appends.
+    pub records: usize,
+    /// Frame bytes written by its successful appends.
+    pub bytes: usize,
+    /// Time of the batch write including its fsync.
+    pub write: Duration,
+    /// Whether the write (and fsync) succeeded.
+    pub ok: bool,
+}
+
+/// Hooks for a daemon's metrics of the store and its server (`bgf
+/// statelog --admin`); every method defaults to nothing. Called on the
+/// writer thread and the connection tasks: keep them cheap (counters).
+pub trait StoreObserver: Send + Sync {
+    /// A group was written and fsynced (or failed).
+    fn group_committed(&self, _g: &GroupCommit) {}
+    /// An append of `records` records was answered `latency` after its
+    /// request arrived (queueing, group write and fsync included).
+    fn append_answered(&self, _records: usize, _ok: bool, _latency: Duration) {}
+    /// Another request (`read`, `wait_for`, `last_seq`, `truncate`,
+    /// `fence`, `epoch`) arrived.
+    fn request(&self, _op: &'static str) {}
+    /// A client connected (`true`) or left (`false`).
+    fn connection(&self, _opened: bool) {}
+}
+
+/// One instance's log as the store holds it (durable values).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceLog {
+    /// Instance id.
+    pub instance: String,
+    /// Current epoch.
+    pub epoch: Epoch,
+    /// Last appended seq (0: none).
+    pub last_seq: Seq,
+    /// Lowest seq retained (above `last_seq` when all were truncated).
+    pub first_seq: Seq,
+}
 
 /// A mutation for the writer thread.
 enum Cmd {
@@ -135,6 +179,7 @@ struct Shared {
     meta: Keyspace,
     insts: Mutex<HashMap<String, Inst>>,
     dir: PathBuf,
+    observer: OnceLock<Arc<dyn StoreObserver>>,
 }
 
 impl Shared {
@@ -220,6 +265,7 @@ impl EmbeddedStore {
             meta,
             insts: Mutex::new(insts),
             dir: dir.to_path_buf(),
+            observer: OnceLock::new(),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let s = shared.clone();
@@ -237,6 +283,36 @@ impl EmbeddedStore {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// Report to `o` from now on (the first observer set stays; returns
+    /// false if one was set already).
+    pub fn set_observer(&self, o: Arc<dyn StoreObserver>) -> bool {
+        self.shared.observer.set(o).is_ok()
+    }
+
+    /// The observer, if one was set.
+    pub fn observer(&self) -> Option<&Arc<dyn StoreObserver>> {
+        self.shared.observer.get()
+    }
+
+    /// Every instance with a log or an epoch (durable values), by id. An
+    /// instance only waited on (never appended to nor fenced) is left out.
+    pub fn instances(&self) -> Vec<InstanceLog> {
+        let mut v: Vec<InstanceLog> = self
+            .shared
+            .insts()
+            .iter()
+            .filter(|(_, i)| i.meta != Meta::new())
+            .map(|(name, i)| InstanceLog {
+                instance: name.clone(),
+                epoch: i.meta.epoch,
+                last_seq: i.meta.last_seq,
+                first_seq: i.meta.first_seq,
+            })
+            .collect();
+        v.sort_by(|a, b| a.instance.cmp(&b.instance));
+        v
     }
 
     async fn submit<T>(
@@ -535,6 +611,13 @@ fn commit_group(shared: &Shared, group: Vec<Cmd>) {
     let mut work: HashMap<String, Meta> = HashMap::new();
     let mut batch = shared.db.batch().durability(Some(PersistMode::SyncAll));
     let mut done = Vec::with_capacity(group.len());
+    let mut g = GroupCommit {
+        commands: group.len(),
+        records: 0,
+        bytes: 0,
+        write: Duration::ZERO,
+        ok: false,
+    };
     {
         let insts = shared.insts();
         for cmd in group {
@@ -566,6 +649,8 @@ fn commit_group(shared: &Shared, group: Vec<Cmd>) {
                         })
                     } else {
                         let n = frames.len() as u64;
+                        g.records += frames.len();
+                        g.bytes += frames.iter().map(Vec::len).sum::<usize>();
                         for (i, f) in frames.into_iter().enumerate() {
                             batch.insert(
                                 &shared.records,
@@ -609,7 +694,14 @@ fn commit_group(shared: &Shared, group: Vec<Cmd>) {
     for (name, m) in &work {
         batch.insert(&shared.meta, name.as_bytes(), m.encode().to_vec());
     }
-    if let Err(e) = batch.commit() {
+    let started = Instant::now();
+    let committed = batch.commit();
+    g.write = started.elapsed();
+    g.ok = committed.is_ok();
+    if let Some(o) = shared.observer.get() {
+        o.group_committed(&g);
+    }
+    if let Err(e) = committed {
         error!(data = %shared.dir.display(), error = %e, "embedded log store: write or fsync failed; appends are refused (check the disk, then restart `bgf statelog`)");
         let fail = || LogError::Unavailable(format!("write or fsync failed: {e}"));
         for d in done {

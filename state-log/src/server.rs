@@ -346,6 +346,9 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, "state log client connected");
+                    if let Some(o) = store.observer() {
+                        o.connection(true);
+                    }
                     conns.spawn(connection(stream, peer, store.clone(), stop_rx.clone()));
                 }
                 Err(e) => {
@@ -354,12 +357,22 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(_) = conns.join_next(), if !conns.is_empty() => {
+                if let Some(o) = store.observer() {
+                    o.connection(false);
+                }
+            }
         }
     }
     let _ = stop_tx.send(true);
     let n = conns.len();
-    let all = async { while conns.join_next().await.is_some() {} };
+    let all = async {
+        while conns.join_next().await.is_some() {
+            if let Some(o) = store.observer() {
+                o.connection(false);
+            }
+        }
+    };
     if tokio::time::timeout(Duration::from_secs(5), all)
         .await
         .is_err()
@@ -444,6 +457,9 @@ async fn connection(
                 epoch,
                 frames,
             } => {
+                let arrived = std::time::Instant::now();
+                let observer = store.observer().cloned();
+                let records = frames.len();
                 let frames: Vec<Vec<u8>> = frames.into_iter().map(ByteBuf::into_vec).collect();
                 // Queue in arrival order; wait for the ack in a task.
                 let queued = match check_frames(&instance, epoch, &frames) {
@@ -455,10 +471,24 @@ async fn connection(
                         Ok(ack) => ack.wait().await.map(|()| Reply::Done),
                         Err(e) => Err(e),
                     };
+                    if let Some(o) = observer {
+                        o.append_answered(records, res.is_ok(), arrived.elapsed());
+                    }
                     respond(res).await;
                 });
             }
             op => {
+                if let Some(o) = store.observer() {
+                    o.request(match &op {
+                        Op::Append { .. } => "append",
+                        Op::Read { .. } => "read",
+                        Op::WaitFor { .. } => "wait_for",
+                        Op::LastSeq { .. } => "last_seq",
+                        Op::Truncate { .. } => "truncate",
+                        Op::Fence { .. } => "fence",
+                        Op::Epoch { .. } => "epoch",
+                    });
+                }
                 let store = store.clone();
                 tasks.spawn(async move { respond(other_op(&store, op).await).await });
             }

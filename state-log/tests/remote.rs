@@ -266,3 +266,99 @@ async fn timeout_and_reconnect() {
         .unwrap();
     srv.stop().await;
 }
+
+#[derive(Default)]
+struct Counted {
+    groups: std::sync::atomic::AtomicU64,
+    group_records: std::sync::atomic::AtomicU64,
+    group_bytes: std::sync::atomic::AtomicU64,
+    appends_ok: std::sync::atomic::AtomicU64,
+    appends_failed: std::sync::atomic::AtomicU64,
+    reads: std::sync::atomic::AtomicU64,
+    open: std::sync::atomic::AtomicI64,
+}
+
+impl state_log::embedded::StoreObserver for Counted {
+    fn group_committed(&self, g: &state_log::embedded::GroupCommit) {
+        use std::sync::atomic::Ordering::Relaxed;
+        assert!(g.ok && g.commands >= 1);
+        self.groups.fetch_add(1, Relaxed);
+        self.group_records.fetch_add(g.records as u64, Relaxed);
+        self.group_bytes.fetch_add(g.bytes as u64, Relaxed);
+    }
+    fn append_answered(&self, _records: usize, ok: bool, _latency: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if ok {
+            &self.appends_ok
+        } else {
+            &self.appends_failed
+        }
+        .fetch_add(1, Relaxed);
+    }
+    fn request(&self, op: &'static str) {
+        if op == "read" {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn connection(&self, opened: bool) {
+        self.open.fetch_add(
+            if opened { 1 } else { -1 },
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_observer_sees_groups_appends_requests_and_connections() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let seen = Arc::new(Counted::default());
+    assert!(store.set_observer(seen.clone()));
+    assert!(
+        !store.set_observer(Arc::new(Counted::default())),
+        "first one stays"
+    );
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve(l, store.clone(), async {
+        let _ = rx.await;
+    }));
+    let c = client(addr).await;
+    let recs: Vec<_> = (1..=3).map(|s| testkit::rec("obs", s, 0)).collect();
+    c.append("obs", 0, &recs).await.unwrap();
+    c.append("obs", 0, &[testkit::rec("obs", 4, 0)])
+        .await
+        .unwrap();
+    // A gap: answered, not durable.
+    assert!(c
+        .append("obs", 0, &[testkit::rec("obs", 9, 0)])
+        .await
+        .is_err());
+    assert_eq!(c.read("obs", 1, 10).await.unwrap().len(), 4);
+    assert_eq!(seen.open.load(Relaxed), 1);
+    assert_eq!(seen.group_records.load(Relaxed), 4);
+    assert!(seen.group_bytes.load(Relaxed) > 0);
+    assert!((1..=3).contains(&seen.groups.load(Relaxed)));
+    assert_eq!(seen.appends_ok.load(Relaxed), 2);
+    assert_eq!(seen.appends_failed.load(Relaxed), 1);
+    assert_eq!(seen.reads.load(Relaxed), 1);
+    let logs = store.instances();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(
+        (logs[0].instance.as_str(), logs[0].last_seq, logs[0].epoch),
+        ("obs", 4, 0)
+    );
+    drop(c);
+    for _ in 0..200 {
+        if seen.open.load(Relaxed) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen.open.load(Relaxed), 0, "the connection's end is seen");
+    let _ = tx.send(());
+    task.await.unwrap();
+}
