@@ -238,9 +238,23 @@ fn bgfctl_status_through_a_takeover() {
     assert!(row(&st.stdout, "bgf2 ").contains(&addr(t.service_v4(2, Lan::Access), 5060)));
     let sb = row(&st.stdout, "sb1 ");
     assert!(
-        sb.contains("standby") && sb.contains("bgf1 alive, bgf2 alive"),
+        sb.contains("standby") && sb.contains("bgf1 alive") && sb.contains("bgf2 alive"),
         "{sb}"
     );
+    // Every heartbeat link measures its round trip (shown as "alive 0.3 ms").
+    let rtts = wait_until(Duration::from_secs(10), || {
+        let j = run(&["status", "--json"]).json();
+        let srtt: Vec<u64> = j["instances"]
+            .as_array()?
+            .iter()
+            .flat_map(|i| i["heartbeats"].as_array().cloned().unwrap_or_default())
+            .filter_map(|h| h["srtt_us"].as_u64())
+            .collect();
+        (srtt.len() == 4).then_some(srtt)
+    })
+    .unwrap_or_else(|| panic!("no heartbeat RTT: {:?}", run(&["status", "--json"])));
+    assert!(rtts.iter().all(|us| *us > 0 && *us < 1_000_000), "{rtts:?}");
+    assert!(run(&["status"]).stdout.contains(" ms"), "RTT in the table");
     let j = run(&["status", "--json"]).json();
     assert_eq!(j["protection"], "N+1 protected");
     let roles: Vec<&str> = j["instances"]
@@ -268,11 +282,16 @@ fn bgfctl_status_through_a_takeover() {
         "bgf_standby_guard",
         "bgf_heartbeat_peer_up",
         "bgf_heartbeat_packets_total",
+        "bgf_heartbeat_rtt_seconds",
+        "bgf_heartbeat_srtt_seconds",
         "bgf_log_lag_records",
         "bgf_replica_applied_seq",
     ] {
         assert!(fams.contains_key(f), "no {f}:\n{text}");
     }
+    let rtt_counts = &fams["bgf_heartbeat_rtt_seconds"].samples["bgf_heartbeat_rtt_seconds_count"];
+    assert_eq!(rtt_counts.len(), 2, "{text}");
+    assert!(rtt_counts.iter().all(|s| s.value > 0.0), "{text}");
     let up = &fams["bgf_heartbeat_peer_up"].samples["bgf_heartbeat_peer_up"];
     assert_eq!(up.len(), 2);
     assert!(
