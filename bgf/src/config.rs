@@ -91,6 +91,8 @@ pub struct MediaSection {
     pub backend: Option<String>,
     pub workers: Option<u64>,
     pub inactivity_timeout_s: Option<u64>,
+    /// `[media.dpdk]` (backend = "dpdk"; see docs/DPDK.md).
+    pub dpdk: Option<crate::media::DpdkSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,8 +122,10 @@ pub enum LogFormat {
 /// Media plane settings (mapped to `media_plane::MediaConfig` at start).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MediaSettings {
-    /// Packet I/O backend; only `kernel` in this version.
+    /// Packet I/O backend: `kernel`, or `dpdk` (built with `--features dpdk`).
     pub backend: &'static str,
+    /// The DPDK ports and owned media addresses (backend `dpdk`).
+    pub dpdk: Option<crate::media::DpdkMedia>,
     /// Forwarding worker threads.
     pub workers: usize,
     /// A session without media in either direction for this long is reported inactive.
@@ -724,9 +728,10 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
     let m = &file.media;
     let backend = match m.backend.as_deref().map(str::trim) {
         None | Some("kernel") => Some("kernel"),
+        Some("dpdk") if cfg!(feature = "dpdk") => Some("dpdk"),
         Some("dpdk") => {
             errs.push(
-                "media.backend: \"dpdk\" is not built in this version — use \"kernel\"".into(),
+                "media.backend: \"dpdk\" is not built in this version — rebuild bgf with --features dpdk (needs libdpdk-dev) or use \"kernel\"".into(),
             );
             None
         }
@@ -748,6 +753,18 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
             ));
             1
         }
+    };
+    let dpdk = match (backend, &access.cfg, &core.cfg) {
+        (Some("dpdk"), Some(a), Some(c)) => crate::media::dpdk_settings(
+            m.dpdk.as_ref(),
+            [
+                (sip_control::Side::Access, a.media_ip),
+                (sip_control::Side::Core, c.media_ip),
+            ],
+            [a.sip.ip(), c.sip.ip()],
+            &mut errs,
+        ),
+        _ => None,
     };
     let inactivity = m.inactivity_timeout_s.unwrap_or(60);
     if inactivity == 0 {
@@ -814,6 +831,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
             },
             media: MediaSettings {
                 backend,
+                dpdk,
                 workers,
                 inactivity_timeout: Duration::from_secs(inactivity),
             },

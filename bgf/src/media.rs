@@ -1,9 +1,162 @@
 //! Glue between the core loop and `media_plane::MediaPlane`: starting the
-//! kernel backend from the validated settings and the [`MediaOps`] adapter.
+//! kernel or DPDK backend from the validated settings, the `[media.dpdk]`
+//! section, and the [`MediaOps`] adapter.
 
 use crate::config::MediaSettings;
 use crate::runtime::MediaOps;
-use media_plane::{MediaConfig, MediaEvent, MediaPlane, PinholeId, PinholeOp};
+use media_plane::dpdk::{DpdkPort, DpdkSettings};
+use media_plane::{MediaConfig, MediaEvent, MediaPlane, PinholeId, PinholeOp, Side};
+use serde::Deserialize;
+use std::net::IpAddr;
+
+/// `[media.dpdk]` as written (see docs/DPDK.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkSection {
+    pub eal_args: Option<Vec<String>>,
+    pub burst: Option<u16>,
+    pub mbufs: Option<u32>,
+    pub descriptors: Option<u16>,
+    pub checksum_offload: Option<bool>,
+    pub idle_sleep_us: Option<u32>,
+    pub access: Option<DpdkPortSection>,
+    pub core: Option<DpdkPortSection>,
+}
+
+/// `[media.dpdk.access]` / `[media.dpdk.core]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkPortSection {
+    pub device: Option<String>,
+    pub gateway: Option<String>,
+}
+
+/// The DPDK backend's validated settings: the ports and the plane's media
+/// addresses (the data plane owns them; SIP stays on kernel interfaces).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpdkMedia {
+    pub settings: DpdkSettings,
+    pub addrs: Vec<(Side, IpAddr)>,
+}
+
+/// Check `[media.dpdk]` for `backend = "dpdk"`; `media`/`sip` are each
+/// side's media and SIP addresses.
+pub fn dpdk_settings(
+    sec: Option<&DpdkSection>,
+    media: [(Side, IpAddr); 2],
+    sip: [IpAddr; 2],
+    errs: &mut Vec<String>,
+) -> Option<DpdkMedia> {
+    let Some(sec) = sec else {
+        errs.push("media.backend = \"dpdk\" needs a [media.dpdk] section (eal_args, access.device, core.device) — see docs/DPDK.md".into());
+        return None;
+    };
+    let d = DpdkSettings::default();
+    let mut port = |name: &str, p: &Option<DpdkPortSection>| DpdkPort {
+        device: p
+            .as_ref()
+            .and_then(|p| p.device.clone())
+            .unwrap_or_default(),
+        gateway: p.as_ref().and_then(|p| p.gateway.as_ref()).and_then(|g| {
+            g.trim()
+                .parse()
+                .map_err(|_| {
+                    errs.push(format!(
+                        "media.dpdk.{name}.gateway: \"{g}\" is not an IP address"
+                    ))
+                })
+                .ok()
+        }),
+    };
+    let settings = DpdkSettings {
+        eal_args: sec.eal_args.clone().unwrap_or_default(),
+        access: port("access", &sec.access),
+        core: port("core", &sec.core),
+        burst: sec.burst.unwrap_or(d.burst),
+        mbufs: sec.mbufs.unwrap_or(d.mbufs),
+        descriptors: sec.descriptors.unwrap_or(d.descriptors),
+        checksum_offload: sec.checksum_offload.unwrap_or(d.checksum_offload),
+        idle_sleep_us: sec.idle_sleep_us.unwrap_or(d.idle_sleep_us),
+    };
+    let problems = settings.problems();
+    let ok = problems.is_empty();
+    errs.extend(problems);
+    let mut bad = false;
+    for ((side, m), s) in media.iter().zip(sip.iter()) {
+        if m == s {
+            errs.push(format!("{side}.media_ip: {m} is also the {side} SIP address — with media.backend = \"dpdk\" the DPDK port owns the media address and SIP stays on a kernel interface, so they must differ (see docs/DPDK.md)"));
+            bad = true;
+        }
+        if m.is_unspecified() {
+            bad = true;
+        }
+    }
+    (ok && !bad).then(|| DpdkMedia {
+        settings,
+        addrs: if media[0].1 == media[1].1 {
+            vec![media[0]]
+        } else {
+            media.to_vec()
+        },
+    })
+}
+
+/// Start a media plane for `settings`: the kernel backend, or the DPDK one
+/// (built with the `dpdk` feature). `answer`: a DPDK plane answers ARP/ND
+/// for its addresses at once (an active) or only after `announce` (a
+/// standby's idle plane).
+pub fn start_plane(
+    settings: &MediaSettings,
+    keep_released: usize,
+    answer: bool,
+    sink: impl Fn(MediaEvent) + Send + Sync + 'static,
+) -> Result<MediaPlane, String> {
+    let cfg = MediaConfig {
+        workers: settings.workers,
+        inactivity_timeout: settings.inactivity_timeout,
+        keep_released,
+        ..MediaConfig::default()
+    };
+    match (settings.backend, &settings.dpdk) {
+        ("kernel", _) => MediaPlane::start_kernel(cfg, Box::new(sink))
+            .map_err(|e| format!("cannot start the media plane: {e}")),
+        #[cfg(feature = "dpdk")]
+        ("dpdk", Some(d)) => {
+            MediaPlane::start_dpdk(cfg, &d.settings, d.addrs.clone(), answer, Box::new(sink))
+                .map_err(|e| format!("cannot start the DPDK media plane: {e}"))
+        }
+        (other, _) => {
+            let _ = answer;
+            Err(format!(
+                "media.backend \"{other}\" is not built in this version — rebuild with --features dpdk or use \"kernel\""
+            ))
+        }
+    }
+}
+
+/// After a takeover: a DPDK plane takes its media addresses and sends the
+/// gratuitous ARP / unsolicited NA burst from the data plane on
+/// `schedule` (the kernel backend announces nothing here: the standby's
+/// raw sockets do).
+pub fn announce(instance: &str, plane: &MediaPlane, schedule: &[std::time::Duration]) {
+    match plane.announce(schedule) {
+        Ok(a) if a.is_empty() => {}
+        Ok(a) => tracing::info!(%instance, addresses = ?a, repeats = schedule.len(),
+            "media addresses announced from the DPDK data plane"),
+        Err(e) => tracing::error!(%instance, error = %e,
+            "media addresses NOT announced from the DPDK data plane — peers keep sending media to the failed active's MAC until their ARP/ND entries expire"),
+    }
+}
+
+/// The addresses a plane's data plane owns (DPDK: the media addresses —
+/// a standby must not add them to a kernel interface, the plane announces
+/// them); empty for the kernel backend.
+pub fn data_plane_ips(settings: &MediaSettings) -> Vec<IpAddr> {
+    match &settings.dpdk {
+        Some(d) if settings.backend == "dpdk" => d.addrs.iter().map(|(_, a)| *a).collect(),
+        _ => Vec::new(),
+    }
+}
 
 /// Most released media sockets kept bound for reuse (one fd and one idle
 /// kernel socket each).
@@ -69,20 +222,7 @@ pub fn start(
     keep_released: usize,
     sink: impl Fn(MediaEvent) + Send + Sync + 'static,
 ) -> Result<Box<dyn MediaOps>, String> {
-    let cfg = MediaConfig {
-        workers: settings.workers,
-        inactivity_timeout: settings.inactivity_timeout,
-        keep_released,
-        ..MediaConfig::default()
-    };
-    match settings.backend {
-        "kernel" => MediaPlane::start_kernel(cfg, Box::new(sink))
-            .map(|p| Box::new(p) as Box<dyn MediaOps>)
-            .map_err(|e| format!("cannot start the media plane: {e}")),
-        other => Err(format!(
-            "media.backend \"{other}\" is not built in this version — use \"kernel\""
-        )),
-    }
+    start_plane(settings, keep_released, true, sink).map(|p| Box::new(p) as Box<dyn MediaOps>)
 }
 
 impl MediaOps for MediaPlane {

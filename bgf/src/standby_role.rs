@@ -34,7 +34,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use media_plane::{MediaConfig, MediaPlane, PinholeId, PinholeOp};
+use media_plane::{MediaPlane, PinholeId, PinholeOp};
 use serde::Serialize;
 use serde_json::json;
 use sip_control::Side;
@@ -148,21 +148,14 @@ impl Premedia {
         let live: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
         let sink = runtime::media_event_sink(tx, counters.clone());
         let gate = live.clone();
-        let plane = MediaPlane::start_kernel(
-            MediaConfig {
-                workers: cfg.media.workers,
-                inactivity_timeout: cfg.media.inactivity_timeout,
-                ..MediaConfig::default()
-            },
-            Box::new(move |ev| match gate.get() {
-                None => {}
-                Some(t)
-                    if matches!(ev, media_plane::MediaEvent::Inactive { .. })
-                        && t.elapsed() < INACTIVE_GRACE => {}
-                Some(_) => sink(ev),
-            }),
-        )
-        .map_err(|e| format!("cannot start the media plane: {e}"))?;
+        // Kernel or DPDK; a DPDK plane answers no ARP/ND until it announces.
+        let plane = crate::media::start_plane(&cfg.media, 0, false, move |ev| match gate.get() {
+            None => {}
+            Some(t)
+                if matches!(ev, media_plane::MediaEvent::Inactive { .. })
+                    && t.elapsed() < INACTIVE_GRACE => {}
+            Some(_) => sink(ev),
+        })?;
         Ok(Premedia {
             plane: Arc::new(plane),
             events,
@@ -279,6 +272,8 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
             instance: instance.clone(),
             addresses: ha::service_ips(&c.core)
                 .into_iter()
+                // DPDK: the data plane owns the media addresses (not the kernel).
+                .filter(|(_, a)| !crate::media::data_plane_ips(&c.media).contains(a))
                 .map(|(side, addr)| IfAddr {
                     ifname: match side {
                         Side::Access => cfg.access_interface.clone(),
@@ -812,11 +807,19 @@ async fn do_takeover(
         before: g.detector.status().epoch,
         waiting,
     };
-    take_over(&patient, replica, prepared, detected_at, reason, |ctx| {
+    // DPDK: the data plane announces the media addresses itself.
+    let data_plane = media
+        .as_ref()
+        .map(|m| (m.plane.clone(), prepared.plan().schedule.0.clone()));
+    let r = take_over(&patient, replica, prepared, detected_at, reason, |ctx| {
         serve(ctx, cfg, store, media, installed)
     })
     .await
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string());
+    if let (Ok(_), Some((plane, schedule))) = (&r, data_plane) {
+        crate::media::announce(&g.instance, &plane, &schedule);
+    }
+    r
 }
 
 /// The alarm shown while a takeover waits for the store.

@@ -1,0 +1,396 @@
+//! The DPDK media backend end to end (feature `dpdk`; needs root and the
+//! system DPDK): `bgf active` / `bgf standby` built with `--features dpdk`
+//! in network namespaces, each BGF node with its kernel interfaces
+//! (`acc`/`cor`/`mgmt`: SIP, heartbeats, admin) and two more veths
+//! (`dacc`/`dcor`) on the same LANs that the DPDK port drivers own
+//! (`net_af_packet` — or `net_af_xdp` — with `--no-huge --no-pci`). The
+//! media addresses are on no kernel interface: the data plane answers
+//! ARP/ND for them, resolves the peers and, on takeover, announces them.
+//!
+//! Run: `cargo test -p bgf-tests --features dpdk --test e2e_dpdk`.
+#![cfg(feature = "dpdk")]
+
+use bgf_tests::admin::AdminClient;
+use bgf_tests::callgen::callgen_binary;
+use bgf_tests::cluster::{bracket, s, TOKEN};
+use bgf_tests::netns::{require_root, Lan, Topology};
+use bgf_tests::proc::Proc;
+use bgf_tests::util::{wait_until, TestDir};
+use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// One DPDK test at a time: each runs a busy-polling data plane per BGF.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// `bgf` built with `--features dpdk` into the tests' target directory.
+fn bgf_dpdk() -> PathBuf {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        // <target>/<profile>/deps/e2e_dpdk-…
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .ok_or("no profile dir")?
+            .to_path_buf();
+        let profile = profile_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or("no profile name")?;
+        let target = profile_dir.parent().ok_or("no target dir")?;
+        let root = bgf_tests::build::workspace_root();
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(&root)
+            .env("CARGO_TARGET_DIR", target)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "bgf",
+                "--bin",
+                "bgf",
+                "--features",
+                "dpdk",
+            ]);
+        if profile == "release" {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().map_err(|e| format!("cargo build: {e}"))?;
+        if !st.success() {
+            return Err(format!("cargo build -p bgf --features dpdk failed: {st}"));
+        }
+        Ok(profile_dir.join("bgf"))
+    })
+    .clone()
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The media (DPDK-owned) addresses of active k.
+fn media_v4(k: u8, lan: Lan) -> IpAddr {
+    let third = if lan == Lan::Access { 0 } else { 1 };
+    IpAddr::V4(Ipv4Addr::new(198, 18, third, 40 + k))
+}
+
+fn media_v6(k: u8) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(
+        0xfd00,
+        0xa,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0x40 + u16::from(k),
+    ))
+}
+
+/// Adds the DPDK veths `dacc`/`dcor` to `node` (bridged to the access /
+/// core LANs, no addresses, TX checksum offload off on both ends).
+fn add_dpdk_ifs(t: &Topology, node: &str) {
+    let ns = t.ns(node);
+    let sw = t.ns("sw");
+    for (ifname, bridge) in [("dacc", "acc"), ("dcor", "cor")] {
+        let peer = format!("{node}{ifname}");
+        t.ip(
+            &ns,
+            &[
+                "link", "add", ifname, "type", "veth", "peer", "name", &peer, "netns", &sw,
+            ],
+        )
+        .unwrap();
+        t.ip(&sw, &["link", "set", &peer, "master", bridge])
+            .unwrap();
+        t.ip(&sw, &["link", "set", &peer, "up"]).unwrap();
+        t.ip(&ns, &["link", "set", ifname, "up"]).unwrap();
+        for (n, i) in [(&ns, ifname), (&sw, peer.as_str())] {
+            let st = Command::new("ip")
+                .args(["netns", "exec", n, "ethtool", "-K", i, "tx", "off"])
+                .output()
+                .unwrap();
+            assert!(st.status.success(), "ethtool -K {i} tx off: {st:?}");
+        }
+    }
+}
+
+/// `[media]` for DPDK on `dacc`/`dcor` with the given driver.
+fn media_toml(driver: &str, lcore: u8, gateway_free: bool) -> String {
+    let dev = |n: u8, iface: &str| match driver {
+        "af_xdp" => format!("net_af_xdp{n},iface={iface},start_queue=0,queue_count=1"),
+        _ => format!("net_af_packet{n},iface={iface}"),
+    };
+    let _ = gateway_free;
+    format!(
+        r#"[media]
+backend = "dpdk"
+
+[media.dpdk]
+eal_args = ["-l", "{lcore}", "--no-huge", "-m", "256", "--no-pci", "--no-shconf", "--no-telemetry", "--log-level", "lib.eal:notice"]
+idle_sleep_us = 50
+mbufs = 4095
+
+[media.dpdk.access]
+device = "{acc}"
+
+[media.dpdk.core]
+device = "{cor}"
+"#,
+        acc = dev(0, "dacc"),
+        cor = dev(1, "dcor"),
+    )
+}
+
+fn active_toml(t: &Topology, v6: bool, driver: &str, ha: bool) -> String {
+    let (sip, media) = if v6 {
+        (t.service_v6(1), media_v6(1))
+    } else {
+        (t.service_v4(1, Lan::Access), media_v4(1, Lan::Access))
+    };
+    let mgmt = t.active_node(1, Lan::Mgmt);
+    let mut text = format!(
+        r#"[instance]
+name = "bgf1"
+secret = "dpdk-secret-1-0123456789abcdef"
+
+[access]
+sip = "{access_sip}"
+media_ip = "{media}"
+rtp_ports = "20000-29999"
+latching = true
+
+[core]
+sip = "{core_sip}"
+media_ip = "{core_media}"
+rtp_ports = "30000-39999"
+latching = false
+next_hop = "{next_hop}"
+
+{media_section}
+[log]
+format = "json"
+level = "info"
+
+[admin]
+listen = "{mgmt}:8080"
+token = "{TOKEN}"
+"#,
+        access_sip = bracket(sip, 5060),
+        core_sip = bracket(t.service_v4(1, Lan::Core), 5060),
+        core_media = media_v4(1, Lan::Core),
+        next_hop = bracket(t.core_peer(), 5060),
+        media_section = media_toml(driver, 0, true),
+    );
+    if ha {
+        text += &format!(
+            r#"
+[statelog]
+backend = "embedded"
+addr = "{store}:7400"
+append_timeout_ms = 1000
+
+[ha]
+heartbeat = "{mgmt}:7500"
+standby = "{sb}:7501"
+interval_ms = 50
+miss_count = 5
+"#,
+            store = t.store(),
+            sb = t.standby_node(Lan::Mgmt),
+        );
+    }
+    text
+}
+
+fn started(p: Proc, needle: &str) -> Proc {
+    assert!(
+        p.wait_stderr(needle, Duration::from_secs(60)),
+        "{} did not start\n{}",
+        p.name,
+        p.logs()
+    );
+    p
+}
+
+fn admin(t: &Topology, node: &str, addr: IpAddr, path: &str) -> Option<Value> {
+    let c = AdminClient::new(SocketAddr::new(addr, 8080), TOKEN);
+    let (code, body) = t.run_in(&t.ns(node), || c.get(path, true).ok()).ok()??;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+fn uas(t: &Topology, dir: &TestDir, name: &str) -> Proc {
+    let sock = dir.join(&format!("{name}.sock"));
+    let p = Proc::spawn(
+        t.command(&t.ns("core"), &callgen_binary().display().to_string()),
+        &s(&[
+            "uas",
+            "--local",
+            &bracket(t.core_peer(), 5060),
+            "--ctl-listen",
+            &format!("unix:{}", sock.display()),
+            "--rtp-ports",
+            "24000-24999",
+            "--progress",
+            "--max-run-s",
+            "120",
+        ]),
+        dir.path(),
+        name,
+    )
+    .unwrap();
+    started(p, "SIP on")
+}
+
+fn uac(t: &Topology, dir: &TestDir, name: &str, v6: bool, calls: u64, hold_ms: u64) -> Proc {
+    let proxy = if v6 {
+        t.service_v6(1)
+    } else {
+        t.service_v4(1, Lan::Access)
+    };
+    Proc::spawn(
+        t.command(&t.ns("ue"), &callgen_binary().display().to_string()),
+        &s(&[
+            "uac",
+            "--local",
+            &bracket(t.ue(v6), 5060),
+            "--proxy",
+            &bracket(proxy, 5060),
+            "--rtp-ports",
+            "26000-26999",
+            "--calls",
+            &calls.to_string(),
+            "--rate",
+            "5",
+            "--hold-ms",
+            &hold_ms.to_string(),
+            "--json",
+            &dir.join(&format!("{name}.json")).display().to_string(),
+            "--ctl-connect",
+            &format!("unix:{}", dir.join("uas.sock").display()),
+            "--progress",
+        ]),
+        dir.path(),
+        name,
+    )
+    .unwrap()
+}
+
+fn report(dir: &TestDir, name: &str) -> Value {
+    std::fs::read(dir.join(&format!("{name}.json")))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// One call per access family... through the DPDK data plane; then packets
+/// to a port with no pinhole are dropped and counted.
+fn call_through_dpdk(prefix: &str, driver: &str, v6: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = bgf_dpdk();
+    let _ = callgen_binary();
+    let t = Topology::new(prefix, 1).unwrap();
+    add_dpdk_ifs(&t, "a1");
+    let dir = TestDir::new(&format!("dpdk-{prefix}"));
+    std::fs::write(dir.join("bgf1.toml"), active_toml(&t, v6, driver, false)).unwrap();
+    let active = Proc::spawn(
+        t.command(&t.ns("a1"), &bin.display().to_string()),
+        &s(&[
+            "active",
+            "--config",
+            &dir.join("bgf1.toml").display().to_string(),
+        ]),
+        dir.path(),
+        "bgf1",
+    )
+    .unwrap();
+    let active = started(active, "bgf active started");
+    assert!(
+        active.stderr().contains("DPDK port started"),
+        "{}",
+        active.logs()
+    );
+    let mgmt = t.active_node(1, Lan::Mgmt);
+    let _uas = uas(&t, &dir, "uas");
+    let mut u = uac(&t, &dir, "uac", v6, 3, 3000);
+    let st = u.wait_exit(Duration::from_secs(90));
+    let r = report(&dir, "uac");
+    let stats = admin(&t, "a1", mgmt, "/v1/stats").unwrap_or(Value::Null);
+    let ctx = || format!("{}\n{}\nstats {stats}\nreport {r}", u.logs(), active.logs());
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "uac failed: {}", ctx());
+    assert_eq!(r["summary"]["ok"], 3, "{}", ctx());
+    assert_eq!(r["summary"]["lost"], 0, "{}", ctx());
+    let fwd = stats["media"]["forwarded_packets"].as_u64().unwrap_or(0);
+    assert!(fwd > 100, "forwarded {fwd}: {}", ctx());
+
+    // A port with no pinhole: dropped and counted, nothing comes back.
+    let before = stats["media"]["drops"]["unknown_port"]
+        .as_u64()
+        .unwrap_or(0);
+    let (ue, media) = if v6 {
+        (t.ue(true), media_v6(1))
+    } else {
+        (t.ue(false), media_v4(1, Lan::Access))
+    };
+    let sent = t
+        .run_in(&t.ns("ue"), || {
+            let sock = UdpSocket::bind(SocketAddr::new(ue, 27000)).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            for i in 0..20u8 {
+                sock.send_to(
+                    &[0x80, 0, 0, i, 0, 0, 0, 0, 0, 0, 0, 1],
+                    SocketAddr::new(media, 29990),
+                )
+                .unwrap();
+            }
+            let mut b = [0u8; 64];
+            sock.recv_from(&mut b).is_err()
+        })
+        .unwrap();
+    assert!(sent, "something answered packets to an unknown port");
+    let after = wait_until(Duration::from_secs(10), || {
+        let v = admin(&t, "a1", mgmt, "/v1/stats")?;
+        let n = v["media"]["drops"]["unknown_port"].as_u64()?;
+        (n >= before + 20).then_some(n)
+    });
+    assert!(
+        after.is_some(),
+        "unknown-port drops not counted (before {before}): {:?}\n{}",
+        admin(&t, "a1", mgmt, "/v1/stats"),
+        active.logs()
+    );
+    // The data plane answered ARP/ND for the media address: the UE's
+    // neighbour entry is the DPDK veth's MAC.
+    let out = Command::new("ip")
+        .args(["-n", &t.ns("a1"), "-br", "link", "show", "dacc"])
+        .output()
+        .unwrap();
+    let mac = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .map(str::to_string)
+        .unwrap_or_default();
+    let n = t.neighbour("ue", media).unwrap_or_default();
+    assert!(
+        !mac.is_empty() && n.contains(&mac),
+        "UE's neighbour entry for {media} is {n:?}, not the DPDK port's MAC {mac}"
+    );
+}
+
+#[test]
+fn dpdk_af_packet_call_v4_and_unknown_port_drop() {
+    if !require_root("dpdk_af_packet_call_v4_and_unknown_port_drop") {
+        return;
+    }
+    call_through_dpdk("dkp4", "af_packet", false);
+}
+
+#[test]
+fn dpdk_af_packet_call_v6_access_to_v4_core() {
+    if !require_root("dpdk_af_packet_call_v6_access_to_v4_core") {
+        return;
+    }
+    call_through_dpdk("dkp6", "af_packet", true);
+}
