@@ -1,0 +1,903 @@
+//! Offline validation of the OpenStack deployment (ops/openstack/,
+//! ops/systemd/, ops/deb/, the .deb metadata in bgf/Cargo.toml):
+//!
+//! - the Heat templates parse and every reference resolves (nested templates
+//!   and the properties passed to them included);
+//! - rendered for concrete parameter sets (the example environment, and an
+//!   IPv6-access / embedded-store / N=3 variant), every active service
+//!   address is an allowed-address-pair (/32 or /128) of the standby's port
+//!   and of its own active's port on that network, has a VIP port, and the
+//!   security group on those ports opens its SIP port (UDP+TCP) and the RTP
+//!   range the rendered bgf.toml uses; heartbeat and admin ports likewise;
+//! - the cloud-init user-data each VM gets (rendered by the same
+//!   str_replace/ResourceGroup substitution Heat applies) is cloud-config
+//!   whose /etc/bgf files pass the real `bgf check-config`, active and
+//!   standby, with no placeholder left and shell scripts that parse;
+//! - the systemd units pass `systemd-analyze verify` and keep the
+//!   capabilities / hardening / restart policy bgf needs;
+//! - the .deb builds (cargo-deb, debug profile), installs into a throwaway
+//!   root with `dpkg --root` (maintainer scripts run: bgf user, /var/lib/bgf),
+//!   `bgf --version` runs from it, the installed units verify there, and a
+//!   purge removes the user and the data.
+//!
+//! Tools: `systemd-analyze` (package systemd), `dpkg`, `cargo-deb`. When one
+//! is missing the test says so and skips — unless BGF_REQUIRE_DEPLOY_TOOLS=1
+//! (set by .ci/run, which installs them), where it fails.
+
+#[path = "deploy/hot.rs"]
+mod hot;
+
+use bgf_tests::build::{bgf_binary, workspace_binary, workspace_root};
+use hot::{Stack, Template};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn openstack_dir() -> PathBuf {
+    workspace_root().join("ops/openstack")
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bgf-deploy-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `Ok(path)` of a tool, or the reason it is missing. With
+/// BGF_REQUIRE_DEPLOY_TOOLS=1 a missing tool fails the test.
+fn tool(name: &str, how: &str) -> Option<PathBuf> {
+    let mut cands: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
+        .unwrap_or_default();
+    if let Some(h) = std::env::var_os("HOME") {
+        cands.push(Path::new(&h).join(".cargo/bin").join(name));
+    }
+    if let Some(found) = cands.into_iter().find(|p| p.is_file()) {
+        return Some(found);
+    }
+    let msg = format!("{name} not found — {how}");
+    if std::env::var("BGF_REQUIRE_DEPLOY_TOOLS").as_deref() == Ok("1") {
+        panic!("{msg} (BGF_REQUIRE_DEPLOY_TOOLS=1: .ci/run installs it)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+// ----------------------------------------------------------- environments
+
+fn example_env() -> Map<String, Value> {
+    let env: Value = serde_norway::from_str(
+        &std::fs::read_to_string(openstack_dir().join("env/example.yaml")).unwrap(),
+    )
+    .unwrap();
+    env["parameters"].as_object().unwrap().clone()
+}
+
+/// IPv6 access, the embedded (lab) store, three actives.
+fn v6_embedded_env() -> Map<String, Value> {
+    let mut e = example_env();
+    let set = |e: &mut Map<String, Value>, k: &str, v: Value| {
+        e.insert(k.to_string(), v);
+    };
+    set(&mut e, "active_count", 3.into());
+    set(&mut e, "access_ip_version", 6.into());
+    set(&mut e, "access_subnet", "access-v6".into());
+    set(&mut e, "access_remote_prefix", "::/0".into());
+    set(
+        &mut e,
+        "access_vips",
+        "fd00:10::11,fd00:10::12,fd00:10::13".into(),
+    );
+    set(
+        &mut e,
+        "core_vips",
+        "198.18.20.11,198.18.20.12,198.18.20.13".into(),
+    );
+    set(
+        &mut e,
+        "active_mgmt_ips",
+        "198.18.30.11,198.18.30.12,198.18.30.13".into(),
+    );
+    set(&mut e, "state_store", "embedded".into());
+    set(&mut e, "access_rtp_min", 40000.into());
+    set(&mut e, "access_rtp_max", 49999.into());
+    e
+}
+
+fn cluster(env: &Map<String, Value>) -> Stack {
+    let t = Template::load(&openstack_dir().join("bgf-cluster.yaml")).unwrap();
+    Stack::new(t, "bgf", env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+// -------------------------------------------------------- template checks
+
+#[test]
+fn heat_templates_parse_and_every_reference_resolves() {
+    let t = Template::load(&openstack_dir().join("bgf-cluster.yaml")).unwrap();
+    let errs = hot::check(&t);
+    assert!(errs.is_empty(), "template problems:\n{}", errs.join("\n"));
+
+    // Every resource and output evaluates for both parameter sets (a
+    // function misused, e.g. list_join of numbers, fails here).
+    for env in [example_env(), v6_embedded_env()] {
+        let s = cluster(&env);
+        for (r, ty) in s.enabled_resources().unwrap() {
+            s.properties(&r).unwrap_or_else(|e| panic!("{e}"));
+            if ty == "OS::Heat::ResourceGroup" {
+                for m in s.members(&r).unwrap() {
+                    for (mr, _) in m.enabled_resources().unwrap() {
+                        m.properties(&mr).unwrap_or_else(|e| panic!("{e}"));
+                    }
+                    m.outputs().unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+        }
+        let out = s.outputs().unwrap_or_else(|e| panic!("{e}"));
+        let cluster_file = out["bgfctl_cluster_file"].as_str().unwrap();
+        let parsed: toml::Table = toml::from_str(cluster_file)
+            .unwrap_or_else(|e| panic!("bgfctl cluster file output: {e}\n{cluster_file}"));
+        let n = s.param("active_count").unwrap().as_u64().unwrap() as usize;
+        assert_eq!(parsed["instance"].as_array().unwrap().len(), n + 1);
+    }
+
+    // The checker itself catches broken references.
+    let mut bad = t.clone();
+    bad.doc["resources"]["standby"]["properties"]["flavor"] =
+        serde_json::json!({"get_param": "no_such_param"});
+    bad.doc["resources"]["standby"]["properties"]["key_name"] =
+        serde_json::json!({"get_resource": "no_such_resource"});
+    bad.doc["resources"]["standby"]["properties"]["image"] =
+        serde_json::json!({"yaql": {"expression": "$.data", "data": 1}});
+    bad.doc["resources"]["actives"]["depends_on"] = serde_json::json!(["nope"]);
+    let errs = hot::check(&bad);
+    for expect in [
+        "get_param of undeclared Some(\"no_such_param\")",
+        "get_resource of undeclared Some(\"no_such_resource\")",
+        "yaql is valid HOT but not checked offline",
+        "depends_on undeclared nope",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.contains(expect)),
+            "{expect} not in {errs:#?}"
+        );
+    }
+}
+
+// ------------------------------------------------- addresses and security
+
+/// The allowed-address-pairs of a port resource, as strings.
+fn pairs(s: &Stack, port: &str) -> Vec<String> {
+    s.properties(port).unwrap()["allowed_address_pairs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p["ip_address"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The rules of the security groups a port resource is in (resolved from
+/// the `get_resource` / parameter reference back to the cluster's group).
+fn port_rules(cluster: &Stack, s: &Stack, port: &str) -> Vec<Value> {
+    let groups = s.properties(port).unwrap()["security_groups"].clone();
+    let mut rules = Vec::new();
+    for g in groups.as_array().unwrap() {
+        let g = g.as_str().unwrap();
+        let name = g.rsplit('/').next().unwrap();
+        assert!(
+            g == format!("bgf/{name}"),
+            "{port}: security group {g} is not one of the cluster's"
+        );
+        let p = cluster.properties(name).unwrap();
+        rules.extend(p["rules"].as_array().unwrap().iter().cloned());
+    }
+    rules
+}
+
+/// Whether `rules` let `proto` traffic of the address family of `addr` in on
+/// every port of `lo..=hi`.
+fn opens(rules: &[Value], addr: IpAddr, proto: &str, lo: u64, hi: u64) -> bool {
+    let eth = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+    rules.iter().any(|r| {
+        r["direction"] == "ingress"
+            && r["ethertype"] == eth
+            && r["protocol"] == proto
+            && r["port_range_min"].as_u64().is_some_and(|m| m <= lo)
+            && r["port_range_max"].as_u64().is_some_and(|m| m >= hi)
+    })
+}
+
+fn rtp_range(side: &toml::Value) -> (u64, u64) {
+    let s = side["rtp_ports"].as_str().unwrap();
+    let (a, b) = s.split_once('-').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+fn host_port(s: &str) -> (IpAddr, u64) {
+    let a: std::net::SocketAddr = s.parse().unwrap();
+    (a.ip(), u64::from(a.port()))
+}
+
+/// The /etc/bgf files of a user-data: path → content.
+fn etc_bgf_files(user_data: &str) -> Vec<(String, String)> {
+    assert!(
+        user_data.starts_with("#cloud-config\n"),
+        "user-data is not cloud-config:\n{user_data}"
+    );
+    let doc: Value = serde_norway::from_str(user_data)
+        .unwrap_or_else(|e| panic!("user-data is not YAML: {e}\n{user_data}"));
+    doc["write_files"]
+        .as_array()
+        .expect("write_files")
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["content"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_active_service_address_is_an_allowed_pair_of_the_standby_and_open_in_its_groups() {
+    for env in [example_env(), v6_embedded_env()] {
+        let c = cluster(&env);
+        let members = c.members("actives").unwrap();
+        let n = c.param("active_count").unwrap().as_u64().unwrap() as usize;
+        assert_eq!(members.len(), n);
+        let sb_access = pairs(&c, "standby_access_port");
+        let sb_core = pairs(&c, "standby_core_port");
+        assert_eq!(sb_access.len(), n, "{sb_access:?}");
+        assert_eq!(sb_core.len(), n, "{sb_core:?}");
+        let sb_access_rules = port_rules(&c, &c, "standby_access_port");
+        let sb_core_rules = port_rules(&c, &c, "standby_core_port");
+        let sb_mgmt_rules = port_rules(&c, &c, "standby_mgmt_port");
+        for m in &members {
+            let ud = m.properties("server").unwrap()["user_data"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let files = etc_bgf_files(&ud);
+            let (_, text) = files
+                .iter()
+                .find(|(p, _)| p.ends_with(".toml"))
+                .expect("an /etc/bgf/<name>.toml");
+            let cfg: toml::Value = toml::from_str(text).unwrap();
+            for (side, port, vip_port) in [
+                ("access", "access_port", "access_vip_port"),
+                ("core", "core_port", "core_vip_port"),
+            ] {
+                let (sip_ip, sip_port) = host_port(cfg[side]["sip"].as_str().unwrap());
+                let media: IpAddr = cfg[side]["media_ip"].as_str().unwrap().parse().unwrap();
+                let (lo, hi) = rtp_range(&cfg[side]);
+                let own = pairs(m, port);
+                let sb = if side == "access" {
+                    &sb_access
+                } else {
+                    &sb_core
+                };
+                for ip in [sip_ip, media] {
+                    let host = format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 });
+                    assert!(
+                        sb.contains(&host),
+                        "{host} ({side}) not on the standby's port: {sb:?}"
+                    );
+                    assert!(
+                        own.contains(&host),
+                        "{host} ({side}) not on its active's port: {own:?}"
+                    );
+                    let vip = m.properties(vip_port).unwrap();
+                    assert_eq!(
+                        vip["fixed_ips"][0]["ip_address"].as_str().unwrap(),
+                        ip.to_string(),
+                        "{side} VIP port"
+                    );
+                    let sb_rules = if side == "access" {
+                        &sb_access_rules
+                    } else {
+                        &sb_core_rules
+                    };
+                    for (who, rules) in
+                        [("standby", sb_rules), ("active", &port_rules(&c, m, port))]
+                    {
+                        for proto in ["udp", "tcp"] {
+                            assert!(
+                                opens(rules, ip, proto, sip_port, sip_port),
+                                "{who} {side}: SIP {proto} {sip_port} for {ip} not opened: {rules:#?}"
+                            );
+                        }
+                        assert!(
+                            opens(rules, ip, "udp", lo, hi),
+                            "{who} {side}: RTP {lo}-{hi} for {ip} not opened: {rules:#?}"
+                        );
+                    }
+                }
+            }
+            // Heartbeats and admin API on the management network.
+            let (hb_ip, hb) = host_port(cfg["ha"]["heartbeat"].as_str().unwrap());
+            let (sb_ip, sbp) = host_port(cfg["ha"]["standby"].as_str().unwrap());
+            let (adm_ip, adm) = host_port(cfg["admin"]["listen"].as_str().unwrap());
+            let mgmt = port_rules(&c, m, "mgmt_port");
+            assert!(
+                opens(&mgmt, hb_ip, "udp", hb, hb),
+                "active heartbeat port {hb}"
+            );
+            assert!(opens(&mgmt, adm_ip, "tcp", adm, adm), "admin port {adm}");
+            assert!(
+                opens(&sb_mgmt_rules, sb_ip, "udp", sbp, sbp),
+                "standby heartbeat port {sbp}"
+            );
+            assert_eq!(
+                m.properties("mgmt_port").unwrap()["fixed_ips"][0]["ip_address"],
+                hb_ip.to_string()
+            );
+        }
+        // ICMP (port unreachable: fast failure detection) on management.
+        assert!(sb_mgmt_rules.iter().any(|r| r["protocol"] == "icmp"));
+        // Anti-affinity for every bgf VM.
+        let sg = c.properties("server_group").unwrap();
+        assert_eq!(sg["policies"], serde_json::json!(["anti-affinity"]));
+        for m in &members {
+            assert_eq!(
+                m.properties("server").unwrap()["scheduler_hints"]["group"],
+                "bgf/server_group"
+            );
+        }
+        assert_eq!(
+            c.properties("standby").unwrap()["scheduler_hints"]["group"],
+            "bgf/server_group"
+        );
+    }
+}
+
+// ------------------------------------------------------------- cloud-init
+
+fn check_config(bgf: &Path, file: &Path) -> String {
+    let out = Command::new(bgf)
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "bgf check-config {} failed ({}):\n{text}\n--- file:\n{}",
+        file.display(),
+        out.status,
+        std::fs::read_to_string(file).unwrap_or_default()
+    );
+    text
+}
+
+fn no_placeholder_left(what: &str, text: &str) {
+    let re = regex::Regex::new(r"@[A-Z][A-Z0-9_]*@|%[A-Z][A-Z0-9_]*%|%index%").unwrap();
+    if let Some(m) = re.find(text) {
+        panic!("{what}: placeholder {} left in:\n{text}", m.as_str());
+    }
+}
+
+fn shell_parses(what: &str, script: &str) {
+    let dir = tmpdir("sh");
+    let p = dir.join("script.sh");
+    std::fs::write(&p, script).unwrap();
+    let out = Command::new("sh").arg("-n").arg(&p).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: sh -n: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn write_files_of(user_data: &str) -> Vec<(String, String)> {
+    let doc: Value = serde_norway::from_str(user_data).unwrap();
+    doc["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_string(),
+                f["content"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cloud_init_output_passes_bgf_check_config() {
+    let bgf = bgf_binary().unwrap_or_else(|e| panic!("{e}"));
+    for (tag, env) in [("v4", example_env()), ("v6", v6_embedded_env())] {
+        let c = cluster(&env);
+        let members = c.members("actives").unwrap();
+        let mut active_files = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let ud = m.properties("server").unwrap()["user_data"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            no_placeholder_left(&format!("active {i} user-data"), &ud);
+            let dir = tmpdir(&format!("{tag}-a{i}"));
+            let mut toml_path = None;
+            for (path, content) in write_files_of(&ud) {
+                if path.ends_with(".toml") {
+                    let name = Path::new(&path).file_name().unwrap();
+                    let p = dir.join(name);
+                    std::fs::write(&p, &content).unwrap();
+                    toml_path = Some(p);
+                    active_files.push((path.clone(), content.clone()));
+                } else if path.starts_with("/usr/local/sbin/") {
+                    shell_parses(&path, &content);
+                }
+            }
+            let p = toml_path.expect("the active's toml");
+            let out = check_config(&bgf, &p);
+            let name = m.param("active_names").unwrap()[i]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(out.contains(&format!("instance {name}:")), "{out}");
+            assert!(out.contains("heartbeats"), "{out}");
+            let _ = std::fs::remove_dir_all(dir);
+        }
+
+        // The standby: its copies of the active files are byte-equal to the
+        // actives' own, and standby.toml protects every one of them.
+        let ud = c.properties("standby").unwrap()["user_data"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        no_placeholder_left("standby user-data", &ud);
+        let files = write_files_of(&ud);
+        let dir = tmpdir(&format!("{tag}-sb"));
+        for (path, content) in &files {
+            if path.starts_with("/etc/bgf/") {
+                let p = dir.join(Path::new(path).file_name().unwrap());
+                std::fs::write(&p, content).unwrap();
+            } else if path.starts_with("/usr/local/sbin/") {
+                shell_parses(path, content);
+            }
+        }
+        for (path, content) in &active_files {
+            let copy = files.iter().find(|(p, _)| p == path);
+            assert_eq!(
+                copy.map(|(_, c)| c),
+                Some(content),
+                "standby's copy of {path}"
+            );
+        }
+        let out = check_config(&bgf, &dir.join("standby.toml"));
+        let names: Vec<String> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                m.param("active_names").unwrap()[i]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            out.contains(&format!("protects {}", names.join(", "))),
+            "{out}"
+        );
+        let sb: toml::Value =
+            toml::from_str(&std::fs::read_to_string(dir.join("standby.toml")).unwrap()).unwrap();
+        assert_eq!(
+            sb["standby"]["access_interface"].as_str(),
+            c.param("access_interface").unwrap().as_str()
+        );
+        let _ = std::fs::remove_dir_all(dir);
+
+        // The store's user-data is cloud-config with nothing left to fill.
+        for m in c.members("redis_nodes").unwrap() {
+            let ud = m.properties("server").unwrap()["user_data"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            no_placeholder_left("redis user-data", &ud);
+            for (path, content) in write_files_of(&ud) {
+                if path.starts_with("/usr/local/sbin/") {
+                    shell_parses(&path, &content);
+                }
+            }
+        }
+        if c.enabled("statelog_server").unwrap() {
+            let ud = c.properties("statelog_server").unwrap()["user_data"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            no_placeholder_left("statelog user-data", &ud);
+            assert!(ud.contains("BGF_STATELOG_LISTEN=198.18.30.50:7400"), "{ud}");
+        }
+    }
+}
+
+// ---------------------------------------------------------- systemd units
+
+fn units_dir() -> PathBuf {
+    workspace_root().join("ops/systemd")
+}
+
+fn unit(name: &str) -> String {
+    std::fs::read_to_string(units_dir().join(name)).unwrap()
+}
+
+fn directive(text: &str, key: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn units_grant_what_bgf_needs_and_nothing_else() {
+    let active = unit("bgf-active@.service");
+    let standby = unit("bgf-standby.service");
+    let statelog = unit("bgf-statelog.service");
+    for (name, u) in [
+        ("active", &active),
+        ("standby", &standby),
+        ("statelog", &statelog),
+    ] {
+        assert_eq!(
+            directive(u, "User"),
+            ["bgf"],
+            "{name}: runs as bgf, not root"
+        );
+        assert_eq!(directive(u, "NoNewPrivileges"), ["yes"], "{name}");
+        assert_eq!(directive(u, "ProtectSystem"), ["strict"], "{name}");
+        assert_eq!(directive(u, "ReadWritePaths"), ["/var/lib/bgf"], "{name}");
+        assert_eq!(directive(u, "Restart"), ["on-failure"], "{name}");
+        // These would break rtnetlink on the host's interfaces.
+        for k in ["PrivateNetwork", "PrivateUsers"] {
+            assert!(directive(u, k).iter().all(|v| v == "no"), "{name}: {k}");
+        }
+    }
+    // Exit 3 = fenced: never restarted as an active.
+    assert_eq!(directive(&active, "RestartPreventExitStatus"), ["3"]);
+    assert!(directive(&standby, "RestartPreventExitStatus").is_empty());
+    // Capabilities: exactly what each role uses.
+    let caps = |u: &str| directive(u, "AmbientCapabilities").join(" ");
+    assert_eq!(caps(&active), "CAP_NET_ADMIN CAP_SYS_NICE");
+    assert_eq!(caps(&standby), "CAP_NET_ADMIN CAP_NET_RAW CAP_SYS_NICE");
+    assert_eq!(caps(&statelog), "");
+    for u in [&active, &standby, &statelog] {
+        assert_eq!(caps(u), directive(u, "CapabilityBoundingSet").join(" "));
+    }
+    // SCHED_FIFO heartbeats: realtime not restricted for the HA roles.
+    for u in [&active, &standby] {
+        assert_eq!(directive(u, "RestrictRealtime"), ["no"]);
+        assert!(directive(u, "LimitRTPRIO")[0].parse::<u32>().unwrap() >= 10);
+        let nofile: u64 = directive(u, "LimitNOFILE")[0].parse().unwrap();
+        assert!(nofile >= 262_144, "media sockets: LimitNOFILE {nofile}");
+    }
+    let families = |u: &str| directive(u, "RestrictAddressFamilies").join(" ");
+    for fam in ["AF_NETLINK", "AF_INET", "AF_INET6", "AF_UNIX"] {
+        assert!(families(&active).contains(fam));
+        assert!(families(&standby).contains(fam));
+    }
+    assert!(
+        families(&standby).contains("AF_PACKET"),
+        "GARP/NA need AF_PACKET"
+    );
+    assert!(!families(&statelog).contains("AF_NETLINK"));
+}
+
+/// Copy the host's targets and slices into `root` so `systemd-analyze
+/// verify --root` can resolve the units' dependencies there.
+fn seed_systemd_root(root: &Path) {
+    let dst = root.join("lib/systemd/system");
+    std::fs::create_dir_all(&dst).unwrap();
+    for src in ["/lib/systemd/system", "/usr/lib/systemd/system"] {
+        let Ok(rd) = std::fs::read_dir(src) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("");
+            if (ext == "target" || ext == "slice") && p.is_file() {
+                let to = dst.join(e.file_name());
+                if !to.exists() {
+                    std::fs::copy(&p, to).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// `systemd-analyze verify --root ROOT` on the bgf units installed in ROOT:
+/// exit 0 and not a word of output (unknown keys are only warnings).
+fn verify_units(sa: &Path, root: &Path) {
+    seed_systemd_root(root);
+    let out = Command::new(sa)
+        .arg("verify")
+        .arg(format!("--root={}", root.display()))
+        .args([
+            "bgf-active@bgf1.service",
+            "bgf-standby.service",
+            "bgf-statelog.service",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.trim().is_empty(),
+        "systemd-analyze verify ({}):\n{text}",
+        out.status
+    );
+    // Exposure score (systemd-analyze security, offline): 10 = unprotected.
+    for u in [
+        "bgf-active@bgf1.service",
+        "bgf-standby.service",
+        "bgf-statelog.service",
+    ] {
+        let out = Command::new(sa)
+            .arg("security")
+            .arg(format!("--root={}", root.display()))
+            .args(["--offline=yes", "--threshold=30", "--no-pager", u])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{u}: exposure above 3.0 ({}):\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    let Some(sa) = tool(
+        "systemd-analyze",
+        "install the systemd package (apt-get install systemd)",
+    ) else {
+        return;
+    };
+    // A root with the units and a stand-in /usr/bin/bgf (the .deb test
+    // verifies them again next to the real binary).
+    let root = tmpdir("units");
+    let sys = root.join("lib/systemd/system");
+    std::fs::create_dir_all(&sys).unwrap();
+    for u in [
+        "bgf-active@.service",
+        "bgf-standby.service",
+        "bgf-statelog.service",
+    ] {
+        std::fs::copy(units_dir().join(u), sys.join(u)).unwrap();
+    }
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::copy(bgf_binary().unwrap(), root.join("usr/bin/bgf")).unwrap();
+    std::fs::create_dir_all(root.join("etc/bgf")).unwrap();
+    for f in ["bgf1.toml", "standby.toml"] {
+        std::fs::write(root.join("etc/bgf").join(f), "").unwrap();
+    }
+    std::fs::copy(
+        workspace_root().join("ops/deb/etc/statelog.env"),
+        root.join("etc/bgf/statelog.env"),
+    )
+    .unwrap();
+    verify_units(&sa, &root);
+
+    // And it catches a broken unit: a typo'd directive.
+    let bad = unit("bgf-standby.service").replace("LockPersonality=", "LockPersonalty=");
+    std::fs::write(sys.join("bgf-standby.service"), bad).unwrap();
+    let out = Command::new(&sa)
+        .arg("verify")
+        .arg(format!("--root={}", root.display()))
+        .arg("bgf-standby.service")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unknown key"),
+        "verify missed a typo: {out:?}"
+    );
+    let _ = std::fs::remove_dir_all(root);
+}
+
+// ------------------------------------------------------------------- .deb
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}
+
+#[test]
+fn deb_builds_installs_into_a_throwaway_root_and_runs() {
+    let Some(cargo_deb) = tool(
+        "cargo-deb",
+        "install it with `cargo install --locked cargo-deb --version 3.8.0`",
+    ) else {
+        return;
+    };
+    let Some(dpkg) = tool("dpkg", "install dpkg") else {
+        return;
+    };
+    if !is_root() {
+        let msg = "the .deb install test needs root (dpkg --root runs the maintainer scripts, which chown)";
+        if std::env::var("BGF_REQUIRE_DEPLOY_TOOLS").as_deref() == Ok("1") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+        return;
+    }
+    // The binaries of this profile (debug under `cargo test`): the .deb is a
+    // debug-profile package here; releases use `cargo deb -p bgf --no-build`
+    // after a release build (docs/DEPLOY-OPENSTACK.md).
+    let bgf = bgf_binary().unwrap();
+    workspace_binary("ops", "bgfctl", "BGFCTL_BIN").unwrap();
+    workspace_binary("bgf-callgen", "bgf-callgen", "BGF_CALLGEN_BIN").unwrap();
+    let profile_dir = bgf.parent().unwrap();
+    let target = profile_dir.parent().unwrap();
+    let profile = match profile_dir.file_name().unwrap().to_str().unwrap() {
+        "debug" => "dev".to_string(),
+        p => p.to_string(),
+    };
+    let out_dir = tmpdir("deb-out");
+    run(Command::new(&cargo_deb)
+        .current_dir(workspace_root())
+        .env("CARGO_TARGET_DIR", target)
+        .args([
+            "-q",
+            "-p",
+            "bgf",
+            "--no-build",
+            "--strip",
+            "--fast",
+            "--profile",
+        ])
+        .arg(&profile)
+        .arg("-o")
+        .arg(&out_dir));
+    let deb = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .expect("cargo deb wrote a .deb");
+
+    let contents = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
+    for f in [
+        "./usr/bin/bgf",
+        "./usr/bin/bgfctl",
+        "./usr/bin/bgf-callgen",
+        "./lib/systemd/system/bgf-active@.service",
+        "./lib/systemd/system/bgf-standby.service",
+        "./lib/systemd/system/bgf-statelog.service",
+        "./etc/bgf/statelog.env",
+        "./etc/bgf/bgf1.toml.example",
+        "./usr/share/doc/bgf/DEPLOY-OPENSTACK.md",
+    ] {
+        assert!(contents.contains(f), "{f} not in the .deb:\n{contents}");
+    }
+
+    // A throwaway root: an empty dpkg database and root-only passwd/group.
+    let root = tmpdir("deb-root");
+    for d in [
+        "etc",
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "usr/sbin",
+    ] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for (f, text) in [
+        ("var/lib/dpkg/status", ""),
+        ("var/lib/dpkg/available", ""),
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        ("etc/group", "root:x:0:\n"),
+        ("etc/shadow", "root:*:19000:0:99999:7:::\n"),
+        ("etc/gshadow", "root:*::\n"),
+    ] {
+        std::fs::write(root.join(f), text).unwrap();
+    }
+    let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    run(Command::new(&dpkg)
+        .arg(format!("--root={}", root.display()))
+        .args([
+            "--force-script-chrootless",
+            "--force-depends",
+            "--log=/dev/null",
+            "-i",
+        ])
+        .arg(&deb));
+    assert_eq!(
+        std::fs::read_to_string("/etc/passwd").unwrap(),
+        host_passwd,
+        "the install touched the host's /etc/passwd"
+    );
+    let status = run(Command::new(&dpkg)
+        .arg(format!("--root={}", root.display()))
+        .args(["-s", "bgf"]));
+    assert!(status.contains("Status: install ok installed"), "{status}");
+    let conffiles = run(Command::new("dpkg-query")
+        .arg(format!("--root={}", root.display()))
+        .args(["-W", "-f=${Conffiles}", "bgf"]));
+    assert!(conffiles.contains("/etc/bgf/statelog.env"), "{conffiles}");
+
+    // The maintainer scripts made the bgf user and its data directory.
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with("bgf:"))
+        .unwrap_or_else(|| panic!("no bgf user in {passwd}"));
+    let uid: u32 = line.split(':').nth(2).unwrap().parse().unwrap();
+    assert!(line.ends_with(":/var/lib/bgf:/usr/sbin/nologin"), "{line}");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let data = std::fs::metadata(root.join("var/lib/bgf")).unwrap();
+    assert_eq!(data.uid(), uid, "/var/lib/bgf owned by bgf");
+    assert_eq!(data.permissions().mode() & 0o777, 0o750);
+
+    // The binaries run from the root.
+    for (b, expect) in [
+        ("bgf", "bgf 0.1.0"),
+        ("bgfctl", "bgfctl 0.1.0"),
+        ("bgf-callgen", "bgf-callgen 0.1.0"),
+    ] {
+        let out = run(Command::new(root.join("usr/bin").join(b)).arg("--version"));
+        assert!(out.contains(expect), "{b} --version: {out}");
+    }
+    // The shipped example configs pass the installed bgf's check-config.
+    let ex = tmpdir("deb-examples");
+    std::fs::copy(root.join("etc/bgf/bgf1.toml.example"), ex.join("bgf1.toml")).unwrap();
+    std::fs::copy(
+        root.join("etc/bgf/standby.toml.example"),
+        ex.join("standby.toml"),
+    )
+    .unwrap();
+    check_config(&root.join("usr/bin/bgf"), &ex.join("standby.toml"));
+    let _ = std::fs::remove_dir_all(ex);
+
+    // The installed units verify against the installed binary.
+    if let Some(sa) = tool("systemd-analyze", "install the systemd package") {
+        std::fs::write(root.join("etc/bgf/bgf1.toml"), "").unwrap();
+        std::fs::write(root.join("etc/bgf/standby.toml"), "").unwrap();
+        verify_units(&sa, &root);
+    }
+
+    // Purge removes the data and the user.
+    run(Command::new(&dpkg)
+        .arg(format!("--root={}", root.display()))
+        .args([
+            "--force-script-chrootless",
+            "--log=/dev/null",
+            "--purge",
+            "bgf",
+        ]));
+    assert!(!root.join("var/lib/bgf").exists());
+    assert!(!root.join("usr/bin/bgf").exists());
+    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    assert!(!passwd.contains("bgf:"), "{passwd}");
+    let _ = std::fs::remove_dir_all(root);
+    let _ = std::fs::remove_dir_all(out_dir);
+}
