@@ -394,3 +394,182 @@ fn dpdk_af_packet_call_v6_access_to_v4_core() {
     }
     call_through_dpdk("dkp6", "af_packet", true);
 }
+
+/// Active and hot standby both on DPDK: calls up through the active, kill
+/// -9 of the active, the standby takes over (SIP addresses by netlink on its
+/// kernel interfaces, media addresses claimed and announced from its data
+/// plane), and every call passes the in-dialog check through it.
+#[test]
+fn dpdk_standby_takes_over_and_announces_from_the_data_plane() {
+    if !require_root("dpdk_standby_takes_over_and_announces_from_the_data_plane") {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bin = bgf_dpdk();
+    let _ = callgen_binary();
+    let t = Topology::new("dkf", 1).unwrap();
+    add_dpdk_ifs(&t, "a1");
+    add_dpdk_ifs(&t, "sb");
+    let dir = TestDir::new("dpdk-failover");
+    std::fs::create_dir_all(dir.join("store")).unwrap();
+    std::fs::write(
+        dir.join("bgf1.toml"),
+        active_toml(&t, false, "af_packet", true),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("standby.toml"),
+        format!(
+            r#"[instance]
+name = "sb1"
+
+[standby]
+mode = "hot"
+access_interface = "acc"
+core_interface = "cor"
+address_step = "netlink"
+announce_ms = [0, 50, 200, 500, 1000]
+
+[[standby.protect]]
+config = "bgf1.toml"
+
+[log]
+format = "json"
+level = "info"
+
+[admin]
+listen = "{}:8080"
+token = "{TOKEN}"
+"#,
+            t.standby_node(Lan::Mgmt)
+        ),
+    )
+    .unwrap();
+    let store = Proc::spawn(
+        t.command(&t.ns("store"), &bin.display().to_string()),
+        &s(&[
+            "statelog",
+            "--listen",
+            &format!("{}:7400", t.store()),
+            "--data",
+            &dir.join("store").display().to_string(),
+        ]),
+        dir.path(),
+        "statelog",
+    )
+    .unwrap();
+    let _store = started(store, "bgf statelog started");
+    let active = Proc::spawn(
+        t.command(&t.ns("a1"), &bin.display().to_string()),
+        &s(&[
+            "active",
+            "--config",
+            &dir.join("bgf1.toml").display().to_string(),
+        ]),
+        dir.path(),
+        "bgf1",
+    )
+    .unwrap();
+    let mut active = started(active, "bgf active started");
+    let standby = Proc::spawn(
+        t.command(&t.ns("sb"), &bin.display().to_string()),
+        &s(&[
+            "standby",
+            "--config",
+            &dir.join("standby.toml").display().to_string(),
+        ]),
+        dir.path(),
+        "standby",
+    )
+    .unwrap();
+    let standby = started(standby, "bgf standby started");
+    let sb = t.standby_node(Lan::Mgmt);
+    let view = || admin(&t, "sb", sb, "/v1/standby");
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            (view()?["protected"][0]["heartbeat"]["state"] == "alive").then_some(())
+        })
+        .is_some(),
+        "heartbeats not up: {:?}\n{}",
+        view(),
+        standby.logs()
+    );
+    let _uas = uas(&t, &dir, "uas");
+    let mut u = uac(&t, &dir, "uac", false, 3, 60_000);
+    let up = wait_until(Duration::from_secs(30), || {
+        let v = view()?;
+        (u.stderr().contains("uac calls up 3 started 3")
+            && v["protected"][0]["replica"]["sessions"] == 3
+            && v["protected"][0]["replica"]["lag"] == 0)
+            .then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "calls not up / replicated: {:?}\n{}\n{}",
+        view(),
+        u.logs(),
+        active.logs()
+    );
+    // Let media flow through the active for a moment, then kill it.
+    std::thread::sleep(Duration::from_millis(1000));
+    active.signal(libc::SIGKILL);
+    let _ = active.wait_exit(Duration::from_secs(5));
+    let serving = wait_until(Duration::from_secs(30), || {
+        let v = view()?;
+        (v["role"] == "serving").then_some(v)
+    });
+    assert!(
+        serving.is_some(),
+        "no takeover: {:?}\n{}",
+        view(),
+        standby.logs()
+    );
+    assert!(
+        standby
+            .stderr()
+            .contains("media addresses announced from the DPDK data plane"),
+        "{}",
+        standby.logs()
+    );
+    // The UE and the core peer now reach the media addresses at the
+    // standby's DPDK ports (the announcement moved their neighbour entries).
+    let sb_mac = |ifname: &str| {
+        let out = Command::new("ip")
+            .args(["-n", &t.ns("sb"), "-br", "link", "show", ifname])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    for (node, ip, ifname) in [
+        ("ue", media_v4(1, Lan::Access), "dacc"),
+        ("core", media_v4(1, Lan::Core), "dcor"),
+    ] {
+        let mac = sb_mac(ifname);
+        let moved = wait_until(Duration::from_secs(5), || {
+            t.neighbour(node, ip).filter(|n| n.contains(&mac))
+        });
+        assert!(
+            moved.is_some(),
+            "{node}'s neighbour entry for {ip} is {:?}, not the standby's {ifname} {mac}",
+            t.neighbour(node, ip)
+        );
+    }
+    // Marker: every call must pass the in-dialog check through the standby.
+    std::thread::sleep(Duration::from_millis(1500));
+    u.signal(libc::SIGUSR1);
+    let st = u.wait_exit(Duration::from_secs(60));
+    let r = report(&dir, "uac");
+    let ctx = || format!("{}\n{}\nreport {r}", u.logs(), standby.logs());
+    assert_eq!(r["summary"]["lost"], 0, "{}", ctx());
+    assert_eq!(r["summary"]["up_at_marker"], 3, "{}", ctx());
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", ctx());
+    let stats = admin(&t, "sb", sb, "/v1/stats").unwrap_or(Value::Null);
+    assert!(
+        stats["media"]["forwarded_packets"].as_u64().unwrap_or(0) > 50,
+        "standby forwarded little: {stats}"
+    );
+}
