@@ -108,6 +108,7 @@ fn v6_embedded_env() -> Map<String, Value> {
     set(&mut e, "state_store", "embedded".into());
     set(&mut e, "access_rtp_min", 40000.into());
     set(&mut e, "access_rtp_max", 49999.into());
+    set(&mut e, "admin_drills", "true".into());
     e
 }
 
@@ -271,6 +272,12 @@ fn every_active_service_address_is_an_allowed_pair_of_the_standby_and_open_in_it
                 .find(|(p, _)| p.ends_with(".toml"))
                 .expect("an /etc/bgf/<name>.toml");
             let cfg: toml::Value = toml::from_str(text).unwrap();
+            let drills = c.param("admin_drills").unwrap().as_str() == Some("true");
+            assert_eq!(
+                cfg["admin"]["drills"].as_bool(),
+                Some(drills),
+                "[admin] drills"
+            );
             for (side, port, vip_port) in [
                 ("access", "access_port", "access_vip_port"),
                 ("core", "core_port", "core_vip_port"),
