@@ -1380,7 +1380,11 @@ token = "0123456789abcdef"
             ),
             (
                 "[media]\nbackend = \"dpdk\"\n",
-                "media.backend: \"dpdk\" is not built in this version",
+                if cfg!(feature = "dpdk") {
+                    "media.backend = \"dpdk\" needs a [media.dpdk] section"
+                } else {
+                    "media.backend: \"dpdk\" is not built in this version"
+                },
             ),
             ("[media]\nbackend = \"xdp\"\n", "media.backend"),
             ("[media]\nworkers = 0\n", "media.workers"),

@@ -253,7 +253,76 @@ impl MediaOps for MediaPlane {
 
 #[cfg(test)]
 mod tests {
-    use super::admits;
+    use super::{admits, dpdk_settings, DpdkSection};
+    use media_plane::Side;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    const SECTION: &str = r#"
+eal_args = ["-l", "1", "--no-huge", "-m", "256"]
+idle_sleep_us = 20
+[access]
+device = "net_af_packet0,iface=dacc"
+[core]
+device = "0000:00:05.0"
+gateway = "198.18.1.1"
+"#;
+
+    #[test]
+    fn dpdk_section_maps_to_settings_and_owned_addresses() {
+        let sec: DpdkSection = toml::from_str(SECTION).unwrap();
+        let mut errs = Vec::new();
+        let d = dpdk_settings(
+            Some(&sec),
+            [
+                (Side::Access, ip("fd00:a::41")),
+                (Side::Core, ip("198.18.1.41")),
+            ],
+            [ip("fd00:a::11"), ip("198.18.1.11")],
+            &mut errs,
+        )
+        .unwrap();
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(d.settings.core.gateway, Some(ip("198.18.1.1")));
+        assert_eq!(d.settings.idle_sleep_us, 20);
+        assert_eq!(d.settings.burst, 32, "default");
+        assert_eq!(
+            d.settings.eal_argv().last().map(String::as_str),
+            Some("0000:00:05.0")
+        );
+        assert_eq!(d.addrs.len(), 2);
+    }
+
+    #[test]
+    fn dpdk_section_errors_name_the_key() {
+        let mut errs = Vec::new();
+        let media = [
+            (Side::Access, ip("198.18.0.11")),
+            (Side::Core, ip("198.18.1.41")),
+        ];
+        let sip = [ip("198.18.0.11"), ip("198.18.1.11")];
+        assert!(dpdk_settings(None, media, sip, &mut errs).is_none());
+        assert!(errs[0].contains("[media.dpdk]"), "{errs:?}");
+        errs.clear();
+        let sec: DpdkSection = toml::from_str(
+            "burst = 0\n[access]\ndevice = \"net_tap0\"\ngateway = \"router\"\n",
+        )
+        .unwrap();
+        assert!(dpdk_settings(Some(&sec), media, sip, &mut errs).is_none());
+        let all = errs.join("\n");
+        for k in [
+            "media.dpdk.access.gateway",
+            "media.dpdk.core.device",
+            "media.dpdk.burst",
+            "access.media_ip: 198.18.0.11 is also the access SIP address",
+        ] {
+            assert!(all.contains(k), "{k} not in {all}");
+        }
+        assert!(toml::from_str::<DpdkSection>("lcores = 3\n").is_err());
+    }
 
     #[test]
     fn admission_leaves_room_for_a_session_s_sockets() {

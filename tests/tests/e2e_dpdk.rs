@@ -204,13 +204,18 @@ miss_count = 5
     text
 }
 
-fn started(p: Proc, needle: &str) -> Proc {
-    assert!(
-        p.wait_stderr(needle, Duration::from_secs(60)),
-        "{} did not start\n{}",
-        p.name,
-        p.logs()
-    );
+/// Waits for `needle` in `p`'s log; fails at once if `p` exits.
+fn started(mut p: Proc, needle: &str) -> Proc {
+    let up = wait_until(Duration::from_secs(60), || {
+        if p.stderr().contains(needle) {
+            Some(true)
+        } else if !p.running() {
+            Some(false)
+        } else {
+            None
+        }
+    });
+    assert_eq!(up, Some(true), "{} did not start\n{}", p.name, p.logs());
     p
 }
 
@@ -572,4 +577,12 @@ token = "{TOKEN}"
         stats["media"]["forwarded_packets"].as_u64().unwrap_or(0) > 50,
         "standby forwarded little: {stats}"
     );
+}
+
+#[test]
+fn dpdk_af_xdp_call_v4_and_unknown_port_drop() {
+    if !require_root("dpdk_af_xdp_call_v4_and_unknown_port_drop") {
+        return;
+    }
+    call_through_dpdk("dkx4", "af_xdp", false);
 }

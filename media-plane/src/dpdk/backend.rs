@@ -137,7 +137,7 @@ fn runtime(settings: &DpdkSettings) -> Result<Arc<Shared>, MediaError> {
 /// EAL init, mempool, ports; then the poll loop (forever: the EAL cannot
 /// be restarted, an idle loop sleeps).
 fn poll_thread(s: DpdkSettings, report: mpsc::Sender<Result<Arc<Shared>, String>>) {
-    let (shared, pool) = match init(&s) {
+    let (shared, pools) = match init(&s) {
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, "DPDK media backend failed to start");
@@ -146,7 +146,7 @@ fn poll_thread(s: DpdkSettings, report: mpsc::Sender<Result<Arc<Shared>, String>
         }
     };
     let _ = report.send(Ok(shared.clone()));
-    Poller::new(&s, shared, pool).run();
+    Poller::new(&s, shared, pools).run();
 }
 
 fn rte_error(what: &str, code: i32) -> String {
@@ -162,7 +162,7 @@ fn rte_error(what: &str, code: i32) -> String {
     format!("{what}: {msg} ({code})")
 }
 
-fn init(s: &DpdkSettings) -> Result<(Arc<Shared>, *mut sys::rte_mempool), String> {
+fn init(s: &DpdkSettings) -> Result<(Arc<Shared>, [*mut sys::rte_mempool; 2]), String> {
     let argv_s = s.eal_argv();
     tracing::info!(eal = ?argv_s, "DPDK EAL starting");
     let cargs: Vec<CString> = argv_s
@@ -183,28 +183,39 @@ fn init(s: &DpdkSettings) -> Result<(Arc<Shared>, *mut sys::rte_mempool), String
             e,
         ));
     }
-    let name = CString::new("bgf_mbufs").map_err(|e| e.to_string())?;
-    // SAFETY: valid name; sizes from config.
-    let pool = unsafe {
-        sys::rte_pktmbuf_pool_create(
-            name.as_ptr(),
-            s.mbufs,
-            256,
-            0,
-            sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
-            sys::rte_socket_id() as i32,
-        )
-    };
-    if pool.is_null() {
-        // SAFETY: as above.
-        let e = unsafe { sys::bgf_rte_errno() };
-        return Err(rte_error(
-            &format!(
-                "cannot create the mbuf pool ({} mbufs; raise -m / hugepages or lower media.dpdk.mbufs)",
-                s.mbufs
-            ),
-            e,
-        ));
+    // One pool per port: af_xdp registers a port's pool as its UMEM, which
+    // cannot be shared by two ports (other drivers do not mind).
+    let mut pools: [*mut sys::rte_mempool; 2] = [std::ptr::null_mut(); 2];
+    for (i, pool) in pools.iter_mut().enumerate() {
+        if i == 1 && s.shared_port() {
+            break;
+        }
+        let name = CString::new(format!("bgf_mbufs{i}")).map_err(|e| e.to_string())?;
+        // SAFETY: valid name; sizes from config.
+        *pool = unsafe {
+            sys::rte_pktmbuf_pool_create(
+                name.as_ptr(),
+                s.mbufs,
+                256,
+                0,
+                sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+                sys::rte_socket_id() as i32,
+            )
+        };
+        if pool.is_null() {
+            // SAFETY: plain thread-local read.
+            let e = unsafe { sys::bgf_rte_errno() };
+            return Err(rte_error(
+                &format!(
+                    "cannot create the mbuf pool ({} mbufs; raise -m / hugepages or lower media.dpdk.mbufs)",
+                    s.mbufs
+                ),
+                e,
+            ));
+        }
+    }
+    if s.shared_port() {
+        pools[1] = pools[0];
     }
     let mut ports = [PortRt {
         id: 0,
@@ -235,7 +246,7 @@ fn init(s: &DpdkSettings) -> Result<(Arc<Shared>, *mut sys::rte_mempool), String
                 id,
                 s.descriptors,
                 s.descriptors,
-                pool,
+                pools[side_index(side)],
                 i32::from(s.checksum_offload),
                 &mut offload,
                 mac.as_mut_ptr(),
@@ -265,7 +276,7 @@ fn init(s: &DpdkSettings) -> Result<(Arc<Shared>, *mut sys::rte_mempool), String
             tx_packets: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
         }),
-        pool,
+        pools,
     ))
 }
 
@@ -287,7 +298,8 @@ struct Held {
 
 struct Poller {
     sh: Arc<Shared>,
-    pool: *mut sys::rte_mempool,
+    /// The mbuf pool of each side's port.
+    pools: [*mut sys::rte_mempool; 2],
     burst: usize,
     idle_sleep: Duration,
     gateways: [Option<IpAddr>; 2],
@@ -300,11 +312,11 @@ struct Poller {
 }
 
 impl Poller {
-    fn new(s: &DpdkSettings, sh: Arc<Shared>, pool: *mut sys::rte_mempool) -> Poller {
+    fn new(s: &DpdkSettings, sh: Arc<Shared>, pools: [*mut sys::rte_mempool; 2]) -> Poller {
         Poller {
             poll: if s.shared_port() { vec![0] } else { vec![0, 1] },
             sh,
-            pool,
+            pools,
             burst: usize::from(s.burst.max(1)),
             idle_sleep: Duration::from_micros(u64::from(s.idle_sleep_us)),
             gateways: [s.access.gateway, s.core.gateway],
@@ -366,15 +378,15 @@ impl Poller {
         }
     }
 
-    fn alloc(&self) -> Option<Mbuf> {
+    fn alloc(&self, side: Side) -> Option<Mbuf> {
         // SAFETY: valid pool.
-        let m = unsafe { sys::bgf_pktmbuf_alloc(self.pool) };
+        let m = unsafe { sys::bgf_pktmbuf_alloc(self.pools[side_index(side)]) };
         (!m.is_null()).then_some(m)
     }
 
     /// Queue a control frame built by `build` into a fresh mbuf.
     fn send_control(&mut self, side: Side, build: impl FnOnce(&mut [u8]) -> Option<usize>) {
-        let Some(m) = self.alloc() else { return };
+        let Some(m) = self.alloc(side) else { return };
         // SAFETY: a fresh single-segment mbuf; room bytes are writable.
         let buf = unsafe {
             std::slice::from_raw_parts_mut(
