@@ -567,7 +567,10 @@ fn units_grant_what_bgf_needs_and_nothing_else() {
         assert_eq!(directive(u, "NoNewPrivileges"), ["yes"], "{name}");
         assert_eq!(directive(u, "ProtectSystem"), ["strict"], "{name}");
         assert_eq!(directive(u, "ReadWritePaths"), ["/var/lib/bgf"], "{name}");
-        assert_eq!(directive(u, "Restart"), ["on-failure"], "{name}");
+        // The active is never restarted automatically (a restart after a
+        // takeover would serve next to the standby); the others are.
+        let restart = if name == "active" { "no" } else { "on-failure" };
+        assert_eq!(directive(u, "Restart"), [restart], "{name}");
         // These would break rtnetlink on the host's interfaces.
         for k in ["PrivateNetwork", "PrivateUsers"] {
             assert!(directive(u, k).iter().all(|v| v == "no"), "{name}: {k}");
@@ -907,4 +910,278 @@ fn deb_builds_installs_into_a_throwaway_root_and_runs() {
     assert!(!passwd.contains("bgf:"), "{passwd}");
     let _ = std::fs::remove_dir_all(root);
     let _ = std::fs::remove_dir_all(out_dir);
+}
+
+// ------------------------------------- the units' capabilities, for real
+
+/// `AmbientCapabilities=` of a unit as setpriv names (`net_admin`, ...).
+fn unit_caps(name: &str) -> Vec<String> {
+    directive(&unit(name), "AmbientCapabilities")
+        .join(" ")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
+        .collect()
+}
+
+/// Network namespaces (and the processes in them) removed on drop.
+struct Lab {
+    namespaces: Vec<String>,
+    children: Vec<std::process::Child>,
+    /// Removed too (it holds a copy of the bgf binary).
+    dir: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sh_in(ns: &str, script: &str) {
+    run(Command::new("ip").args(["netns", "exec", ns, "sh", "-ec", script]));
+}
+
+/// Start `bgf ARGS` in `ns` as an unprivileged uid with exactly `caps`
+/// (ambient, inheritable and bounding set) and no_new_privs — what
+/// `User=bgf`, `AmbientCapabilities=`, `CapabilityBoundingSet=` and
+/// `NoNewPrivileges=yes` give the process under systemd.
+fn spawn_as_unit(
+    ns: &str,
+    bgf: &Path,
+    caps: &[String],
+    args: &[&str],
+    log: &Path,
+) -> std::process::Child {
+    let plus: Vec<String> = caps.iter().map(|c| format!("+{c}")).collect();
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        ns,
+        "setpriv",
+        "--reuid=64123",
+        "--regid=64123",
+    ])
+    .args(["--clear-groups", "--no-new-privs"])
+    .arg(format!(
+        "--inh-caps=-all{}",
+        plus.iter().map(|p| format!(",{p}")).collect::<String>()
+    ))
+    .arg(format!(
+        "--bounding-set=-all{}",
+        plus.iter().map(|p| format!(",{p}")).collect::<String>()
+    ));
+    if !caps.is_empty() {
+        cmd.arg(format!("--ambient-caps={}", plus.join(",")));
+    }
+    let f = std::fs::File::create(log).unwrap();
+    cmd.arg(bgf)
+        .args(args)
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {args:?} in {ns}: {e}"))
+}
+
+/// Wait (bounded) until `log` contains `needle`.
+fn wait_log(log: &Path, needle: &str, secs: u64) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{} has no \"{needle}\" after {secs} s:\n{text}",
+            log.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn addrs_of(ns: &str, dev: &str) -> String {
+    run(Command::new("ip").args(["-n", ns, "-br", "addr", "show", "dev", dev]))
+}
+
+/// The capabilities in the units are enough for bgf as a non-root user, and
+/// used for real: two namespaces (an active's VM and the standby's), the
+/// statelog with none, the active and the standby with their unit's set.
+/// SIGSTOP of the active (a frozen VM): the standby claims the service
+/// addresses (rtnetlink, CAP_NET_ADMIN) and announces them (AF_PACKET,
+/// CAP_NET_RAW); SIGCONT: the active learns it was fenced, drops its
+/// addresses (CAP_NET_ADMIN) and exits 3. Both heartbeat threads get
+/// SCHED_FIFO (CAP_SYS_NICE). The seccomp filter and mount namespacing of
+/// the units are not applied here (no systemd as PID 1 on the test machines).
+#[test]
+fn unit_capabilities_suffice_for_takeover_and_fencing_as_non_root() {
+    if !is_root() {
+        let msg = "the capability test needs root (network namespaces, setpriv)";
+        if std::env::var("BGF_REQUIRE_DEPLOY_TOOLS").as_deref() == Ok("1") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+        return;
+    }
+    let (Some(_), Some(_)) = (
+        tool("setpriv", "install util-linux"),
+        tool("ip", "install iproute2"),
+    ) else {
+        return;
+    };
+    let dir = tmpdir("caps");
+    let bgf = dir.join("bgf");
+    std::fs::copy(bgf_binary().unwrap(), &bgf).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    run(Command::new("chown").arg("64123:64123").arg(&data));
+
+    let tag = std::process::id() % 100_000;
+    let (a, s) = (format!("dplA{tag}"), format!("dplS{tag}"));
+    let mut lab = Lab {
+        namespaces: Vec::new(),
+        children: Vec::new(),
+        dir: dir.clone(),
+    };
+    for ns in [&a, &s] {
+        run(Command::new("ip").args(["netns", "add", ns]));
+        lab.namespaces.push(ns.clone());
+        sh_in(ns, "ip link set lo up");
+    }
+    for p in ["m", "a", "c"] {
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            &format!("dpl{p}0"),
+            "netns",
+            &a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("dpl{p}1"),
+            "netns",
+            &s,
+        ]));
+    }
+    sh_in(&a, "ip addr add 198.18.30.11/24 dev dplm0; ip addr add 198.18.10.2/24 dev dpla0; ip addr add 198.18.20.2/24 dev dplc0; for i in dplm0 dpla0 dplc0; do ip link set $i up; done; ip addr add 198.18.10.11/32 dev dpla0; ip addr add 198.18.20.11/32 dev dplc0");
+    sh_in(&s, "ip addr add 198.18.30.99/24 dev dplm1; ip addr add 198.18.10.3/24 dev dpla1; ip addr add 198.18.20.3/24 dev dplc1; for i in dplm1 dpla1 dplc1; do ip link set $i up; done");
+
+    std::fs::write(
+        dir.join("bgf1.toml"),
+        "[instance]\nname = \"bgf1\"\nsecret = \"lab-cluster-secret-0123\"\n\
+         [access]\nsip = \"198.18.10.11:5060\"\nrtp_ports = \"20000-20099\"\n\
+         [core]\nsip = \"198.18.20.11:5060\"\nrtp_ports = \"30000-30099\"\nnext_hop = \"198.18.20.5:5060\"\n\
+         [statelog]\nbackend = \"embedded\"\naddr = \"198.18.30.99:7400\"\n\
+         [ha]\nheartbeat = \"198.18.30.11:7500\"\nstandby = \"198.18.30.99:7501\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("standby.toml"),
+        "[instance]\nname = \"sb1\"\n[standby]\naccess_interface = \"dpla1\"\ncore_interface = \"dplc1\"\n\
+         [[standby.protect]]\nconfig = \"bgf1.toml\"\n",
+    )
+    .unwrap();
+    for f in ["bgf1.toml", "standby.toml"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let (log_store, log_active, log_standby) = (
+        dir.join("statelog.log"),
+        dir.join("active.log"),
+        dir.join("standby.log"),
+    );
+    let data_s = data.to_str().unwrap().to_string();
+    lab.children.push(spawn_as_unit(
+        &s,
+        &bgf,
+        &unit_caps("bgf-statelog.service"),
+        &[
+            "statelog",
+            "--listen",
+            "198.18.30.99:7400",
+            "--data",
+            &data_s,
+        ],
+        &log_store,
+    ));
+    wait_log(&log_store, "bgf statelog started", 30);
+    let active_cfg = dir.join("bgf1.toml").to_str().unwrap().to_string();
+    lab.children.push(spawn_as_unit(
+        &a,
+        &bgf,
+        &unit_caps("bgf-active@.service"),
+        &["active", "--config", &active_cfg],
+        &log_active,
+    ));
+    wait_log(&log_active, "bgf active started", 30);
+    let sb_cfg = dir.join("standby.toml").to_str().unwrap().to_string();
+    lab.children.push(spawn_as_unit(
+        &s,
+        &bgf,
+        &unit_caps("bgf-standby.service"),
+        &["standby", "--config", &sb_cfg],
+        &log_standby,
+    ));
+    wait_log(&log_standby, "active bgf1 heard: protected", 30);
+    for log in [&log_active, &log_standby] {
+        wait_log(
+            log,
+            "heartbeat thread runs at real-time priority (SCHED_FIFO)",
+            5,
+        );
+    }
+
+    // Freeze the active: the standby takes over as uid 64123.
+    let active_pid = lab.children[1].id() as i32;
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(active_pid, libc::SIGSTOP) };
+    wait_log(&log_standby, "takeover complete: bgf1 taken over", 30);
+    let held = addrs_of(&s, "dpla1") + &addrs_of(&s, "dplc1");
+    assert!(
+        held.contains("198.18.10.11/32") && held.contains("198.18.20.11/32"),
+        "the standby did not claim the service addresses: {held}"
+    );
+    let text = std::fs::read_to_string(&log_standby).unwrap();
+    assert!(
+        !text.contains("first_announcement_us=-") && text.contains("first_announcement_us="),
+        "no announcement was sent: {text}"
+    );
+
+    // Thaw it: fenced, addresses dropped, exit 3.
+    // SAFETY: as above.
+    unsafe { libc::kill(active_pid, libc::SIGCONT) };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = lab.children[1].try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the fenced active did not exit:\n{}",
+            std::fs::read_to_string(&log_active).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "{}",
+        std::fs::read_to_string(&log_active).unwrap_or_default()
+    );
+    wait_log(&log_active, "service addresses dropped", 1);
+    let left = addrs_of(&a, "dpla0") + &addrs_of(&a, "dplc0");
+    assert!(
+        !left.contains("198.18.10.11") && !left.contains("198.18.20.11"),
+        "the fenced active kept its addresses: {left}"
+    );
+    drop(lab);
 }
