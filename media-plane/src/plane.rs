@@ -360,6 +360,16 @@ impl MediaPlane {
         }
     }
 
+    /// DPDK: the process's poll loop totals (packets received, packets sent,
+    /// time spent in rounds that had packets); `None` for the kernel backend.
+    pub fn poll_totals(&self) -> Option<(u64, u64, Duration)> {
+        match &self.inner {
+            Inner::Kernel(_) => None,
+            #[cfg(feature = "dpdk")]
+            Inner::Dpdk(p) => Some(p.backend.poll_totals()),
+        }
+    }
+
     /// Bind sockets of future pinholes with `IP_FREEBIND` / `IPV6_FREEBIND`,
     /// so addresses not (yet) configured on this host can be bound — for a
     /// standby preparing to take over. Off by default, so a missing address

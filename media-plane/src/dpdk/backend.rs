@@ -67,6 +67,8 @@ struct Shared {
     ports: [PortRt; 2],
     rx_packets: AtomicU64,
     tx_packets: AtomicU64,
+    /// Nanoseconds the poll loop spent in rounds that received packets.
+    busy_ns: AtomicU64,
     next_id: AtomicU64,
 }
 
@@ -274,6 +276,7 @@ fn init(s: &DpdkSettings) -> Result<(Arc<Shared>, [*mut sys::rte_mempool; 2]), S
             ports,
             rx_packets: AtomicU64::new(0),
             tx_packets: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
         }),
         pools,
@@ -340,6 +343,7 @@ impl Poller {
         let mut rx: Vec<Mbuf> = vec![std::ptr::null_mut(); self.burst];
         let mut last_expire = Instant::now();
         loop {
+            let round = Instant::now();
             let planes = self.sh.planes.load_full();
             if self.sh.has_announce.swap(false, Ordering::AcqRel) {
                 let mut a = self.sh.announce.lock().unwrap_or_else(|p| p.into_inner());
@@ -364,6 +368,11 @@ impl Poller {
                 self.sh.rx_packets.fetch_add(got as u64, Ordering::Relaxed);
             }
             self.flush();
+            if got > 0 {
+                self.sh
+                    .busy_ns
+                    .fetch_add(round.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }
             if last_expire.elapsed() >= Duration::from_millis(100) {
                 last_expire = Instant::now();
                 self.expire(&planes);
@@ -736,12 +745,15 @@ impl DpdkBackend {
         Ok(self.addrs.iter().map(|(_, a)| *a).collect())
     }
 
-    /// Packets received / sent by the process's poll loop (all planes).
-    pub fn port_totals(&self) -> (u64, u64) {
-        self.shared.as_ref().map_or((0, 0), |s| {
+    /// The process's poll loop (all planes): packets received, packets
+    /// sent, and the time spent in rounds that had packets (its load: the
+    /// rest of a busy-polling core is spent finding nothing).
+    pub fn poll_totals(&self) -> (u64, u64, Duration) {
+        self.shared.as_ref().map_or((0, 0, Duration::ZERO), |s| {
             (
                 s.rx_packets.load(Ordering::Relaxed),
                 s.tx_packets.load(Ordering::Relaxed),
+                Duration::from_nanos(s.busy_ns.load(Ordering::Relaxed)),
             )
         })
     }
