@@ -307,10 +307,9 @@ gateway = "198.18.1.1"
         assert!(dpdk_settings(None, media, sip, &mut errs).is_none());
         assert!(errs[0].contains("[media.dpdk]"), "{errs:?}");
         errs.clear();
-        let sec: DpdkSection = toml::from_str(
-            "burst = 0\n[access]\ndevice = \"net_tap0\"\ngateway = \"router\"\n",
-        )
-        .unwrap();
+        let sec: DpdkSection =
+            toml::from_str("burst = 0\n[access]\ndevice = \"net_tap0\"\ngateway = \"router\"\n")
+                .unwrap();
         assert!(dpdk_settings(Some(&sec), media, sip, &mut errs).is_none());
         let all = errs.join("\n");
         for k in [
