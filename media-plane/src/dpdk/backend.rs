@@ -480,7 +480,7 @@ impl Poller {
                     self.neigh[nt].refresh(IpAddr::V4(a.spa), a.sha, now)
                 };
                 self.release_held(waiting, a.sha);
-                if let (1, Some(side)) = (a.op, ours) {
+                if let (1, Some(side), true) = (a.op, ours, frame.len() >= l2::ARP_FRAME_LEN) {
                     let n = l2::arp_reply(frame, &port.mac, &a);
                     // SAFETY: n (60) fits any mbuf.
                     unsafe { sys::bgf_mbuf_set_len(m, n as u16) };
