@@ -347,6 +347,16 @@ fn every_active_service_address_is_an_allowed_pair_of_the_standby_and_open_in_it
                 hb_ip.to_string()
             );
         }
+        // Neutron refuses a rule whose remote prefix is of another family
+        // than its ethertype.
+        for sg in ["sg_access", "sg_core", "sg_mgmt", "sg_store"] {
+            for r in c.properties(sg).unwrap()["rules"].as_array().unwrap() {
+                let prefix = r["remote_ip_prefix"].as_str().unwrap();
+                let net: IpAddr = prefix.split('/').next().unwrap().parse().unwrap();
+                let eth = if net.is_ipv4() { "IPv4" } else { "IPv6" };
+                assert_eq!(r["ethertype"], eth, "{sg}: {r}");
+            }
+        }
         // ICMP (port unreachable: fast failure detection) on management.
         assert!(sb_mgmt_rules.iter().any(|r| r["protocol"] == "icmp"));
         // Anti-affinity for every bgf VM.
