@@ -214,13 +214,124 @@ fn gen(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// `gen-dpdk SECONDS DEVICE DST_MAC LCORE`: the same RTP stream from a DPDK
+/// port (its own EAL process; e.g. net_af_xdp on the UE's veth), bursts of
+/// 64 pre-built frames — a generator that can outrun one relay core.
+#[cfg(feature = "dpdk")]
+fn gen_dpdk(args: &[String]) -> Result<(), String> {
+    use dpdk_sys as sys;
+    use std::ffi::CString;
+    let secs: u64 = args
+        .first()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10)
+        .min(120);
+    let dev = args.get(1).cloned().ok_or("device missing")?;
+    let mac: Vec<u8> = args
+        .get(2)
+        .ok_or("destination MAC missing")?
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let dst_mac: [u8; 6] = mac.try_into().map_err(|_| "bad MAC")?;
+    let lcore = args.get(3).cloned().unwrap_or_else(|| "0".into());
+    let argv_s = [
+        "dpdk_bench_gen",
+        "-l",
+        &lcore,
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-pci",
+        "--no-shconf",
+        "--no-telemetry",
+        "--log-level",
+        "lib.eal:notice",
+        &format!("--vdev={dev}"),
+    ];
+    let cargs: Vec<CString> = argv_s
+        .iter()
+        .map(|a| CString::new(*a).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let mut argv: Vec<*mut std::os::raw::c_char> =
+        cargs.iter().map(|c| c.as_ptr() as *mut _).collect();
+    // SAFETY: valid argv of C strings.
+    if unsafe { sys::rte_eal_init(argv.len() as i32, argv.as_mut_ptr()) } < 0 {
+        return Err("rte_eal_init failed".into());
+    }
+    let name = CString::new("gen").map_err(|e| e.to_string())?;
+    // SAFETY: valid arguments.
+    let pool = unsafe {
+        sys::rte_pktmbuf_pool_create(
+            name.as_ptr(),
+            8191,
+            256,
+            0,
+            sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+            sys::rte_socket_id() as i32,
+        )
+    };
+    if pool.is_null() {
+        return Err("mbuf pool".into());
+    }
+    let (mut off, mut src_mac) = (0i32, [0u8; 6]);
+    // SAFETY: port 0 is the only device; valid out pointers.
+    if unsafe { sys::bgf_port_start(0, 1024, 1024, pool, 0, &mut off, src_mac.as_mut_ptr()) } != 0 {
+        return Err("port start".into());
+    }
+    let mut frame = [0u8; 256];
+    let mut payload = [0u8; 160 + 12];
+    payload[0] = 0x80;
+    let n = media_plane::packet::build_udp(&mut frame[14..], sa(UE), sa(ACCESS), &payload)
+        .map_err(|e| e.to_string())?;
+    media_plane::l2::write_eth(&mut frame, &dst_mac, &src_mac, true);
+    let len = 14 + n;
+    const B: usize = 64;
+    let mut bufs: Vec<*mut sys::rte_mbuf> = vec![std::ptr::null_mut(); B];
+    let t0 = Instant::now();
+    let (mut sent, mut dropped) = (0u64, 0u64);
+    while t0.elapsed() < Duration::from_secs(secs) && sent < MAX_PACKETS {
+        let mut k = 0;
+        while k < B {
+            // SAFETY: valid pool; a fresh mbuf has room for the frame.
+            let m = unsafe { sys::bgf_pktmbuf_alloc(pool) };
+            if m.is_null() {
+                break;
+            }
+            // SAFETY: as above.
+            unsafe {
+                std::ptr::copy_nonoverlapping(frame.as_ptr(), sys::bgf_mbuf_data(m), len);
+                sys::bgf_mbuf_set_len(m, len as u16);
+            }
+            bufs[k] = m;
+            k += 1;
+        }
+        // SAFETY: k mbufs we own.
+        let s = usize::from(unsafe { sys::bgf_tx_burst(0, 0, bufs.as_mut_ptr(), k as u16) });
+        for &m in &bufs[s..k] {
+            // SAFETY: unsent mbufs are still ours.
+            unsafe { sys::bgf_pktmbuf_free(m) };
+        }
+        sent += s as u64;
+        dropped += (k - s) as u64;
+    }
+    let el = t0.elapsed().as_secs_f64();
+    println!(
+        "GEN dpdk sent={sent} sent_pps={:.0} tx_full={dropped}",
+        sent as f64 / el
+    );
+    Ok(())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
         Some("relay") => relay(&args[1..]),
         Some("gen") => gen(&args[1..]),
+        #[cfg(feature = "dpdk")]
+        Some("gen-dpdk") => gen_dpdk(&args[1..]),
         _ => Err(
-            "usage: dpdk_bench relay kernel|dpdk SECONDS [ACCESS_DEV CORE_DEV LCORE] | gen SECONDS"
+            "usage: dpdk_bench relay kernel|dpdk SECONDS [ACCESS_DEV CORE_DEV LCORE] | gen SECONDS | gen-dpdk SECONDS DEVICE DST_MAC LCORE"
                 .into(),
         ),
     };
