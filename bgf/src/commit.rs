@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 use sip_control::{Input, Transmit};
-use state_log::{Body, Epoch, LogError, LogStore, Record, Seq};
+use state_log::{Body, Epoch, LogError, LogStore, OperatorCommand, Record, Seq};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -193,6 +193,116 @@ pub struct CommitStats {
     pub append_latency: crate::metrics::HistogramSnapshot,
 }
 
+/// Who writes an instance's log under the current epoch. Every writer logs
+/// it as the first record of its epoch and again after each checkpoint, so
+/// the log from its latest checkpoint on always names its owner — which is
+/// how an active that is (re)started learns that a standby took its
+/// instance over and must not serve it ([`Commit::start`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// `active` or `standby`.
+    pub role: String,
+    /// The process: the instance name (active) or the standby's name.
+    pub name: String,
+    /// Why it owns the log: `start`, or the takeover's reason.
+    pub why: String,
+}
+
+/// The operator command name of an [`Owner`] record.
+pub const OWNER_COMMAND: &str = "owner";
+
+impl Owner {
+    pub fn active(instance: &str) -> Owner {
+        Owner {
+            role: "active".into(),
+            name: instance.into(),
+            why: "start".into(),
+        }
+    }
+
+    pub fn standby(name: &str, why: &str) -> Owner {
+        Owner {
+            role: "standby".into(),
+            name: name.into(),
+            why: why.into(),
+        }
+    }
+
+    fn body(&self) -> Body {
+        Body::Operator(OperatorCommand::Command {
+            name: OWNER_COMMAND.into(),
+            args: vec![self.role.clone(), self.name.clone(), self.why.clone()],
+        })
+    }
+
+    /// The owner a record names, if it is an owner record.
+    pub fn of(r: &Record) -> Option<Owner> {
+        match &r.body {
+            Body::Operator(OperatorCommand::Command { name, args })
+                if name == OWNER_COMMAND && args.len() == 3 =>
+            {
+                Some(Owner {
+                    role: args[0].clone(),
+                    name: args[1].clone(),
+                    why: args[2].clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why `bgf active` must not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// A standby took this instance over: it serves its calls now.
+    TakenOver { owner: Owner, epoch: Epoch },
+    /// The store could not be used.
+    Store(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::TakenOver { owner, epoch } => write!(
+                f,
+                "this instance was taken over by {} {} ({}, epoch {epoch}), which serves its calls now — not starting: a second process serving it would split the calls between two owners. Start this host as the standby (`bgf standby`) instead; `bgfctl status` shows who serves what",
+                owner.role, owner.name, owner.why
+            ),
+            StartError::Store(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The owner of `instance`'s log under `epoch`: the last owner record at
+/// that epoch (the log holds one from its latest checkpoint on).
+pub async fn current_owner(
+    store: &dyn LogStore,
+    instance: &str,
+    epoch: Epoch,
+    bound: Duration,
+) -> Result<Option<Owner>, String> {
+    let mut from = 0;
+    let mut owner = None;
+    loop {
+        let batch = tokio::time::timeout(bound, store.read(instance, from, 256))
+            .await
+            .map_err(|_| format!("reading the log of {instance}: no answer within {bound:?}"))?
+            .map_err(|e| format!("reading the log of {instance}: {e}"))?;
+        let Some(last) = batch.last() else {
+            return Ok(owner);
+        };
+        from = last.seq + 1;
+        for r in &batch {
+            if r.epoch == epoch {
+                if let Some(o) = Owner::of(r) {
+                    owner = Some(o);
+                }
+            }
+        }
+    }
+}
+
 /// The loop's side of output commit.
 pub struct Commit {
     settings: StatelogSettings,
@@ -210,6 +320,8 @@ pub struct Commit {
     pub refused_503: u64,
     pub dropped_held_full: u64,
     latency: Arc<crate::metrics::Histogram>,
+    /// Logged after each checkpoint (set by [`Commit::stamp_owner`]).
+    owner: Option<Owner>,
 }
 
 /// Why the loop must stop.
@@ -220,16 +332,71 @@ pub struct Fenced {
 }
 
 impl Commit {
-    /// Read the instance's epoch and last seq and start the appender task.
-    /// `initial` is the core's state to checkpoint when the log already holds
-    /// records of an earlier run (so that replay starts from this core).
+    /// An active's start: refuses when a standby owns the instance's log
+    /// (it took the instance over and serves its calls), else claims the
+    /// log under a new epoch of its own (fence: any other writer — a zombie
+    /// of an earlier run — is refused from now on), logs its ownership and
+    /// starts the appender task. `initial` is the core's state to checkpoint
+    /// when the log already holds records of an earlier run (so that replay
+    /// starts from this core).
     pub async fn start(
         settings: StatelogSettings,
         store: Arc<dyn LogStore>,
         instance: String,
         initial: impl FnOnce() -> Vec<u8>,
-    ) -> Result<Commit, String> {
-        Self::open(settings, store, instance, Some(initial)).await
+    ) -> Result<Commit, StartError> {
+        let where_ = settings.backend.location();
+        let bound = settings.append_timeout;
+        let no_answer = || {
+            StartError::Store(format!(
+                "state log at {where_} did not answer within {bound:?}"
+            ))
+        };
+        let epoch = tokio::time::timeout(bound, store.epoch(&instance))
+            .await
+            .map_err(|_| no_answer())?
+            .map_err(|e| {
+                StartError::Store(format!(
+                    "state log at {where_}: reading the epoch failed: {e}"
+                ))
+            })?;
+        let owner = current_owner(&*store, &instance, epoch, bound)
+            .await
+            .map_err(|e| StartError::Store(format!("state log at {where_}: {e}")))?;
+        if let Some(o) = owner.filter(|o| o.role != "active") {
+            return Err(StartError::TakenOver { owner: o, epoch });
+        }
+        tokio::time::timeout(bound, store.fence(&instance))
+            .await
+            .map_err(|_| no_answer())?
+            .map_err(|e| {
+                StartError::Store(format!(
+                    "state log at {where_}: claiming a new epoch failed: {e}"
+                ))
+            })?;
+        let mut c = Self::open(settings, store, instance.clone(), Some(initial))
+            .await
+            .map_err(StartError::Store)?;
+        c.stamp_owner(Owner::active(&instance));
+        Ok(c)
+    }
+
+    /// Log `owner` as the owner of this epoch now, and after every
+    /// checkpoint from now on.
+    pub fn stamp_owner(&mut self, owner: Owner) {
+        self.push(owner.body());
+        self.owner = Some(owner);
+    }
+
+    fn push(&mut self, body: Body) -> Seq {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let _ = self.records.send(Record {
+            seq,
+            epoch: self.epoch,
+            body,
+        });
+        seq
     }
 
     /// Continue the log of a core that *is* the replay of that log (a
@@ -298,6 +465,7 @@ impl Commit {
             refused_503: 0,
             dropped_held_full: 0,
             latency,
+            owner: None,
         };
         if let (true, Some(initial)) = (last > 0, initial) {
             // The log holds an earlier run's records; this core starts
@@ -348,14 +516,7 @@ impl Commit {
     /// Log `input` (it changed state) and return its seq. The caller passes
     /// the core's state for a checkpoint when [`Self::checkpoint_due`].
     pub fn log(&mut self, input: Input) -> Seq {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let _ = self.records.send(Record {
-            seq,
-            epoch: self.epoch,
-            body: Body::Input(input),
-        });
-        seq
+        self.push(Body::Input(input))
     }
 
     /// Whether a checkpoint is due after the last logged record.
@@ -367,14 +528,11 @@ impl Commit {
     /// Append a checkpoint (MessagePack of the core's state after the last
     /// logged record); the appender truncates the log before it once durable.
     pub fn checkpoint(&mut self, state: Vec<u8>) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.last_checkpoint = seq;
-        let _ = self.records.send(Record {
-            seq,
-            epoch: self.epoch,
-            body: Body::Checkpoint(state),
-        });
+        self.last_checkpoint = self.push(Body::Checkpoint(state));
+        if let Some(o) = &self.owner {
+            let body = o.body();
+            self.push(body);
+        }
     }
 
     /// The seq a send of the latest input waits for (the last assigned).
@@ -744,15 +902,24 @@ mod tests {
         c.on_status()
     }
 
-    #[tokio::test]
-    async fn sends_are_released_on_durable_acks_and_retries_keep_order() {
-        let store = Arc::new(MemStore::default());
+    /// Start as an active and wait until its owner record is durable.
+    async fn started(store: &Arc<MemStore>) -> Commit {
         let mut c = Commit::start(settings(), store.clone(), "bgf1".into(), Vec::new)
             .await
             .unwrap();
+        while c.stats().durable_seq < c.latest() {
+            next_status(&mut c).await.unwrap();
+        }
+        c
+    }
+
+    #[tokio::test]
+    async fn sends_are_released_on_durable_acks_and_retries_keep_order() {
+        let store = Arc::new(MemStore::default());
+        let mut c = started(&store).await;
         store.fail.store(2, std::sync::atomic::Ordering::SeqCst);
         let s1 = c.log(timer(1));
-        assert_eq!(s1, 1);
+        assert_eq!(s1, 2, "seq 1 is the owner record");
         assert!(c.hold(s1, t(1)).is_empty(), "released before durable");
         let s2 = c.log(timer(2));
         assert!(c.hold(s2, t(2)).is_empty());
@@ -767,23 +934,16 @@ mod tests {
         assert!(saw_degraded, "two failed attempts must degrade");
         assert_eq!(out, vec![1, 2, 3]);
         assert!(!c.degraded());
-        let log = store
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.seq)
-            .collect::<Vec<_>>();
-        assert_eq!(log, vec![1, 2]);
+        let log = store.log.lock().unwrap().clone();
+        assert_eq!(log.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(Owner::of(&log[0]), Some(Owner::active("bgf1")));
         assert!(c.stats().append_failures >= 2);
     }
 
     #[tokio::test]
     async fn a_backlog_congests_at_half_and_fills_at_max_held() {
         let store = Arc::new(MemStore::default());
-        let mut c = Commit::start(settings(), store.clone(), "bgf1".into(), Vec::new)
-            .await
-            .unwrap();
+        let mut c = started(&store).await;
         // The store fails every append: nothing becomes durable.
         store
             .fail
@@ -806,9 +966,8 @@ mod tests {
     #[tokio::test]
     async fn stale_epoch_fences_and_drops_held() {
         let store = Arc::new(MemStore::default());
-        let mut c = Commit::start(settings(), store.clone(), "bgf1".into(), Vec::new)
-            .await
-            .unwrap();
+        let mut c = started(&store).await;
+        assert_eq!(c.stats().epoch, 1, "an active claims an epoch of its own");
         store.fence("bgf1").await.unwrap();
         let s = c.log(timer(1));
         assert!(c.hold(s, t(1)).is_empty());
@@ -820,37 +979,87 @@ mod tests {
         assert_eq!(
             f,
             Fenced {
-                presented: 0,
-                current: 1
+                presented: 1,
+                current: 2
             }
         );
         assert_eq!(c.held_len(), 0);
-        assert!(store.log.lock().unwrap().is_empty());
+        assert!(store
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| !matches!(r.body, Body::Input(_))));
     }
 
     #[tokio::test]
     async fn restart_on_existing_log_checkpoints_and_truncates() {
         let store = Arc::new(MemStore::default());
         {
-            let mut c = Commit::start(settings(), store.clone(), "bgf1".into(), Vec::new)
-                .await
-                .unwrap();
+            let mut c = started(&store).await;
             c.log(timer(1));
             c.log(timer(2));
-            while c.stats().durable_seq < 2 {
+            while c.stats().durable_seq < 3 {
                 next_status(&mut c).await.unwrap();
             }
         }
         let mut c = Commit::start(settings(), store.clone(), "bgf1".into(), || vec![7])
             .await
             .unwrap();
-        assert_eq!(c.latest(), 3);
-        while c.stats().checkpoints < 1 {
+        assert_eq!(c.stats().epoch, 2, "a restart claims a new epoch");
+        assert_eq!(c.latest(), 5, "checkpoint 4, owner 5");
+        while c.stats().checkpoints < 1 || c.stats().durable_seq < 5 {
             next_status(&mut c).await.unwrap();
         }
         let log = store.log.lock().unwrap().clone();
-        assert_eq!(log.len(), 1);
-        assert_eq!(log[0].seq, 3);
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(log[0].seq, 4);
         assert_eq!(log[0].body, Body::Checkpoint(vec![7]));
+        assert_eq!(Owner::of(&log[1]), Some(Owner::active("bgf1")));
+        // The owner follows every checkpoint, so it survives truncation.
+        c.checkpoint(vec![8]);
+        assert_eq!(c.latest(), 7);
+    }
+
+    #[tokio::test]
+    async fn an_active_does_not_start_on_a_log_a_standby_took_over() {
+        let store = Arc::new(MemStore::default());
+        drop(started(&store).await);
+        // A standby fences and logs its ownership (a takeover).
+        let e = store.fence("bgf1").await.unwrap();
+        let owner = Owner::standby("sb1", "missed");
+        store
+            .append(
+                "bgf1",
+                e,
+                &[Record {
+                    seq: 2,
+                    epoch: e,
+                    body: owner.body(),
+                }],
+            )
+            .await
+            .unwrap();
+        match Commit::start(settings(), store.clone(), "bgf1".into(), Vec::new).await {
+            Err(StartError::TakenOver { owner: o, epoch }) => {
+                assert_eq!((o, epoch), (owner, e));
+            }
+            Err(e) => panic!("wrong refusal: {e}"),
+            Ok(_) => panic!("an active started on a log a standby owns"),
+        }
+        let msg = StartError::TakenOver {
+            owner: Owner::standby("sb1", "missed"),
+            epoch: 2,
+        }
+        .to_string();
+        assert!(msg.contains("bgf standby") && msg.contains("sb1"), "{msg}");
+        assert_eq!(*store.epoch.lock().unwrap(), e, "refusing fences nothing");
+        // A standby's ownership of an older epoch does not stop a start.
+        store.fence("bgf1").await.unwrap();
+        assert!(
+            Commit::start(settings(), store.clone(), "bgf1".into(), Vec::new)
+                .await
+                .is_ok()
+        );
     }
 }

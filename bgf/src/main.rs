@@ -160,17 +160,24 @@ fn check_config(file: &Path) -> ExitCode {
             Err(config::ConfigErrors(problems))
         }
     });
+    // Written with write! (not println!): `bgf check-config F | head -1`
+    // must not panic on the closed pipe.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     match checked {
         Ok(config::AnyConfig::Active(c)) => {
-            println!("{}: OK", file.display());
-            println!("{}", c.summary());
+            let _ = writeln!(out, "{}: OK\n{}", file.display(), c.summary());
             ExitCode::SUCCESS
         }
         Ok(config::AnyConfig::Standby(s)) => {
-            println!("{}: OK", file.display());
-            println!("{}", s.summary());
+            let _ = writeln!(out, "{}: OK\n{}", file.display(), s.summary());
             for p in &s.protects {
-                println!("  protects {}: {}", p.path.display(), p.config.summary());
+                let _ = writeln!(
+                    out,
+                    "  protects {}: {}",
+                    p.path.display(),
+                    p.config.summary()
+                );
             }
             ExitCode::SUCCESS
         }
@@ -294,6 +301,7 @@ fn active(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>)
             error!("stopped: this instance was fenced by the state log (exit 3); restart it as a standby");
             ExitCode::from(3)
         }
+        Ok(Stopped::TakenOver) => ExitCode::from(3),
         Err(e) => {
             error!("{e}");
             ExitCode::from(1)
@@ -454,6 +462,8 @@ enum Stopped {
     Clean,
     /// The state log fenced this instance: exit 3.
     Fenced,
+    /// A standby serves this instance (it took it over): exit 3, nothing served.
+    TakenOver,
 }
 
 async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String> {
@@ -465,10 +475,19 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
         Some(s) => {
             let store = commit::connect(s).await?;
             log_store = Some(store.clone());
-            let c = commit::Commit::start(s.clone(), store, cfg.core.instance.clone(), || {
-                rmp_serde::to_vec(core.state()).unwrap_or_default()
-            })
-            .await?;
+            let started =
+                commit::Commit::start(s.clone(), store, cfg.core.instance.clone(), || {
+                    rmp_serde::to_vec(core.state()).unwrap_or_default()
+                })
+                .await;
+            let c = match started {
+                Ok(c) => c,
+                Err(e @ commit::StartError::TakenOver { .. }) => {
+                    error!("{e}");
+                    return Ok(Stopped::TakenOver);
+                }
+                Err(commit::StartError::Store(e)) => return Err(e),
+            };
             let st = c.stats();
             info!(
                 backend = st.backend,

@@ -23,7 +23,7 @@
 //! Not here: detection, replay, fencing and announcement mechanics (the
 //! `standby` crate), the core loop (`runtime`), the active's end (`ha`).
 
-use crate::commit::{self, Commit};
+use crate::commit::{self, Commit, Owner};
 use crate::config::{self, AddressStep, Config, LogFormat, StandbyConfig, StandbyMode};
 use crate::ha;
 use crate::presync::{self, Budget, Presync};
@@ -642,7 +642,7 @@ async fn take_over_guard(
         let fut = do_takeover(
             &mut guards[k],
             detected_at,
-            reason,
+            Owner::standby(&cfg.name, reason),
             cfg.fence_timeout,
             waiting.clone(),
         );
@@ -780,10 +780,11 @@ async fn switchover(
 async fn do_takeover(
     g: &mut Guard,
     detected_at: Instant,
-    reason: &str,
+    owner: Owner,
     fence_timeout: Duration,
     waiting: Waiting,
 ) -> Result<Takeover<Serving>, String> {
+    let reason = owner.why.clone();
     let replica = match g.hot.take() {
         Some(h) => h.stop().await?,
         None => Replica::new(g.config.core.clone()).map_err(|e| e.to_string())?,
@@ -811,8 +812,8 @@ async fn do_takeover(
     let data_plane = media
         .as_ref()
         .map(|m| (m.plane.clone(), prepared.plan().schedule.0.clone()));
-    let r = take_over(&patient, replica, prepared, detected_at, reason, |ctx| {
-        serve(ctx, cfg, store, media, installed)
+    let r = take_over(&patient, replica, prepared, detected_at, &reason, |ctx| {
+        serve(ctx, cfg, store, media, installed, owner)
     })
     .await
     .map_err(|e| e.to_string());
@@ -962,6 +963,7 @@ async fn serve(
     store: Arc<dyn LogStore>,
     media: Option<Premedia>,
     installed: presync::Installed,
+    owner: Owner,
 ) -> Result<Serving, String> {
     let ServeContext {
         core,
@@ -980,7 +982,7 @@ async fn serve(
     // Output commit continues k's log under the new epoch. The core is the
     // replay of that log up to its end, so no base checkpoint is written
     // (see `Commit::resume`): the next periodic one follows.
-    let commit = Commit::resume(sl, store, instance.clone()).await?;
+    let mut commit = Commit::resume(sl, store, instance.clone()).await?;
     let st = commit.stats();
     if st.next_seq != next_seq {
         return Err(format!(
@@ -995,6 +997,9 @@ async fn serve(
             st.epoch
         ));
     }
+    // The log's first record under our epoch says who owns it now: an
+    // active (re)started for this instance reads it and does not serve.
+    commit.stamp_owner(owner);
     let t_commit = t0.elapsed();
     // Media: every session's pinholes (latched remotes included) go in
     // before the first announcement — most were pre-installed while hot;

@@ -1206,6 +1206,14 @@ impl LinkTask {
                     store_epoch: ours,
                 });
             }
+            // An active claims a new epoch each time it starts (the store
+            // fences its earlier runs): follow it, so that a takeover knows
+            // the epoch it must fence past.
+            Role::Standby if hb.epoch > ours => {
+                self.shared.epoch.store(hb.epoch, Ordering::Relaxed);
+                info!(instance = %self.cfg.instance, peer_epoch = hb.epoch, was = ours,
+                    "the active serves under a newer epoch (it claimed one at its start)");
+            }
             _ => {}
         }
     }

@@ -22,6 +22,10 @@
 //!   fault (exit 1, says what to do), and `--mode cut` without cut / heal
 //!   commands in the cluster file says which to add. (An active without
 //!   `[admin] drills = true` answers 403: e2e_admin_ops.)
+//! - `restarted_active_after_a_takeover_refuses_to_serve`: `kill -9` of
+//!   active 1, takeover, then `bgf active` for bgf1 started again: it reads
+//!   the log's owner (standby sb1, current epoch), exits 3 without serving;
+//!   the standby keeps serving and every call survives.
 //!
 //! Needs root (SKIP otherwise).
 
@@ -304,4 +308,55 @@ fn drill_refuses_without_protection_or_permission() {
         r.stderr.contains("cut") && r.stderr.contains("heal"),
         "{r:?}"
     );
+}
+
+/// An active started again after a standby took its instance over (a
+/// restart policy, an operator's mistake) must not serve next to the
+/// standby: it reads the log's owner (the standby, under the current epoch),
+/// says so and exits 3 without binding anything; the standby keeps serving
+/// and the calls survive.
+#[test]
+fn restarted_active_after_a_takeover_refuses_to_serve() {
+    if !require_root("restarted_active_after_a_takeover_refuses_to_serve") {
+        return;
+    }
+    let c = start("wrs", "restart-after-takeover");
+    let [_uas1, _uas2, mut uac1, _uac2] = c
+        .place_calls(CALLS, 20.0, 9000, true, &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    signal(c.actives[0].pid(), libc::SIGKILL);
+    let v = c
+        .wait_serving(1, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let epoch = v["last_takeover"]["epoch"].as_u64().unwrap();
+    let bin = bgf_tests::build::bgf_binary().unwrap();
+    let mut again = bgf_tests::proc::Proc::spawn(
+        c.net.command("a1", &bin.display().to_string()),
+        &bgf_tests::cluster::s(&[
+            "active",
+            "--config",
+            &c.dir.join("bgf1.toml").display().to_string(),
+        ]),
+        c.dir.path(),
+        "bgf1-again",
+    )
+    .unwrap();
+    let st = again.wait_exit(Duration::from_secs(20));
+    let logs = again.logs();
+    assert_eq!(st.and_then(|s| s.code()), Some(3), "{logs}");
+    assert!(
+        logs.contains("taken over by standby sb1") && logs.contains("bgf standby"),
+        "{logs}"
+    );
+    assert!(!logs.contains("bgf active started"), "it served: {logs}");
+    // The standby still serves bgf1 under its epoch, and the calls go on.
+    let v = c.standby_view().unwrap();
+    assert_eq!(v["serving"], "bgf1", "{v}");
+    assert_eq!(v["last_takeover"]["epoch"].as_u64(), Some(epoch), "{v}");
+    signal(uac1.pid(), libc::SIGUSR1);
+    let (code, rep) = bgf_tests::cluster::finish(&mut uac1, &c.dir, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rep["summary"]["lost"].as_u64(), Some(0), "{rep}");
+    assert_eq!(rep["summary"]["ok"].as_u64(), Some(CALLS), "{rep}");
+    assert_eq!(code, Some(0), "{}", uac1.logs());
 }

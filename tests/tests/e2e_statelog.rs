@@ -213,7 +213,8 @@ fn fenced_instance_exits_3_and_sends_nothing_held() {
             .unwrap();
         s.fence(&bed.bgf.config.name).await.unwrap()
     });
-    assert_eq!(epoch, 1);
+    // The active claimed epoch 1 at its start; this fence is 2.
+    assert_eq!(epoch, 2);
     ue.send(
         bed.access_sip(),
         &invite("fenced-1", ue.local(), bed.access_sip()),
