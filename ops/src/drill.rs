@@ -912,7 +912,7 @@ pub fn report_text(r: &Value) -> String {
                 "IPv4"
             },
             if t["failed_instance"] == true {
-                " FAILED"
+                " failed over"
             } else {
                 ""
             }
@@ -1128,7 +1128,7 @@ mod tests {
             "calls": 2, "ok": 1, "lost": 1, "passed": false,
         });
         let t = report_text(&r);
-        assert!(t.contains("via bgf1 (IPv6) FAILED"), "{t}");
+        assert!(t.contains("via bgf1 (IPv6) failed over"), "{t}");
         assert!(t.contains("lost Call-IDs: abc@x"), "{t}");
         assert!(
             t.contains("result: FAILED — 1 of 2 calls ok, 1 lost"),
