@@ -308,7 +308,7 @@ pub fn release_service_addresses(cfg: &Config) {
         .map(|a| format!("{}/{} on {}", a.addr, a.prefix_len, a.ifname))
         .collect();
     if errs.is_empty() {
-        info!(released = ?names, "fenced: service addresses dropped; the standby answers for them now");
+        info!(released = ?names, "fenced: service addresses dropped; their new owner answers for them now");
     } else {
         for e in errs {
             error!(error = %e, "fenced: could not drop a service address — remove it by hand (`ip addr del`), or two hosts answer for it");

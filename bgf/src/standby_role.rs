@@ -383,6 +383,13 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
                         if let Some(f) = &end.fenced {
                             error!(instance = %inst, presented = f.presented, current = f.current,
                                 "the store fenced this standby's epoch for {inst}: another instance took it over; stopping (restart this process as a standby)");
+                            // Like a fenced active: the addresses we claimed
+                            // are the new owner's now.
+                            if cfg.address_step == AddressStep::Netlink {
+                                if let Some(g) = guards.iter().find(|g| g.instance == inst) {
+                                    ha::release_service_addresses(&g.config);
+                                }
+                            }
                         } else {
                             error!(instance = %inst, "core loop of {inst} stopped unexpectedly");
                         }

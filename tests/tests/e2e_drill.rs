@@ -26,6 +26,9 @@
 //!   active 1, takeover, then `bgf active` for bgf1 started again: it reads
 //!   the log's owner (standby sb1, current epoch), exits 3 without serving;
 //!   the standby keeps serving and every call survives.
+//! - `fenced_serving_standby_drops_the_addresses_it_claimed`: a serving
+//!   standby whose epoch someone else fences stops at its next append and
+//!   drops the addresses it claimed.
 //!
 //! Needs root (SKIP otherwise).
 
@@ -359,4 +362,73 @@ fn restarted_active_after_a_takeover_refuses_to_serve() {
     assert_eq!(rep["summary"]["lost"].as_u64(), Some(0), "{rep}");
     assert_eq!(rep["summary"]["ok"].as_u64(), Some(CALLS), "{rep}");
     assert_eq!(code, Some(0), "{}", uac1.logs());
+}
+
+/// The other side of the same rule: a serving standby whose epoch is
+/// fenced by someone else (an active that claimed the instance back during
+/// a takeover — the race documented in DEPLOY-OPENSTACK.md) stops at its
+/// next append and drops the service addresses it claimed, so that no two
+/// hosts answer for them.
+#[test]
+fn fenced_serving_standby_drops_the_addresses_it_claimed() {
+    if !require_root("fenced_serving_standby_drops_the_addresses_it_claimed") {
+        return;
+    }
+    let mut c = start("wfs", "fenced-serving-standby");
+    // Held 6 s: their BYEs (state changes) come after the fence below.
+    let [_uas1, _uas2, _uac1, _uac2] = c
+        .place_calls(4, 20.0, 6_000, true, &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    signal(c.actives[0].pid(), libc::SIGKILL);
+    c.wait_serving(1, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sb_ns = c.t().ns("sb");
+    let v4 = c.t().service_v4(1, Lan::Core);
+    assert!(
+        c.addrs(&sb_ns).contains(&format!("{v4}/")),
+        "{}",
+        c.addrs(&sb_ns)
+    );
+    // Someone else fences bgf1's log (from the store's node).
+    let store = c.net.store();
+    let fenced = c
+        .t()
+        .run_in(&c.t().ns("store"), move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use state_log::LogStore;
+                let s = state_log::remote::RemoteStore::connect(
+                    &format!("{store}:7400"),
+                    state_log::remote::Timeouts::default(),
+                )
+                .await
+                .unwrap();
+                s.fence("bgf1").await.unwrap()
+            })
+        })
+        .unwrap();
+    assert!(fenced >= 2, "{fenced}");
+    // The next state change (the calls' BYEs) is refused: the standby
+    // stops and drops what it claimed.
+    let st = c.standby.wait_exit(Duration::from_secs(30));
+    assert!(st.is_some(), "standby still serving\n{}", c.standby.logs());
+    let addrs = c.addrs(&sb_ns);
+    assert!(
+        !addrs.contains(&format!("{v4}/")),
+        "standby still holds {v4}:\n{addrs}"
+    );
+    assert!(
+        !addrs.contains(&format!("{}/", c.t().service_v6(1))),
+        "standby still holds the IPv6 access address:\n{addrs}"
+    );
+    assert!(
+        c.standby
+            .logs()
+            .contains("their new owner answers for them now"),
+        "{}",
+        c.standby.logs()
+    );
 }
