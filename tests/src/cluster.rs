@@ -331,20 +331,51 @@ fn started(p: Proc, needle: &str) -> Result<Proc, String> {
     }
 }
 
+/// `bgf <role> --config <dir>/<file>` run by `cmd` (a node's command for a
+/// bgf binary: `ClusterNet::command`, `Topology::command`), not waited for.
+pub fn spawn_bgf(
+    cmd: Command,
+    role: &str,
+    dir: &TestDir,
+    file: &str,
+    name: &str,
+) -> Result<Proc, String> {
+    let config = dir.join(file).display().to_string();
+    Proc::spawn(cmd, &s(&[role, "--config", &config]), dir.path(), name)
+}
+
+/// [`spawn_bgf`], returned once it logs `bgf <role> started`.
+pub fn start_bgf(
+    cmd: Command,
+    role: &str,
+    dir: &TestDir,
+    file: &str,
+    name: &str,
+) -> Result<Proc, String> {
+    started(
+        spawn_bgf(cmd, role, dir, file, name)?,
+        &format!("bgf {role} started"),
+    )
+}
+
+/// `bgf statelog` (the embedded store) on `ip:7400` with its data in
+/// `<dir>/store`, run by `cmd`, once it logs that it started.
+pub fn start_statelog(cmd: Command, ip: IpAddr, dir: &TestDir) -> Result<Proc, String> {
+    std::fs::create_dir_all(dir.join("store")).map_err(|e| format!("store dir: {e}"))?;
+    let listen = bracket(ip, 7400);
+    let data = dir.join("store").display().to_string();
+    let args = s(&["statelog", "--listen", &listen, "--data", &data]);
+    started(
+        Proc::spawn(cmd, &args, dir.path(), "statelog")?,
+        "bgf statelog started",
+    )
+}
+
 /// Starts `bgf standby` (file `standby.toml` in `dir`) and waits for it.
 pub fn start_standby(net: &ClusterNet, dir: &TestDir, name: &str) -> Result<Proc, String> {
     let bin = crate::build::bgf_binary()?;
-    let p = Proc::spawn(
-        net.command("sb", &bin.display().to_string()),
-        &s(&[
-            "standby",
-            "--config",
-            &dir.join("standby.toml").display().to_string(),
-        ]),
-        dir.path(),
-        name,
-    )?;
-    started(p, "bgf standby started")
+    let cmd = net.command("sb", &bin.display().to_string());
+    start_bgf(cmd, "standby", dir, "standby.toml", name)
 }
 
 impl Cluster {
@@ -356,20 +387,11 @@ impl Cluster {
         let bin = crate::build::bgf_binary()?;
         let _ = callgen_binary();
         let a1_v6 = o.a1_v6 && net.is_namespaces();
-        std::fs::create_dir_all(dir.join("store")).map_err(|e| format!("store dir: {e}"))?;
-        let store = Proc::spawn(
+        let store = start_statelog(
             net.command("store", &bin.display().to_string()),
-            &s(&[
-                "statelog",
-                "--listen",
-                &format!("{}:7400", net.store()),
-                "--data",
-                &dir.join("store").display().to_string(),
-            ]),
-            dir.path(),
-            "statelog",
+            net.store(),
+            &dir,
         )?;
-        let store = started(store, "bgf statelog started")?;
         let write = |name: &str, text: String| {
             std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
         };
@@ -388,17 +410,9 @@ impl Cluster {
         )?;
         let mut actives = Vec::new();
         for k in 1..=2u8 {
-            let p = Proc::spawn(
-                net.command(&format!("a{k}"), &bin.display().to_string()),
-                &s(&[
-                    "active",
-                    "--config",
-                    &dir.join(&format!("bgf{k}.toml")).display().to_string(),
-                ]),
-                dir.path(),
-                &format!("bgf{k}"),
-            )?;
-            actives.push(started(p, "bgf active started")?);
+            let cmd = net.command(&format!("a{k}"), &bin.display().to_string());
+            let (file, name) = (format!("bgf{k}.toml"), format!("bgf{k}"));
+            actives.push(start_bgf(cmd, "active", &dir, &file, &name)?);
         }
         let standby = start_standby(&net, &dir, "standby")?;
         let c = Cluster {

@@ -226,7 +226,7 @@ fn host_port(s: &str) -> (IpAddr, u64) {
     (a.ip(), u64::from(a.port()))
 }
 
-/// The /etc/bgf files of a user-data: path → content.
+/// The files a cloud-config user-data writes (`write_files`): path → content.
 fn etc_bgf_files(user_data: &str) -> Vec<(String, String)> {
     assert!(
         user_data.starts_with("#cloud-config\n"),
@@ -418,21 +418,6 @@ fn shell_parses(what: &str, script: &str) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn write_files_of(user_data: &str) -> Vec<(String, String)> {
-    let doc: Value = serde_norway::from_str(user_data).unwrap();
-    doc["write_files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["path"].as_str().unwrap().to_string(),
-                f["content"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn cloud_init_output_passes_bgf_check_config() {
     let bgf = bgf_binary().unwrap_or_else(|e| panic!("{e}"));
@@ -448,7 +433,7 @@ fn cloud_init_output_passes_bgf_check_config() {
             no_placeholder_left(&format!("active {i} user-data"), &ud);
             let dir = tmpdir(&format!("{tag}-a{i}"));
             let mut toml_path = None;
-            for (path, content) in write_files_of(&ud) {
+            for (path, content) in etc_bgf_files(&ud) {
                 if path.ends_with(".toml") {
                     let name = Path::new(&path).file_name().unwrap();
                     let p = dir.join(name);
@@ -477,7 +462,7 @@ fn cloud_init_output_passes_bgf_check_config() {
             .unwrap()
             .to_string();
         no_placeholder_left("standby user-data", &ud);
-        let files = write_files_of(&ud);
+        let files = etc_bgf_files(&ud);
         let dir = tmpdir(&format!("{tag}-sb"));
         for (path, content) in &files {
             if path.starts_with("/etc/bgf/") {
@@ -525,7 +510,7 @@ fn cloud_init_output_passes_bgf_check_config() {
                 .unwrap()
                 .to_string();
             no_placeholder_left("redis user-data", &ud);
-            for (path, content) in write_files_of(&ud) {
+            for (path, content) in etc_bgf_files(&ud) {
                 if path.starts_with("/usr/local/sbin/") {
                     shell_parses(&path, &content);
                 }

@@ -12,7 +12,7 @@
 
 use bgf_tests::admin::AdminClient;
 use bgf_tests::callgen::callgen_binary;
-use bgf_tests::cluster::{bracket, s, TOKEN};
+use bgf_tests::cluster::{bracket, s, spawn_bgf, start_statelog, TOKEN};
 use bgf_tests::netns::{require_root, Lan, Topology};
 use bgf_tests::proc::Proc;
 use bgf_tests::util::{wait_until, TestDir};
@@ -299,14 +299,11 @@ fn call_through_dpdk(prefix: &str, driver: &str, v6: bool) {
     add_dpdk_ifs(&t, "a1");
     let dir = TestDir::new(&format!("dpdk-{prefix}"));
     std::fs::write(dir.join("bgf1.toml"), active_toml(&t, v6, driver, false)).unwrap();
-    let active = Proc::spawn(
+    let active = spawn_bgf(
         t.command(&t.ns("a1"), &bin.display().to_string()),
-        &s(&[
-            "active",
-            "--config",
-            &dir.join("bgf1.toml").display().to_string(),
-        ]),
-        dir.path(),
+        "active",
+        &dir,
+        "bgf1.toml",
         "bgf1",
     )
     .unwrap();
@@ -450,40 +447,26 @@ token = "{TOKEN}"
         ),
     )
     .unwrap();
-    let store = Proc::spawn(
+    let _store = start_statelog(
         t.command(&t.ns("store"), &bin.display().to_string()),
-        &s(&[
-            "statelog",
-            "--listen",
-            &format!("{}:7400", t.store()),
-            "--data",
-            &dir.join("store").display().to_string(),
-        ]),
-        dir.path(),
-        "statelog",
+        t.store(),
+        &dir,
     )
-    .unwrap();
-    let _store = started(store, "bgf statelog started");
-    let active = Proc::spawn(
+    .unwrap_or_else(|e| panic!("{e}"));
+    let active = spawn_bgf(
         t.command(&t.ns("a1"), &bin.display().to_string()),
-        &s(&[
-            "active",
-            "--config",
-            &dir.join("bgf1.toml").display().to_string(),
-        ]),
-        dir.path(),
+        "active",
+        &dir,
+        "bgf1.toml",
         "bgf1",
     )
     .unwrap();
     let mut active = started(active, "bgf active started");
-    let standby = Proc::spawn(
+    let standby = spawn_bgf(
         t.command(&t.ns("sb"), &bin.display().to_string()),
-        &s(&[
-            "standby",
-            "--config",
-            &dir.join("standby.toml").display().to_string(),
-        ]),
-        dir.path(),
+        "standby",
+        &dir,
+        "standby.toml",
         "standby",
     )
     .unwrap();

@@ -50,20 +50,7 @@ fn start(prefix: &str, name: &str) -> Cluster {
 }
 
 fn bgfctl(c: &Cluster, cluster: &Path, args: &[&str]) -> Run {
-    let out = c
-        .bgfctl_command()
-        .arg("--cluster")
-        .arg(cluster)
-        .args(args)
-        .env_remove("BGF_CLUSTER")
-        .env_remove("BGF_TOKEN_FILE")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run bgfctl: {e}"));
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    bgf_tests::ops::bgfctl_in(c.bgfctl_command(), cluster, args)
 }
 
 #[test]
@@ -333,14 +320,11 @@ fn restarted_active_after_a_takeover_refuses_to_serve() {
         .unwrap_or_else(|e| panic!("{e}"));
     let epoch = v["last_takeover"]["epoch"].as_u64().unwrap();
     let bin = bgf_tests::build::bgf_binary().unwrap();
-    let mut again = bgf_tests::proc::Proc::spawn(
+    let mut again = bgf_tests::cluster::spawn_bgf(
         c.net.command("a1", &bin.display().to_string()),
-        &bgf_tests::cluster::s(&[
-            "active",
-            "--config",
-            &c.dir.join("bgf1.toml").display().to_string(),
-        ]),
-        c.dir.path(),
+        "active",
+        &c.dir,
+        "bgf1.toml",
         "bgf1-again",
     )
     .unwrap();
