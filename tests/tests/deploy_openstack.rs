@@ -802,6 +802,10 @@ fn deb_builds_installs_into_a_throwaway_root_and_runs() {
         "./etc/bgf/statelog.env",
         "./etc/bgf/bgf1.toml.example",
         "./usr/share/doc/bgf/DEPLOY-OPENSTACK.md",
+        "./usr/share/man/man1/bgfctl.1",
+        "./usr/share/bash-completion/completions/bgfctl",
+        "./usr/share/zsh/vendor-completions/_bgfctl",
+        "./usr/share/fish/vendor_completions.d/bgfctl.fish",
     ] {
         assert!(contents.contains(f), "{f} not in the .deb:\n{contents}");
     }
