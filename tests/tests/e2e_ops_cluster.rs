@@ -2,6 +2,9 @@
 //! network namespaces (`bgf_tests::netns`: store, two actives, a hot
 //! standby; bgfctl runs on the management LAN from the store's namespace):
 //!
+//! The cluster is `bgf_tests::cluster`'s (the one the failover tests and the
+//! demo use), with the cluster file it writes for bgfctl.
+//!
 //! - `bgfctl_status_through_a_takeover`: the cluster reads "N+1 protected"
 //!   (exit 0, one row per process, heartbeats alive); the standby's
 //!   `/metrics` parses and has its heartbeat / replica / lag families, its
@@ -12,109 +15,13 @@
 //!
 //! Needs root (SKIP otherwise).
 
+use bgf_tests::cluster::{bracket, Cluster, ClusterNet, ClusterOptions, TOKEN};
 use bgf_tests::netns::{require_root, Lan, Topology};
-use bgf_tests::ops::{bgfctl_binary, bgfctl_in, parse_metrics, Run};
+use bgf_tests::ops::{bgfctl_in, parse_metrics, Run};
 use bgf_tests::util::wait_until;
 use bgf_tests::TestDir;
-use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::process::Stdio;
+use std::net::IpAddr;
 use std::time::Duration;
-
-const TOKEN: &str = "ops-cluster-admin-token-0123";
-
-fn addr(ip: IpAddr, port: u16) -> String {
-    SocketAddr::new(ip, port).to_string()
-}
-
-fn active_toml(t: &Topology, k: u8) -> String {
-    let mgmt = t.active_node(k, Lan::Mgmt);
-    format!(
-        r#"[instance]
-name = "bgf{k}"
-secret = "ops-cluster-secret-{k}-0123456789"
-
-[access]
-sip = "{access}"
-media_ip = "{access_ip}"
-rtp_ports = "20000-29999"
-
-[core]
-sip = "{core}"
-media_ip = "{core_ip}"
-rtp_ports = "30000-39999"
-next_hop = "{next_hop}"
-
-[media]
-workers = 1
-
-[log]
-format = "json"
-
-[admin]
-listen = "{admin}"
-token = "{TOKEN}"
-
-[statelog]
-backend = "embedded"
-addr = "{store}"
-
-[ha]
-heartbeat = "{hb}"
-standby = "{sb}"
-interval_ms = 50
-miss_count = 5
-"#,
-        access = addr(t.service_v4(k, Lan::Access), 5060),
-        access_ip = t.service_v4(k, Lan::Access),
-        core = addr(t.service_v4(k, Lan::Core), 5060),
-        core_ip = t.service_v4(k, Lan::Core),
-        next_hop = addr(t.core_peer(), 5060),
-        admin = addr(mgmt, 8080),
-        store = addr(t.store(), 7400),
-        hb = addr(mgmt, 7500),
-        sb = addr(t.standby_node(Lan::Mgmt), 7500 + u16::from(k)),
-    )
-}
-
-fn standby_toml(t: &Topology) -> String {
-    format!(
-        r#"[instance]
-name = "sb1"
-
-[standby]
-mode = "hot"
-access_interface = "acc"
-core_interface = "cor"
-
-[[standby.protect]]
-config = "bgf1.toml"
-
-[[standby.protect]]
-config = "bgf2.toml"
-
-[log]
-format = "json"
-
-[admin]
-listen = "{}"
-token = "{TOKEN}"
-"#,
-        addr(t.standby_node(Lan::Mgmt), 8080)
-    )
-}
-
-fn spawn(t: &Topology, ns: &str, dir: &Path, name: &str, args: &[&str]) -> std::process::Child {
-    let bin = bgf_tests::build::bgf_binary().unwrap();
-    t.command(ns, &bin.display().to_string())
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
-        .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
-}
 
 /// `GET path` on an admin API inside `ns` (curl in the node's namespace);
 /// `(status, body)`.
@@ -125,7 +32,7 @@ fn curl(t: &Topology, ns: &str, ip: IpAddr, path: &str, token: bool) -> (u16, St
         c.args(["-H", &format!("Authorization: Bearer {TOKEN}")]);
     }
     let out = c
-        .arg(format!("http://{}{path}", addr(ip, 8080)))
+        .arg(format!("http://{}{path}", bracket(ip, 8080)))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -133,95 +40,33 @@ fn curl(t: &Topology, ns: &str, ip: IpAddr, path: &str, token: bool) -> (u16, St
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-fn logs(dir: &Path) -> String {
-    let mut s = String::new();
-    for n in ["statelog", "bgf1", "bgf2", "sb1"] {
-        s += &format!(
-            "--- {n}\n{}\n",
-            bgf_tests::util::tail_file(&dir.join(format!("{n}.err")), 4000)
-        );
-    }
-    s
-}
-
 #[test]
 fn bgfctl_status_through_a_takeover() {
     if !require_root("bgfctl_status_through_a_takeover") {
         return;
     }
-    let _ = bgf_tests::build::bgf_binary().unwrap();
-    let ctl = bgfctl_binary();
-    let t = Topology::new("opsc", 2).unwrap();
-    let dir = TestDir::new("ops-cluster");
-    std::fs::create_dir_all(dir.join("store")).unwrap();
-    let store_dir = dir.join("store").display().to_string();
-    let mut procs = vec![spawn(
-        &t,
-        &t.ns("store"),
-        dir.path(),
-        "statelog",
-        &[
-            "statelog",
-            "--listen",
-            &addr(t.store(), 7400),
-            "--data",
-            &store_dir,
-        ],
-    )];
-    for k in 1..=2u8 {
-        std::fs::write(dir.join(&format!("bgf{k}.toml")), active_toml(&t, k)).unwrap();
-    }
-    std::fs::write(dir.join("standby.toml"), standby_toml(&t)).unwrap();
-    std::fs::write(dir.join("token"), TOKEN).unwrap();
-    let cluster = dir.join("cluster.toml");
-    std::fs::write(
-        &cluster,
-        format!(
-            "token_file = \"token\"\n[[instance]]\nname = \"bgf1\"\nadmin = \"http://{}\"\n[[instance]]\nname = \"bgf2\"\nadmin = \"http://{}\"\n[[instance]]\nname = \"sb1\"\nadmin = \"http://{}\"\n",
-            addr(t.active_node(1, Lan::Mgmt), 8080),
-            addr(t.active_node(2, Lan::Mgmt), 8080),
-            addr(t.standby_node(Lan::Mgmt), 8080),
-        ),
-    )
-    .unwrap();
-    // The statelog must answer before the actives start.
-    std::thread::sleep(Duration::from_millis(500));
-    for k in 1..=2u8 {
-        let cfg = dir.join(&format!("bgf{k}.toml")).display().to_string();
-        procs.push(spawn(
-            &t,
-            &t.active_ns(k),
-            dir.path(),
-            &format!("bgf{k}"),
-            &["active", "--config", &cfg],
-        ));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let sb_cfg = dir.join("standby.toml").display().to_string();
-    procs.push(spawn(
-        &t,
-        &t.standby_ns(),
-        dir.path(),
-        "sb1",
-        &["standby", "--config", &sb_cfg],
-    ));
-
-    let ctl_path = ctl.display().to_string();
-    let run =
-        |args: &[&str]| -> Run { bgfctl_in(t.command(&t.ns("store"), &ctl_path), &cluster, args) };
+    let net = ClusterNet::namespaces("opsc").unwrap();
+    let c = Cluster::start(net, TestDir::new("ops-cluster"), &ClusterOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cluster = c.write_cluster_file().unwrap();
+    let t = c.t();
+    // Active 1's access is IPv6, active 2's IPv4 (the cluster's default).
+    let access = |k: u8| {
+        let ip = if (k == 1) == c.a1_v6 {
+            t.service_v6(k)
+        } else {
+            t.service_v4(k, Lan::Access)
+        };
+        bracket(ip, 5060)
+    };
+    let run = |args: &[&str]| -> Run { bgfctl_in(c.bgfctl_command(), &cluster, args) };
 
     // --- N+1 protected.
     let st = wait_until(Duration::from_secs(30), || {
         let r = run(&["status"]);
         (r.code == Some(0)).then_some(r)
     })
-    .unwrap_or_else(|| {
-        panic!(
-            "never N+1 protected: {:?}\n{}",
-            run(&["status"]),
-            logs(dir.path())
-        )
-    });
+    .unwrap_or_else(|| panic!("never N+1 protected: {:?}\n{}", run(&["status"]), c.logs()));
     eprintln!("bgfctl status (protected):\n{}", st.stdout);
     assert!(
         st.stdout.starts_with("cluster: N+1 protected\n"),
@@ -235,7 +80,11 @@ fn bgfctl_status_through_a_takeover() {
             .to_string()
     };
     assert!(row(&st.stdout, "bgf1 ").contains("standby alive"));
-    assert!(row(&st.stdout, "bgf2 ").contains(&addr(t.service_v4(2, Lan::Access), 5060)));
+    assert!(
+        row(&st.stdout, "bgf2 ").contains(&access(2)),
+        "{}",
+        st.stdout
+    );
     let sb = row(&st.stdout, "sb1 ");
     assert!(
         sb.contains("standby") && sb.contains("bgf1 alive") && sb.contains("bgf2 alive"),
@@ -269,11 +118,11 @@ fn bgfctl_status_through_a_takeover() {
     // --- The standby's API: token, /metrics.
     let sb_ip = t.standby_node(Lan::Mgmt);
     let store_ns = t.ns("store");
-    assert_eq!(curl(&t, &store_ns, sb_ip, "/v1/standby", false).0, 401);
-    assert_eq!(curl(&t, &store_ns, sb_ip, "/metrics", false).0, 401);
-    let (code, body) = curl(&t, &store_ns, sb_ip, "/v1/sessions", true);
+    assert_eq!(curl(t, &store_ns, sb_ip, "/v1/standby", false).0, 401);
+    assert_eq!(curl(t, &store_ns, sb_ip, "/metrics", false).0, 401);
+    let (code, body) = curl(t, &store_ns, sb_ip, "/v1/sessions", true);
     assert_eq!(code, 503, "not serving yet: {body}");
-    let (code, text) = curl(&t, &store_ns, sb_ip, "/metrics", true);
+    let (code, text) = curl(t, &store_ns, sb_ip, "/metrics", true);
     assert_eq!(code, 200, "{text}");
     let fams = parse_metrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     for f in [
@@ -305,20 +154,12 @@ fn bgfctl_status_through_a_takeover() {
     assert_eq!(li["instance"], "bgf1");
 
     // --- Kill bgf1: the standby serves it; the cluster has no standby.
-    let pid = procs[1].id();
-    bgf_tests::util::signal(pid, libc::SIGKILL);
-    let _ = procs[1].wait();
+    bgf_tests::util::signal(c.actives[0].pid(), libc::SIGKILL);
     let st = wait_until(Duration::from_secs(30), || {
         let r = run(&["status"]);
         r.stdout.starts_with("cluster: no standby").then_some(r)
     })
-    .unwrap_or_else(|| {
-        panic!(
-            "never 'no standby': {:?}\n{}",
-            run(&["status"]),
-            logs(dir.path())
-        )
-    });
+    .unwrap_or_else(|| panic!("never 'no standby': {:?}\n{}", run(&["status"]), c.logs()));
     eprintln!(
         "bgfctl status (after the takeover):\n{}\n{}",
         st.stdout, st.stderr
@@ -332,17 +173,14 @@ fn bgfctl_status_through_a_takeover() {
     assert!(row(&st.stdout, "bgf1 ").contains("unreachable"));
     let sb = row(&st.stdout, "sb1 ");
     assert!(sb.contains("serving (bgf1)"), "{sb}");
-    assert!(
-        sb.contains(&addr(t.service_v4(1, Lan::Access), 5060)),
-        "{sb}"
-    );
+    assert!(sb.contains(&access(1)), "{sb}");
     let li = run(&["log", "inspect", "bgf1", "--json"]).json();
     assert_eq!(li["via"], "sb1", "{li}");
     assert!(
         li["writer"].is_object(),
         "the standby writes bgf1's log now: {li}"
     );
-    let (code, text) = curl(&t, &store_ns, sb_ip, "/metrics", true);
+    let (code, text) = curl(t, &store_ns, sb_ip, "/metrics", true);
     assert_eq!(code, 200);
     let fams = parse_metrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let phases: Vec<&str> = fams["bgf_takeover_phase_seconds"].samples
@@ -365,8 +203,4 @@ fn bgfctl_status_through_a_takeover() {
     );
     let sa = &fams["bgf_standby_available"].samples["bgf_standby_available"][0];
     assert_eq!(sa.value, 0.0);
-    for mut p in procs {
-        let _ = p.kill();
-        let _ = p.wait();
-    }
 }
