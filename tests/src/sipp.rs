@@ -161,6 +161,24 @@ impl Sipp {
     }
 
     /// Starts SIPp in `dir` (its working directory).
+    /// [`spawn`](Self::spawn) a SIPp that listens (a UAS), returned once its
+    /// local address is bound — ready for the calls sent to it; panics with
+    /// its log if it is not bound within `timeout`.
+    pub fn spawn_bound(&self, dir: &Path, timeout: Duration) -> SippRun {
+        let (Some(ip), Some(port)) = (self.local_ip, self.local_port) else {
+            panic!("{}: spawn_bound needs .local(addr)", self.name);
+        };
+        let run = self.spawn(dir);
+        assert!(
+            crate::util::wait_udp_bound(SocketAddr::new(ip, port), timeout),
+            "SIPp {} did not bind {} within {timeout:?}\n{}",
+            self.name,
+            SocketAddr::new(ip, port),
+            run.logs_so_far()
+        );
+        run
+    }
+
     pub fn spawn(&self, dir: &Path) -> SippRun {
         let args = self.command_args(dir);
         let stdout = dir.join(format!("{}_stdout.log", self.name));

@@ -14,7 +14,7 @@
 use bgf_tests::net::host;
 use bgf_tests::ops::{bgfctl, parse_metrics};
 use bgf_tests::sipp::require_sipp;
-use bgf_tests::util::{wait_udp_bound, TestDir};
+use bgf_tests::util::TestDir;
 use bgf_tests::{wait_until, Bed, Sipp, StatelogProcess};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -119,11 +119,7 @@ fn api_token_schemas_metrics_and_bgfctl() {
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", 42000)
         .calls(21)
-        .spawn(bed.dir.path());
-    assert!(
-        wait_udp_bound(bed.core_peer(), READY),
-        "core SIPp did not start"
-    );
+        .spawn_bound(bed.dir.path(), READY);
     let long = Sipp::new("long", "uac_basic.xml")
         .local(bed.net.addr(host::UE, 5070))
         .remote(bed.access_sip())

@@ -4,7 +4,6 @@
 //! answer has its pinholes, and the refusals are counted and alarmed.
 
 use bgf_tests::sipp::require_sipp;
-use bgf_tests::util::wait_udp_bound;
 use bgf_tests::Bed;
 use std::time::Duration;
 
@@ -21,8 +20,7 @@ fn calls_beyond_the_descriptor_budget_get_503_not_silence() {
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", 42000)
         .calls(60)
-        .spawn(bed.dir.path());
-    assert!(wait_udp_bound(bed.core_peer(), Duration::from_secs(10)));
+        .spawn_bound(bed.dir.path(), Duration::from_secs(10));
     // 60 calls in one second, each held 20 s: all are up at once.
     let uac = bed
         .ue_sipp("uac", "uac_basic.xml")

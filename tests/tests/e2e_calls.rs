@@ -2,7 +2,6 @@
 //! SIPp on the core side. Signalling outcomes and the session counters.
 
 use bgf_tests::sipp::require_sipp;
-use bgf_tests::util::wait_udp_bound;
 use bgf_tests::Bed;
 use std::time::Duration;
 
@@ -27,11 +26,7 @@ fn twenty_basic_calls_complete_and_sessions_are_released() {
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", 42000)
         .calls(20)
-        .spawn(bed.dir.path());
-    assert!(
-        wait_udp_bound(bed.core_peer(), READY),
-        "core SIPp did not start"
-    );
+        .spawn_bound(bed.dir.path(), READY);
     let uac = bed
         .ue_sipp("uac", "uac_basic.xml")
         .key("rtp_port", 41000)
@@ -60,11 +55,7 @@ fn call_over_tcp_on_the_access_side() {
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", 42000)
         .calls(1)
-        .spawn(bed.dir.path());
-    assert!(
-        wait_udp_bound(bed.core_peer(), READY),
-        "core SIPp did not start"
-    );
+        .spawn_bound(bed.dir.path(), READY);
     let uac = bed
         .ue_sipp("uac", "uac_basic.xml")
         .tcp()
@@ -94,11 +85,7 @@ fn hold_and_resume_with_reinvites() {
         .core_sipp("uas", "uas_dialog.xml")
         .key("rtp_port", 42000)
         .calls(1)
-        .spawn(bed.dir.path());
-    assert!(
-        wait_udp_bound(bed.core_peer(), READY),
-        "core SIPp did not start"
-    );
+        .spawn_bound(bed.dir.path(), READY);
     let uac = bed
         .ue_sipp("uac", "uac_hold.xml")
         .key("rtp_port", 41000)
@@ -125,11 +112,7 @@ fn cancel_of_an_early_dialog_gets_487_and_releases_everything() {
     let uas = bed
         .core_sipp("uas", "uas_cancel.xml")
         .calls(3)
-        .spawn(bed.dir.path());
-    assert!(
-        wait_udp_bound(bed.core_peer(), READY),
-        "core SIPp did not start"
-    );
+        .spawn_bound(bed.dir.path(), READY);
     let uac = bed
         .ue_sipp("uac", "uac_cancel.xml")
         .key("rtp_port", 41000)
@@ -163,11 +146,7 @@ fn media_inactivity_ends_the_call_with_bye_to_both_sides() {
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", 42000)
         .calls(1)
-        .spawn(bed.dir.path());
-    assert!(
-        wait_udp_bound(bed.core_peer(), READY),
-        "core SIPp did not start"
-    );
+        .spawn_bound(bed.dir.path(), READY);
     // No RTP at all: after ~2 s the BGF must hang up both parties.
     let uac = bed
         .ue_sipp("uac", "uac_wait_bye.xml")

@@ -5,7 +5,7 @@
 use bgf_tests::net::host;
 use bgf_tests::sipp::require_sipp;
 use bgf_tests::sipraw::{status_code, RawSip};
-use bgf_tests::util::{wait_udp_bound, wait_until};
+use bgf_tests::util::wait_until;
 use bgf_tests::Bed;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -158,8 +158,7 @@ fn malformed_input_is_refused_or_dropped_and_the_bgf_keeps_serving() {
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", 42000)
         .calls(1)
-        .spawn(bed.dir.path());
-    assert!(wait_udp_bound(bed.core_peer(), Duration::from_secs(10)));
+        .spawn_bound(bed.dir.path(), Duration::from_secs(10));
     let uac = bed
         .ue_sipp("uac", "uac_basic.xml")
         .key("rtp_port", 41000)

@@ -4,7 +4,7 @@
 use bgf_tests::net::host;
 use bgf_tests::rtp::RtpEndpoint;
 use bgf_tests::sipp::require_sipp;
-use bgf_tests::util::{sipp_messages, wait_udp_bound, wait_until};
+use bgf_tests::util::{sipp_messages, wait_until};
 use bgf_tests::{Bed, PinholeView};
 use std::time::{Duration, Instant};
 
@@ -51,8 +51,7 @@ fn media_flows_through_the_bgf_addresses_and_strangers_are_dropped() {
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", CORE_RTP)
         .calls(1)
-        .spawn(bed.dir.path());
-    assert!(wait_udp_bound(bed.core_peer(), Duration::from_secs(10)));
+        .spawn_bound(bed.dir.path(), Duration::from_secs(10));
     let uac = bed
         .ue_sipp("uac", "uac_basic.xml")
         .key("rtp_port", UE_RTP)
@@ -146,8 +145,7 @@ fn ipv6_access_with_ipv4_core() {
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", CORE_RTP)
         .calls(1)
-        .spawn(bed.dir.path());
-    assert!(wait_udp_bound(bed.core_peer(), Duration::from_secs(10)));
+        .spawn_bound(bed.dir.path(), Duration::from_secs(10));
     let uac = bgf_tests::Sipp::new("uac", "uac_basic.xml")
         .local(ue_sip)
         .remote(bed.access_sip())
@@ -205,8 +203,7 @@ fn reinvite_moves_the_ue_media_port() {
         .core_sipp("uas", "uas_dialog.xml")
         .key("rtp_port", CORE_RTP)
         .calls(1)
-        .spawn(bed.dir.path());
-    assert!(wait_udp_bound(bed.core_peer(), Duration::from_secs(10)));
+        .spawn_bound(bed.dir.path(), Duration::from_secs(10));
     let uac = bed
         .ue_sipp("uac", "uac_reinvite.xml")
         .key("rtp_port", old_port)
@@ -281,8 +278,7 @@ fn early_media_flows_before_the_200() {
         .key("rtp_port", CORE_RTP)
         .calls(1)
         .pause_ms(EARLY_MS)
-        .spawn(bed.dir.path());
-    assert!(wait_udp_bound(bed.core_peer(), Duration::from_secs(10)));
+        .spawn_bound(bed.dir.path(), Duration::from_secs(10));
     let started = Instant::now();
     let uac = bed
         .ue_sipp("uac", "uac_early_media.xml")

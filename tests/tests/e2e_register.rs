@@ -19,8 +19,7 @@ fn register_then_a_terminating_call_from_the_core_reaches_the_ue() {
     let registrar = bed
         .core_sipp("registrar", "core_registrar.xml")
         .calls(1)
-        .spawn(bed.dir.path());
-    assert!(wait_udp_bound(bed.core_peer(), Duration::from_secs(10)));
+        .spawn_bound(bed.dir.path(), Duration::from_secs(10));
     let reg = bed
         .ue_sipp("ue-register", "ue_register.xml")
         .calls(1)

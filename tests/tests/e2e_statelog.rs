@@ -9,7 +9,7 @@ use bgf_tests::logcheck::{self, num, rt, statelog};
 use bgf_tests::net::host;
 use bgf_tests::sipp::require_sipp;
 use bgf_tests::sipraw::{status_code, RawSip};
-use bgf_tests::util::{wait_udp_bound, TestDir};
+use bgf_tests::util::TestDir;
 use bgf_tests::{wait_until, Bed, Sipp, StatelogProcess};
 use sip_control::{Core, CoreConfig};
 use state_log::remote::{RemoteStore, Timeouts};
@@ -63,11 +63,7 @@ fn sipp_calls_through_output_commit_and_the_log_replays_to_the_live_state() {
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", 42000)
         .calls(21)
-        .spawn(bed.dir.path());
-    assert!(
-        wait_udp_bound(bed.core_peer(), READY),
-        "core SIPp did not start"
-    );
+        .spawn_bound(bed.dir.path(), READY);
     // One long call from another UE port, held up while the others run.
     let long = Sipp::new("long", "uac_basic.xml")
         .local(bed.net.addr(host::UE, 5070))
@@ -135,11 +131,7 @@ fn dead_store_degrades_refuses_new_calls_with_503_and_recovers() {
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", 42000)
         .calls(2)
-        .spawn(bed.dir.path());
-    assert!(
-        wait_udp_bound(bed.core_peer(), READY),
-        "core SIPp did not start"
-    );
+        .spawn_bound(bed.dir.path(), READY);
     let long = Sipp::new("long", "uac_basic.xml")
         .local(bed.net.addr(host::UE, 5070))
         .remote(bed.access_sip())

@@ -14,7 +14,7 @@ use bgf_tests::logcheck::{self, core_config, degraded, live_sessions, num, rt, s
 use bgf_tests::net::host;
 use bgf_tests::rtp::RtpEndpoint;
 use bgf_tests::sipp::require_sipp;
-use bgf_tests::util::{wait_udp_bound, TestDir};
+use bgf_tests::util::TestDir;
 use bgf_tests::{wait_until, Bed, Sipp, StatelogProcess};
 use sip_control::{Core, CoreState};
 use state_log::remote::{RemoteStore, Timeouts};
@@ -206,11 +206,7 @@ fn thousands_of_calls_leave_a_bounded_log_that_replays_to_the_live_state() {
     let _uas = bed
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", 42000)
-        .spawn(bed.dir.path());
-    assert!(
-        wait_udp_bound(bed.core_peer(), READY),
-        "core SIPp did not start"
-    );
+        .spawn_bound(bed.dir.path(), READY);
     // Three long calls from another UE port stay up for the whole test
     // (killed on drop).
     let _long = Sipp::new("long", "uac_basic.xml")
@@ -360,11 +356,7 @@ fn media_flows_both_ways_while_the_store_is_down_and_the_call_ends_normally() {
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", core_rtp.port())
         .calls(1)
-        .spawn(bed.dir.path());
-    assert!(
-        wait_udp_bound(bed.core_peer(), READY),
-        "core SIPp did not start"
-    );
+        .spawn_bound(bed.dir.path(), READY);
     // The call lasts long enough for: media up, store killed, degraded seen,
     // media watched for a while, store restarted. If the BYE comes while the
     // store is still down, it is held and SIPp retransmits it.

@@ -12,7 +12,7 @@ use bgf_tests::net::host;
 use bgf_tests::redisproc::{require_redis, Persistence, RedisProcess};
 use bgf_tests::sipp::require_sipp;
 use bgf_tests::sipraw::{status_code, RawSip};
-use bgf_tests::util::{wait_udp_bound, TestDir};
+use bgf_tests::util::TestDir;
 use bgf_tests::{wait_until, Bed, Sipp};
 use sip_control::{Core, CoreConfig};
 use state_log::redis_store::{RedisConfig, RedisStore};
@@ -150,11 +150,7 @@ fn start_long_call(
         .core_sipp("uas", "uas_basic.xml")
         .key("rtp_port", 42000)
         .calls(uas_calls)
-        .spawn(bed.dir.path());
-    assert!(
-        wait_udp_bound(bed.core_peer(), READY),
-        "core SIPp did not start"
-    );
+        .spawn_bound(bed.dir.path(), READY);
     let long = Sipp::new("long", "uac_basic.xml")
         .local(bed.net.addr(host::UE, 5070))
         .remote(bed.access_sip())
