@@ -163,13 +163,28 @@ impl ClusterNet {
 
     /// `GET path` with the token on the admin API at `addr:8080` of `node`.
     pub fn admin_get(&self, node: &str, addr: IpAddr, path: &str) -> Option<Value> {
-        let c = AdminClient::new(SocketAddr::new(addr, 8080), TOKEN);
-        let get = || c.get(path, true).ok();
-        let (code, body) = match self {
-            ClusterNet::Namespaces(t) => t.run_in(&t.ns(node), get).ok()??,
-            ClusterNet::Loopback(_) => get()?,
-        };
+        let (code, body) = self.admin_request(node, addr, path, None)?;
         (code == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// `GET path` (or `POST path` with `body`) with the token on the admin
+    /// API at `addr:8080` of `node`: `(status, body)`, `None` if unreachable.
+    pub fn admin_request(
+        &self,
+        node: &str,
+        addr: IpAddr,
+        path: &str,
+        body: Option<&str>,
+    ) -> Option<(u16, String)> {
+        let c = AdminClient::new(SocketAddr::new(addr, 8080), TOKEN);
+        let call = || match body {
+            Some(b) => c.post(path, b, true).ok(),
+            None => c.get(path, true).ok(),
+        };
+        match self {
+            ClusterNet::Namespaces(t) => t.run_in(&t.ns(node), call).ok()?,
+            ClusterNet::Loopback(_) => call(),
+        }
     }
 
     /// What the output says about the address step.

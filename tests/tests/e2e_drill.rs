@@ -20,7 +20,8 @@
 //! - `drill_refuses_without_protection_or_permission`: a drill of an
 //!   instance with no standby protecting it is refused before any call or
 //!   fault (exit 1, says what to do), and `--mode cut` without cut / heal
-//!   commands in the cluster file says which to add. (An active without
+//!   commands in the cluster file says which to add; malformed switchover
+//!   requests get 400 / 404 with what to send, and change nothing. (An active without
 //!   `[admin] drills = true` answers 403: e2e_admin_ops.)
 //! - `restarted_active_after_a_takeover_refuses_to_serve`: `kill -9` of
 //!   active 1, takeover, then `bgf active` for bgf1 started again: it reads
@@ -278,6 +279,42 @@ fn drill_refuses_without_protection_or_permission() {
     }
     let mut c = start("wdr", "drill-refuse");
     let cluster = c.write_cluster_file().unwrap();
+    // Bad switchover requests are refused with what to send, and change nothing.
+    let sb = c.net.standby_mgmt();
+    let post = |body: &str| {
+        c.net
+            .admin_request("sb", sb, "/v1/standby/switchover", Some(body))
+            .unwrap()
+    };
+    for (body, code, says) in [
+        ("{not json", 400, "instance"),
+        (r#"{"instance": 7}"#, 400, "instance"),
+        (r#"{"instance": "bgf1", "extra": 1}"#, 400, "instance"),
+        (r#"{"instance": "nope"}"#, 404, "bgf1, bgf2"),
+    ] {
+        let (got, text) = post(body);
+        assert_eq!(got, code, "{body}: {text}");
+        assert!(text.contains(says), "{body}: {text}");
+    }
+    assert_eq!(c.standby_view().unwrap()["role"], "standby");
+    // Bad fault requests too (drills are allowed on this cluster's actives).
+    let a1 = c.net.active_mgmt(1);
+    for body in [
+        r#"{"mode": "nuke"}"#,
+        r#"{"mode": "stop", "duration_ms": 5}"#,
+        r#"{"mode": "kill", "when": "now"}"#,
+        "kill",
+    ] {
+        let (got, text) = c
+            .net
+            .admin_request("a1", a1, "/v1/drill/fault", Some(body))
+            .unwrap();
+        assert_eq!(got, 400, "{body}: {text}");
+    }
+    assert!(
+        c.actives[0].running(),
+        "a refused fault must not touch bgf1"
+    );
     // The standby gone: nothing protects bgf1 → refused before any call.
     c.standby.terminate(Duration::from_secs(5));
     let r = bgfctl(&c, &cluster, &["drill", "failover", "bgf1", "--calls", "2"]);
