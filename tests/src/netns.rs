@@ -118,14 +118,20 @@ pub struct Topology {
 impl Topology {
     /// Builds `P-{sw,ue,core,store,a1..aN,sb}`. `prefix` must be short (≤ 6
     /// characters) and unique among concurrently running tests.
+    ///
+    /// `BGF_NETNS_TAG` (≤ 4 characters), when set, is put in front of every
+    /// prefix, so two checkouts can run the same namespace tests at once on
+    /// one machine without deleting each other's namespaces.
     pub fn new(prefix: &str, actives: u8) -> Result<Topology, String> {
-        if prefix.len() > 6 || actives == 0 || actives > 8 {
+        let tag = std::env::var("BGF_NETNS_TAG").unwrap_or_default();
+        if prefix.len() > 6 || tag.len() > 4 || actives == 0 || actives > 8 {
             return Err(format!(
-                "topology {prefix:?} with {actives} actives: prefix ≤ 6 chars, 1..=8 actives"
+                "topology {prefix:?} (BGF_NETNS_TAG {tag:?}) with {actives} actives: \
+                 prefix ≤ 6 chars, tag ≤ 4, 1..=8 actives"
             ));
         }
         let t = Topology {
-            prefix: prefix.to_string(),
+            prefix: format!("{tag}{prefix}"),
             actives,
         };
         t.teardown(); // leftovers of a crashed earlier run
