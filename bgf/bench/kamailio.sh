@@ -103,7 +103,7 @@ run_bgf() { # rate: sip_load.sh's baseline (no state log), on 127.232.0.0/24
     cat > "$DIR/bgf.toml" <<TOML
 [instance]
 name = "load1"
-secret = "load-secret-123"
+secret = "load-Pw6Tz2Kq8Xm4Vn9Rc3Lb7Hj5Yf1Gd0sA"
 [access]
 sip = "127.232.0.1:5060"
 rtp_ports = "20000-29999"

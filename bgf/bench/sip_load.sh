@@ -32,7 +32,7 @@ TICK=$(getconf CLK_TCK)
 cat > "$DIR/bgf.toml" <<TOML
 [instance]
 name = "load1"
-secret = "load-secret-123"
+secret = "load-Pw6Tz2Kq8Xm4Vn9Rc3Lb7Hj5Yf1Gd0sA"
 [access]
 sip = "127.201.0.1:5060"
 rtp_ports = "20000-29999"

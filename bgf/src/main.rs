@@ -94,6 +94,9 @@ enum Cmd {
         #[arg(long, value_name = "LEVEL")]
         log_level: Option<String>,
     },
+    /// Print a fresh instance secret (256 bits from the OS random source,
+    /// base64url) for `[instance] secret`.
+    GenSecret,
     /// Validate a configuration file and print a summary (exit 2 on errors).
     CheckConfig {
         /// Configuration file (TOML).
@@ -111,6 +114,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::GenSecret => match config::gen_secret() {
+            Ok(s) => {
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout().lock(), "{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bgf gen-secret: cannot read /dev/urandom: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Active {
             config,
             log_format,

@@ -50,10 +50,11 @@ impl Default for TimerConfig {
 pub struct CoreConfig {
     /// Instance name (appears in logs and in generated tags/branches).
     pub instance: String,
-    /// Secret mixed into generated branches, tags and registration tokens so
+    /// Key of the PRF behind generated branches, tags and registration tokens
+    /// (derived from the instance secret, [`crate::ids::Key::derive`]), so
     /// they are unguessable from outside yet a pure function of the inputs
     /// (the standby has the same config, so replay generates the same values).
-    pub secret: u64,
+    pub secret: crate::ids::Key,
     /// Access interface.
     pub access: SideConfig,
     /// Core interface.
@@ -87,7 +88,7 @@ impl CoreConfig {
     pub fn example(access_ip: IpAddr, core_ip: IpAddr, next_hop: SocketAddr) -> Self {
         CoreConfig {
             instance: "bgf1".into(),
-            secret: 0x5eed_b9f0_1234_5678,
+            secret: crate::ids::Key::test(0),
             access: SideConfig {
                 sip: SocketAddr::new(access_ip, 5060),
                 media_ip: access_ip,

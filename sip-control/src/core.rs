@@ -387,7 +387,7 @@ impl Core {
             .and_then(|v| v.branch().map(str::to_string))
             .unwrap_or_default();
         ids::tag(
-            self.cfg.secret,
+            &self.cfg.secret,
             &[
                 req.call_id().as_bytes(),
                 req.from_tag().unwrap_or_default().as_bytes(),
@@ -767,7 +767,7 @@ impl Core {
                     continue;
                 }
                 if let Some((value, pb)) = registrar::rewrite_contact(
-                    self.cfg.secret,
+                    &self.cfg.secret,
                     &aor,
                     &h.value,
                     self.cfg.core.sip,
@@ -792,7 +792,7 @@ impl Core {
             top.value = v.to_string();
         }
         let branch = ids::branch(
-            self.cfg.secret,
+            &self.cfg.secret,
             &[
                 skey.branch.as_bytes(),
                 skey.sent_by.as_bytes(),
@@ -1047,7 +1047,7 @@ impl Core {
             self.sdp_pass(cx, sid, inp, &mut m);
         }
         let branch = ids::branch(
-            self.cfg.secret,
+            &self.cfg.secret,
             &[
                 via.branch().unwrap_or_default().as_bytes(),
                 via.sent_by().as_bytes(),
@@ -1976,7 +1976,7 @@ impl Core {
             }
         };
         let branch = ids::branch(
-            self.cfg.secret,
+            &self.cfg.secret,
             &[
                 s.call_id.as_bytes(),
                 b"BYE",

@@ -62,7 +62,7 @@ impl BgfConfig {
     pub fn for_net(net: &TestNet) -> BgfConfig {
         BgfConfig {
             name: "bgf1".into(),
-            secret: "test-secret-123".into(),
+            secret: "tst-Qx7pL2vRk9mZ4wN8cB3hJ6yT1fD5sG0a".into(),
             access_sip: net.addr(host::BGF_ACCESS, 5060),
             access_media_ip: net.ip(host::BGF_ACCESS),
             access_rtp_ports: (20000, 20999),

@@ -210,7 +210,7 @@ pub fn active_toml(net: &ClusterNet, k: u8, v6_access: bool, uas_port: u16, miss
     format!(
         r#"[instance]
 name = "bgf{k}"
-secret = "failover-secret-{k}-0123456789"
+secret = "fo{k}-Hq3vN8xLp2Rz7mKc5Wt9Yb4Jd6Sg1Af"
 
 [access]
 sip = "{access_sip}"

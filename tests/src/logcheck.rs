@@ -9,14 +9,9 @@ use state_log::{replay_all, LogClient, LogStore, Record};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// FNV-1a 64 of the instance secret, as `bgf`'s config does.
-pub fn fnv(secret: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in secret.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+/// The core's PRF key for an instance secret, as `bgf`'s config derives it.
+pub fn prf_key(secret: &str) -> sip_control::ids::Key {
+    sip_control::ids::Key::derive(secret.as_bytes())
 }
 
 /// The `CoreConfig` the daemon derives from the harness config.
@@ -34,7 +29,7 @@ pub fn core_config(c: &BgfConfig) -> CoreConfig {
     }
     CoreConfig {
         instance: c.name.clone(),
-        secret: fnv(&c.secret),
+        secret: prf_key(&c.secret),
         access: side(
             c.access_sip,
             c.access_media_ip,

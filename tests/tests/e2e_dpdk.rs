@@ -153,7 +153,7 @@ fn active_toml(t: &Topology, v6: bool, driver: &str, ha: bool) -> String {
     let mut text = format!(
         r#"[instance]
 name = "bgf1"
-secret = "dpdk-secret-1-0123456789abcdef"
+secret = "dpdk1-Vn4Qz8Lm2Xr7Kp5Tw9Hc3Bj6Fy1Gd0s"
 
 [access]
 sip = "{access_sip}"
