@@ -29,6 +29,8 @@ pub struct FileConfig {
     pub admin: Option<AdminSection>,
     pub statelog: Option<StatelogSection>,
     pub ha: Option<HaSection>,
+    #[serde(default)]
+    pub limits: crate::border::LimitsSection,
 }
 
 /// `[ha]`: this active's heartbeat link to the standby protecting it.
@@ -71,6 +73,19 @@ pub struct SideSection {
     pub next_hop: Option<String>,
     /// Only valid in `[core]`.
     pub next_hop_transport: Option<String>,
+    /// Prefixes SDP from this side may not name as media addresses.
+    pub media_deny: Option<Vec<String>>,
+    /// Accept loopback media addresses (labs on 127/8 only).
+    pub allow_loopback_media: Option<bool>,
+    /// Accept `c=0.0.0.0` (RFC 2543 hold).
+    pub allow_hold_address: Option<bool>,
+    /// Hide the other side's topology from this side.
+    pub topology_hiding: Option<bool>,
+    /// Mask the other side's Call-IDs towards this side.
+    pub mask_call_id: Option<bool>,
+    /// Only valid in `[access]`: prefixes initial requests from the core may
+    /// reach without a registration.
+    pub routes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +98,7 @@ pub struct SipSection {
     pub session_expires_s: Option<u64>,
     pub max_register_expires_s: Option<u64>,
     pub max_message_bytes: Option<u64>,
+    pub keep_access_route_headers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,7 +161,7 @@ pub struct AdminSettings {
 }
 
 /// A complete, validated configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// The session core's configuration (instance name, hashed secret, sides, timers, limits).
     pub core: CoreConfig,
@@ -164,6 +180,8 @@ pub struct Config {
     /// The instance secret as written (heartbeat authentication key; the
     /// core only gets its hash).
     pub secret: Secret,
+    /// Admission before the core: per-source rates, emergency share, SIP/TCP limits.
+    pub guard: crate::border::GuardSettings,
 }
 
 /// A secret that never appears in `Debug` output or logs.
@@ -803,6 +821,14 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
         errs.push("media.inactivity_timeout_s: must be > 0 (default 60)".into());
     }
 
+    let (limits, guard) = crate::border::limits(&file.limits, &mut errs);
+    let security = crate::border::security(
+        file.access.as_ref(),
+        file.core.as_ref(),
+        file.sip.keep_access_route_headers,
+        limits,
+        &mut errs,
+    );
     let (log_format, log_level) = log_settings(&file.log, &mut errs);
     let sips: Vec<(&str, SocketAddr)> = [("access", &access.cfg), ("core", &core.cfg)]
         .into_iter()
@@ -860,6 +886,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
                 session_expires_s: s.session_expires_s.unwrap_or(0),
                 max_register_expires_s: max_reg,
                 max_message_bytes: max_msg as usize,
+                security,
             },
             media: MediaSettings {
                 backend,
@@ -873,6 +900,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
             statelog,
             ha,
             secret: raw_secret,
+            guard,
         }),
         _ => Err(ConfigErrors(vec![
             "configuration incomplete — see docs/CONFIG.md".into(),
@@ -936,7 +964,7 @@ pub enum AddressStep {
 }
 
 /// One protected active.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Protected {
     /// Where its file is.
     pub path: std::path::PathBuf,
@@ -945,7 +973,7 @@ pub struct Protected {
 }
 
 /// A validated standby configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StandbyConfig {
     /// The standby's own instance name.
     pub name: String,
@@ -1012,7 +1040,7 @@ impl StandbyConfig {
 }
 
 /// A configuration file of either role (`bgf check-config` takes both).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum AnyConfig {
     /// An active's file.
     Active(Box<Config>),

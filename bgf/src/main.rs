@@ -12,6 +12,7 @@
 //! effects), [`media`] (media plane glue), [`admin`] (HTTP admin API).
 
 mod admin;
+mod border;
 mod commit;
 mod config;
 mod ha;

@@ -72,6 +72,110 @@ pub struct CoreConfig {
     pub max_register_expires_s: u64,
     /// Largest SIP message accepted, bytes.
     pub max_message_bytes: usize,
+    /// Trust-boundary policy: routing, media addresses, topology hiding, caps.
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// Policy of one side at the trust boundary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidePolicy {
+    /// Which media addresses an SDP body from this side may name.
+    pub media: crate::policy::MediaRules,
+    /// Hide the other side's topology from this side: its Via, Record-Route
+    /// and Contact values never reach this side (restored from transaction
+    /// and dialog state on the way back). Default on for access, off for core.
+    pub topology_hiding: bool,
+    /// With `topology_hiding`: Call-IDs chosen on the other side reach this
+    /// side masked (a keyed, reversible encoding), unmasked on the way back.
+    pub mask_call_id: bool,
+}
+
+impl SidePolicy {
+    /// The default of `side`: hiding on for access, off for core.
+    pub fn default_for(side: Side) -> SidePolicy {
+        SidePolicy {
+            media: Default::default(),
+            topology_hiding: side == Side::Access,
+            mask_call_id: false,
+        }
+    }
+}
+
+/// Caps the core enforces (it knows sessions, registrations and ports).
+/// Per-source caps count by [`crate::policy::source_key`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Concurrent dialogs (calls and subscriptions) one access source may hold.
+    pub sessions_per_source: u32,
+    /// Of those, unanswered (early) INVITE dialogs.
+    pub early_dialogs_per_source: u32,
+    /// Registration bindings one access source may hold.
+    pub registrations_per_source: u32,
+    /// Port pairs (per side) that unanswered INVITEs may hold in all, so a
+    /// flood of INVITEs nobody answers cannot exhaust the pools.
+    pub unanswered_invite_ports: u32,
+    /// Media streams (`m=` lines with a port) one session may have.
+    pub max_streams_per_session: u8,
+    /// Share of each port pool (percent) that only emergency calls may use.
+    pub emergency_reserve_percent: u8,
+    /// IPv6 sources are counted by this prefix length (a subscriber has a /64).
+    pub ipv6_source_prefix: u8,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            sessions_per_source: 200,
+            early_dialogs_per_source: 50,
+            registrations_per_source: 50,
+            unanswered_invite_ports: 4000,
+            max_streams_per_session: 4,
+            emergency_reserve_percent: 5,
+            ipv6_source_prefix: 64,
+        }
+    }
+}
+
+/// Everything the core enforces at the trust boundary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    /// Access-side policy.
+    pub access: SidePolicy,
+    /// Core-side policy.
+    pub core: SidePolicy,
+    /// Keep the Route headers of initial requests from the access side
+    /// (they never choose the destination; by default they are removed so
+    /// that the next hop does not follow them either).
+    pub keep_access_route_headers: bool,
+    /// Access-side prefixes that initial requests from the core may reach
+    /// without a registration (the Request-URI or top Route must name an IP
+    /// inside one). Empty by default: only registered bindings.
+    pub access_routes: Vec<crate::policy::Prefix>,
+    /// Caps.
+    pub limits: Limits,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            access: SidePolicy::default_for(Side::Access),
+            core: SidePolicy::default_for(Side::Core),
+            keep_access_route_headers: false,
+            access_routes: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Security {
+    /// The policy of `side`.
+    pub fn side(&self, side: Side) -> &SidePolicy {
+        match side {
+            Side::Access => &self.access,
+            Side::Core => &self.core,
+        }
+    }
 }
 
 impl CoreConfig {
@@ -109,6 +213,7 @@ impl CoreConfig {
             session_expires_s: 0,
             max_register_expires_s: 3600,
             max_message_bytes: 65535,
+            security: Security::default(),
         }
     }
 }

@@ -27,13 +27,16 @@ pub mod api;
 pub mod config;
 pub mod core;
 pub mod ids;
+pub mod limits;
 pub mod msg;
+pub mod policy;
 pub mod registrar;
+mod routing;
 pub mod sdp;
 pub mod session;
 pub mod txn;
 
 pub use crate::core::{Core, CoreError, CoreState, CoreStats, SessionView};
 pub use api::{Applied, Effect, Input, Millis, SipIn, TimerId, Transmit, Transport};
-pub use config::{CoreConfig, SideConfig, TimerConfig};
+pub use config::{CoreConfig, Limits, Security, SideConfig, SidePolicy, TimerConfig};
 pub use media_plane::{Leg, MediaEvent, PinholeId, PinholeOp, PinholeSpec, Side};

@@ -217,6 +217,7 @@ sip = "{access_sip}"
 media_ip = "{access_ip}"
 rtp_ports = "20000-49999"
 latching = true
+allow_loopback_media = {lo}
 
 [core]
 sip = "{core_sip}"
@@ -224,6 +225,10 @@ media_ip = "{core_ip}"
 rtp_ports = "30000-59999"
 latching = false
 next_hop = "{next_hop}"
+allow_loopback_media = {lo}
+
+[limits]
+{limits}{rates}
 
 [media]
 workers = 1
@@ -253,6 +258,9 @@ miss_count = {miss}
         next_hop = bracket(net.core_peer(), uas_port),
         store = net.store(),
         sb_port = 7500 + u16::from(k),
+        lo = !net.is_namespaces(),
+        limits = crate::bgfproc::limits_toml(&crate::bgfproc::lab_limits()),
+        rates = crate::bgfproc::LAB_RATES,
     )
 }
 

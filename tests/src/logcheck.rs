@@ -52,7 +52,21 @@ pub fn core_config(c: &BgfConfig) -> CoreConfig {
         session_expires_s: 0,
         max_register_expires_s: 3600,
         max_message_bytes: 65535,
+        security: security(c),
     }
+}
+
+/// The `Security` the daemon derives from the harness config (`[limits]`
+/// caps and `allow_loopback_media`; the extra `[access]`/`[core]` lines a
+/// test adds are not mirrored — replay tests do not use them).
+pub fn security(c: &BgfConfig) -> sip_control::Security {
+    let mut s = sip_control::Security {
+        limits: c.limits.clone(),
+        ..Default::default()
+    };
+    s.access.media.allow_loopback = c.allow_loopback_media;
+    s.core.media.allow_loopback = c.allow_loopback_media;
+    s
 }
 
 /// A current-thread runtime for the blocking tests.

@@ -168,6 +168,8 @@ rtp_ports = "30000-39999"
 latching = false
 next_hop = "{next_hop}"
 
+[limits]
+{limits}{rates}
 {media_section}
 [log]
 format = "json"
@@ -182,6 +184,8 @@ token = "{TOKEN}"
         core_media = media_v4(1, Lan::Core),
         next_hop = bracket(t.core_peer(), 5060),
         media_section = media_toml(driver, 0, true),
+        limits = bgf_tests::bgfproc::limits_toml(&bgf_tests::bgfproc::lab_limits()),
+        rates = bgf_tests::bgfproc::LAB_RATES,
     );
     if ha {
         text += &format!(
