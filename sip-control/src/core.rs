@@ -3,6 +3,7 @@
 //! function of (state, input, config).
 
 use crate::api::{Applied, Effect, Input, Millis, SipIn, TimerId, Transmit, Transport};
+use crate::caps::{self, Caps};
 use crate::config::CoreConfig;
 use crate::ids;
 use crate::limits::{LogGate, LogKind};
@@ -10,6 +11,7 @@ use crate::msg::{self, make_response, Message, Method, NameAddr, StartLine, Via}
 use crate::policy::OwnAddrs;
 use crate::registrar::{self, Binding, PendingBinding};
 use crate::routing::{self, creates_dialog, is_final_notify, DialogMatch};
+use crate::sdp::Sdp;
 use crate::session::{self, MediaAddrs, MediaPlanError, Pools, Session, SessionState, Usage};
 use crate::txn::{
     ClientKey, ClientRole, ClientState, ClientTxn, Flow, ServerKey, ServerState, ServerTxn,
@@ -62,6 +64,11 @@ pub struct CoreStats {
     /// name, too many streams).
     #[serde(default)]
     pub media_refused: u64,
+    /// Requests refused with 503 because they were over a cap (dialogs,
+    /// unanswered calls, registrations per source; ports held by unanswered
+    /// calls; the emergency share of the port pools).
+    #[serde(default)]
+    pub capacity_refused: u64,
     /// Bad-input log lines suppressed by the rate limit (5/s per kind).
     #[serde(default)]
     pub log_suppressed: u64,
@@ -129,6 +136,8 @@ pub(crate) struct Cx {
     pub(crate) now: Millis,
     pub(crate) effects: Vec<Effect>,
     pub(crate) changed: bool,
+    /// Sessions this input touched (their caps are re-counted at the end).
+    pub(crate) touched: Vec<u64>,
 }
 
 /// One instance's session core.
@@ -140,6 +149,8 @@ pub struct Core {
     pub(crate) stats: CoreStats,
     /// Bounds the rate of bad-input log lines (not state: see `limits`).
     pub(crate) gate: LogGate,
+    /// Per-source counts behind the caps (derived from the state: `caps`).
+    pub(crate) caps: Caps,
 }
 
 impl Core {
@@ -159,6 +170,7 @@ impl Core {
                     source,
                 }
             })?;
+        let v6_prefix = cfg.security.limits.ipv6_source_prefix;
         let addrs = MediaAddrs {
             access_ip: cfg.access.media_ip,
             core_ip: cfg.core.media_ip,
@@ -198,6 +210,7 @@ impl Core {
             },
             stats: CoreStats::default(),
             gate: LogGate::default(),
+            caps: Caps::new(v6_prefix),
         })
     }
 
@@ -213,6 +226,7 @@ impl Core {
             ));
         }
         core.state = state;
+        core.caps = core.rebuilt_caps();
         Ok(core)
     }
 
@@ -222,11 +236,15 @@ impl Core {
             now: input.at(),
             effects: Vec::new(),
             changed: false,
+            touched: Vec::new(),
         };
         match input {
             Input::Sip(m) => self.on_sip(&mut cx, m),
             Input::Timer { id, .. } => self.on_timer(&mut cx, *id),
             Input::Media { event, .. } => self.on_media(&mut cx, event),
+        }
+        for id in cx.touched {
+            self.caps.sync(id, self.state.sessions.get(&id));
         }
         Applied {
             effects: cx.effects,
@@ -237,6 +255,21 @@ impl Core {
     /// The replayable state (compare two cores with `==`).
     pub fn state(&self) -> &CoreState {
         &self.state
+    }
+
+    /// The caps index as it would be rebuilt from the state.
+    fn rebuilt_caps(&self) -> Caps {
+        Caps::rebuild(
+            self.cfg.security.limits.ipv6_source_prefix,
+            self.state.sessions.values(),
+            self.state.bindings.iter(),
+        )
+    }
+
+    /// Whether the caps index the core keeps up to date equals a rebuild
+    /// from its state (tests check this after every input).
+    pub fn caps_consistent(&self) -> bool {
+        self.caps == self.rebuilt_caps()
     }
 
     /// Counters.
@@ -323,6 +356,7 @@ impl Core {
     /// other side, or — if unusable — removed with a warning (never relayed
     /// with the peer's own addresses).
     fn sdp_pass(&mut self, cx: &mut Cx, sid: Option<u64>, inp: &SipIn, m: &mut Message) {
+        cx.touched.extend(sid);
         let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) else {
             return;
         };
@@ -450,6 +484,26 @@ impl Core {
         )
     }
 
+    /// Refuse a request that is over a cap: 503 with Retry-After (counted,
+    /// logged at a bounded rate).
+    fn refuse_overload(&mut self, cx: &mut Cx, inp: &SipIn, m: &Message, why: &'static str) {
+        self.stats.capacity_refused += 1;
+        if let Some(n) = self.log_gate(LogKind::Capacity, cx.now) {
+            warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src,
+                  call_id = %m.call_id(), why, suppressed = n, "request refused with 503: over a cap");
+        }
+        let reason = format!("Service Unavailable ({why})");
+        self.reply(cx, inp, m, 503, &reason, &[("Retry-After", "10".into())]);
+    }
+
+    /// Whether final responses to `flow` are retransmitted (Timer G): core
+    /// peers, and access flows a registration was accepted from. Others get
+    /// each final response once, again only when their request comes again
+    /// — never more than they sent (no reflection).
+    fn retransmits_to(&self, flow: &Flow) -> bool {
+        flow.side == Side::Core || self.caps.is_verified(flow.addr)
+    }
+
     /// Answer a request ourselves, statelessly.
     fn reply(
         &mut self,
@@ -491,7 +545,7 @@ impl Core {
                 g_interval: self.t1(),
                 timers: Vec::new(),
             };
-            if flow.transport == Transport::Udp {
+            if flow.transport == Transport::Udp && self.retransmits_to(&flow) {
                 st.timers
                     .push(self.arm(cx, TimerKind::ServerRetransmit(key.clone()), self.t1()));
             }
@@ -707,6 +761,32 @@ impl Core {
         let dest = routed.dest;
         let new_ruri = routed.ruri;
 
+        // Caps (`caps.rs`): dialogs, unanswered calls and ports per access
+        // source, the emergency share of the port pools. Emergency requests
+        // are exempt.
+        if !in_dialog && creates_dialog(&method) && !caps::is_emergency_request(&inp.data) {
+            let invite = method == Method::Invite;
+            let ports = if invite {
+                m.sdp()
+                    .and_then(|b| Sdp::parse(b).ok())
+                    .map(|sdp| sdp.streams().iter().filter(|i| i.port != 0).count() as u32)
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            let limits = &self.cfg.security.limits;
+            let why = if inp.side == Side::Access {
+                self.caps
+                    .dialog_refusal(inp.src.ip(), invite, ports, limits)
+            } else {
+                None
+            }
+            .or_else(|| caps::reserve_refusal(&self.state.pools, ports, limits));
+            if let Some(why) = why {
+                return self.refuse_overload(cx, inp, &m, why);
+            }
+        }
+
         // Session association: dialog-creating INVITE / SUBSCRIBE / REFER.
         let mut new_session = false;
         if !in_dialog && creates_dialog(&method) {
@@ -762,6 +842,7 @@ impl Core {
             sid = Some(id);
             cx.changed = true;
         }
+        cx.touched.extend(sid);
         let cseq = m.cseq().map(|c| c.0).unwrap_or(0);
         if let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) {
             s.note_cseq(inp.side, cseq);
@@ -901,6 +982,19 @@ impl Core {
                     h.value = value;
                     pending.push(pb);
                 }
+            }
+        }
+
+        if method == Method::Register && !caps::is_emergency_request(&inp.data) {
+            let new = pending
+                .iter()
+                .filter(|p| p.token != "*" && !self.state.bindings.contains_key(&p.token))
+                .count() as u32;
+            if let Some(why) =
+                self.caps
+                    .registration_refusal(inp.src.ip(), new, &self.cfg.security.limits)
+            {
+                return self.refuse_overload(cx, inp, &m, why);
             }
         }
 
@@ -1320,6 +1414,7 @@ impl Core {
         }
 
         let sid = self.state.clients.get(&ckey).and_then(|c| c.session);
+        cx.touched.extend(sid);
         let mut ops = Vec::new();
 
         // Dialog and media bookkeeping.
@@ -1569,10 +1664,11 @@ impl Core {
         }
         let udp = st.upstream.transport == Transport::Udp;
         let invite = st.invite;
+        let upstream = st.upstream;
         cx.changed = true;
         match (state, invite) {
             (ServerState::Completed, true) => {
-                if udp {
+                if udp && self.retransmits_to(&upstream) {
                     let g = self.arm(cx, TimerKind::ServerRetransmit(sk.clone()), self.t1());
                     let h = self.arm(cx, TimerKind::ServerCleanup(sk.clone()), 64 * self.t1());
                     if let Some(st) = self.state.servers.get_mut(sk) {
@@ -1724,6 +1820,7 @@ impl Core {
     }
 
     fn end_session(&mut self, cx: &mut Cx, id: u64) {
+        cx.touched.push(id);
         let Some(mut s) = self.state.sessions.remove(&id) else {
             return;
         };
@@ -1811,12 +1908,15 @@ impl Core {
                 timer,
             },
         );
+        self.caps
+            .sync_binding(&pb.token, self.state.bindings.get(&pb.token));
         info!(instance = %self.cfg.instance, aor = %pb.aor, flow = %pb.flow.addr, expires_s, "registration bound");
         cx.changed = true;
     }
 
     fn remove_binding(&mut self, cx: &mut Cx, token: &str) {
         if let Some(b) = self.state.bindings.remove(token) {
+            self.caps.sync_binding(token, None);
             self.disarm(cx, Some(b.timer));
             info!(instance = %self.cfg.instance, aor = %b.aor, "registration removed");
             cx.changed = true;
@@ -1922,6 +2022,7 @@ impl Core {
             TimerKind::Registration(token) => {
                 if self.state.bindings.get(&token).map(|b| b.timer) == Some(id) {
                     if let Some(b) = self.state.bindings.remove(&token) {
+                        self.caps.sync_binding(&token, None);
                         info!(instance = %self.cfg.instance, aor = %b.aor, "registration expired");
                     }
                 }

@@ -24,6 +24,7 @@
 //! path (see `bgf`, `state-log`, `media-plane`).
 
 pub mod api;
+pub mod caps;
 pub mod config;
 pub mod core;
 pub mod ids;

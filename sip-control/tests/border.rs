@@ -548,3 +548,159 @@ fn subscriptions_are_dialogs_too() {
     assert_eq!(h.core.session_count(), 0);
     h.assert_replay_equal();
 }
+
+fn sos_invite(call: &str, branch: &str, ue: &str, port: u16) -> String {
+    sipp_invite(call, branch, ue, port).replace(
+        "INVITE sip:service@198.18.2.20:5060 SIP/2.0",
+        "INVITE urn:service:sos SIP/2.0",
+    )
+}
+
+#[test]
+fn per_source_caps_answer_503_and_emergency_calls_pass() {
+    let mut cfg = config();
+    cfg.security.limits.sessions_per_source = 3;
+    cfg.security.limits.early_dialogs_per_source = 2;
+    let mut h = Harness::with(cfg);
+    let other = "198.18.1.101:5061";
+    // Two unanswered calls from the UE: the third unanswered one is refused.
+    for i in 0..2 {
+        let out = h.recv(
+            Side::Access,
+            UE,
+            &sipp_invite(&format!("e{i}"), &format!("z9hG4bK-e{i}"), UE, 6000 + 2 * i),
+        );
+        assert_eq!(code(&out[0]), Some(100));
+    }
+    let out = h.recv(Side::Access, UE, &sipp_invite("e2", "z9hG4bK-e2", UE, 6100));
+    assert_eq!(code(&out[0]), Some(503));
+    assert!(out[0].msg.header("Retry-After").is_some());
+    assert!(out[0].raw.contains("unanswered"), "{}", out[0].raw);
+    // Another source is not affected; an emergency call from the UE passes.
+    let out = h.recv(
+        Side::Access,
+        other,
+        &sipp_invite("o1", "z9hG4bK-o1", other, 6000),
+    );
+    assert_eq!(code(&out[0]), Some(100));
+    let out = h.recv(
+        Side::Access,
+        UE,
+        &sos_invite("sos1", "z9hG4bK-sos1", UE, 6200),
+    );
+    assert_eq!(code(&out[0]), Some(100), "{}", out[0].raw);
+    // Now three dialogs from the UE: a fourth (even answered ones count) is refused.
+    let out = h.recv(Side::Access, UE, &sipp_invite("e3", "z9hG4bK-e3", UE, 6300));
+    assert_eq!(code(&out[0]), Some(503));
+    assert!(out[0].raw.contains("too many dialogs"), "{}", out[0].raw);
+    assert_eq!(h.core.stats().capacity_refused, 2);
+    h.assert_replay_equal();
+}
+
+#[test]
+fn unanswered_invites_cannot_hold_every_port_and_the_emergency_share_stays() {
+    let mut cfg = config();
+    cfg.access.rtp_port_min = 20000;
+    cfg.access.rtp_port_max = 20039; // 20 pairs
+    cfg.security.limits.unanswered_invite_ports = 8;
+    cfg.security.limits.emergency_reserve_percent = 50;
+    let mut h = Harness::with(cfg);
+    // Eight unanswered single-stream calls from many sources fill the cap.
+    let mut refused = 0;
+    for i in 0..12u16 {
+        let ue = format!("198.18.1.{}:5061", 100 + i);
+        let out = h.recv(
+            Side::Access,
+            &ue,
+            &sipp_invite(&format!("u{i}"), &format!("z9hG4bK-u{i}"), &ue, 6000),
+        );
+        if code(&out[0]) == Some(503) {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 4, "8 admitted");
+    assert_eq!(h.core.state().pools.access.in_use(), 8);
+    // Answered calls do not count against the unanswered cap, but the
+    // emergency share (10 of 20 pairs) is kept from ordinary calls.
+    let mut h = Harness::with({
+        let mut c = config();
+        c.access.rtp_port_min = 20000;
+        c.access.rtp_port_max = 20039;
+        c.security.limits.emergency_reserve_percent = 50;
+        c
+    });
+    for i in 0..10 {
+        establish(&mut h, &format!("a{i}"));
+    }
+    let out = h.recv(
+        Side::Access,
+        UE,
+        &sipp_invite("a10", "z9hG4bK-a10", UE, 6000),
+    );
+    assert_eq!(code(&out[0]), Some(503));
+    assert!(out[0].raw.contains("emergency"), "{}", out[0].raw);
+    let out = h.recv(Side::Access, UE, &sos_invite("s1", "z9hG4bK-s1", UE, 6000));
+    assert_eq!(code(&out[0]), Some(100), "{}", out[0].raw);
+    assert_eq!(h.core.state().pools.access.in_use(), 11);
+    h.assert_replay_equal();
+}
+
+fn register(call: &str, contact_user: &str, src: &str, extra: &str) -> String {
+    let (ip, port) = src.rsplit_once(':').unwrap();
+    format!(
+        "REGISTER sip:ims.example SIP/2.0\r\nVia: SIP/2.0/UDP {src};rport;branch=z9hG4bK-{call}\r\nFrom: <sip:{contact_user}@ims.example>;tag=r{call}\r\nTo: <sip:{contact_user}@ims.example>\r\nCall-ID: {call}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{contact_user}@{ip}:{port}{extra}>;expires=600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn registrations_per_source_are_capped_and_only_registered_flows_get_retransmissions() {
+    let mut cfg = config();
+    cfg.security.limits.registrations_per_source = 1;
+    let mut h = Harness::with(cfg);
+    let out = h.recv(Side::Access, UE, &register("rg1", "alice", UE, ""));
+    let fwd = out[0].msg.clone();
+    let contact = sip_control::msg::NameAddr::parse(fwd.header("Contact").unwrap()).unwrap();
+    let ok = respond(&fwd, 200, "OK", Some("reg"), None, None).replace(
+        "Content-Length: 0",
+        &format!(
+            "Contact: <{}>;expires=600\r\nContent-Length: 0",
+            contact.uri
+        ),
+    );
+    h.recv(Side::Core, NEXT_HOP, &ok);
+    assert_eq!(h.core.registration_count(), 1);
+    // A second AOR from the same source: 503.
+    let out = h.recv(Side::Access, UE, &register("rg2", "bob", UE, ""));
+    assert_eq!(code(&out[0]), Some(503));
+    // A refresh of the same binding is not a new one; an emergency
+    // registration passes.
+    let out = h.recv(Side::Access, UE, &register("rg3", "alice", UE, ""));
+    assert_eq!(out[0].side, Side::Core);
+    let out = h.recv(Side::Access, UE, &register("rg4", "carol", UE, ";sos"));
+    assert_eq!(out[0].side, Side::Core);
+
+    // A refused INVITE from an unregistered source gets its 488 once.
+    let stranger = "198.18.1.77:5061";
+    let bad = sipp_invite("x1", "z9hG4bK-x1", stranger, 6000)
+        .replace("c=IN IP4 198.18.1.77", "c=IN IP4 127.0.0.1");
+    let out = h.recv(Side::Access, stranger, &fix_length(&bad));
+    assert_eq!(code(&out[0]), Some(488));
+    let later = h.advance(40_000);
+    assert!(
+        later.iter().all(|s| s.dst != sa(stranger)),
+        "no retransmission towards an unverified source: {later:#?}"
+    );
+    // ...and again when its INVITE comes again (one for one).
+    let out = h.recv(Side::Access, stranger, &fix_length(&bad));
+    assert!(out.len() <= 1);
+    // The registered UE gets it retransmitted until its ACK.
+    let bad = sipp_invite("x2", "z9hG4bK-x2", UE, 6000)
+        .replace("c=IN IP4 198.18.1.100", "c=IN IP4 127.0.0.1");
+    let out = h.recv(Side::Access, UE, &fix_length(&bad));
+    assert_eq!(code(&out[0]), Some(488));
+    let later = h.advance(2_000);
+    assert!(later
+        .iter()
+        .any(|s| s.dst == sa(UE) && code(s) == Some(488)));
+    h.assert_replay_equal();
+}

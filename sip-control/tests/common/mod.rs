@@ -71,6 +71,13 @@ impl Harness {
     pub fn apply(&mut self, input: Input) -> Applied {
         let before = self.check_unchanged.then(|| self.core.state().clone());
         let out = self.core.apply(&input);
+        if self.check_unchanged {
+            assert!(
+                self.core.caps_consistent(),
+                "the caps index differs from a rebuild after {}",
+                describe(&input)
+            );
+        }
         if out.state_changed {
             self.log.push(input);
         } else if let Some(before) = before {
@@ -157,6 +164,18 @@ impl Harness {
             self.core.state(),
             "replayed state differs from live state"
         );
+    }
+}
+
+/// An input in one line (its kind, or a SIP message's first line).
+pub fn describe(input: &Input) -> String {
+    match input {
+        Input::Sip(m) => String::from_utf8_lossy(&m.data)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        other => format!("{other:?}"),
     }
 }
 
