@@ -19,6 +19,7 @@ pub mod admin;
 pub mod border;
 pub mod commit;
 pub mod config;
+pub mod guard;
 pub mod ha;
 pub mod media;
 pub mod metrics;

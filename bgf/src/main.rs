@@ -427,6 +427,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
 
     let counters = Arc::new(Counters::default());
     let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+    media::reserve_for_tcp(cfg.guard.tcp_max_connections);
     let media = media::start(
         &cfg.media,
         media::kept_sockets(&cfg.core),
@@ -436,7 +437,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
     let (query_tx, query_rx) = mpsc::channel(64);
-    let (transports, readers) = Transports::start(
+    let (transports, readers) = Transports::start_with(
         access,
         core_side,
         counters.clone(),
@@ -444,6 +445,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
         cfg.core.max_message_bytes,
         shutdown_rx.clone(),
         span.clone(),
+        (&cfg.guard).into(),
     );
     let core_loop = CoreLoop {
         core,
@@ -453,6 +455,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
         timers: TimerQueue::default(),
         commit,
         outbox: Default::default(),
+        guard: bgf::guard::Guard::new(cfg.guard.clone()),
     };
     let mut core_task = tokio::spawn(
         core_loop

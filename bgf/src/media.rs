@@ -175,8 +175,20 @@ pub fn kept_sockets(core: &sip_control::CoreConfig) -> usize {
 /// Sockets one pinhole may hold: RTP and RTCP on both sides.
 const SOCKETS_PER_PINHOLE: u64 = 4;
 /// Descriptors kept back for SIP sockets and TCP connections, the store
-/// client, the admin API, epoll and eventfds.
-const FD_RESERVE: u64 = 1024;
+/// client, the admin API, epoll and eventfds: at least 1024, and room for
+/// `limits.tcp_max_connections` plus 512 ([`reserve_for_tcp`]).
+static FD_RESERVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1024);
+
+fn fd_reserve() -> u64 {
+    FD_RESERVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Keep descriptors back for `max_tcp` SIP TCP connections (called once at
+/// start, before media admission counts): media capacity is what is left.
+pub fn reserve_for_tcp(max_tcp: usize) {
+    let want = (max_tcp as u64).saturating_add(512).max(1024);
+    FD_RESERVE.store(want, std::sync::atomic::Ordering::Relaxed);
+}
 /// Streams a new session may bring (audio + video).
 const STREAMS_PER_NEW_SESSION: u64 = 2;
 
@@ -197,7 +209,7 @@ fn nofile_limit() -> u64 {
 /// How many pinholes the process's descriptors hold (all planes together),
 /// under the current open-files limit.
 pub fn pinhole_capacity() -> usize {
-    let cap = nofile_limit().saturating_sub(FD_RESERVE) / SOCKETS_PER_PINHOLE;
+    let cap = nofile_limit().saturating_sub(fd_reserve()) / SOCKETS_PER_PINHOLE;
     usize::try_from(cap).unwrap_or(usize::MAX)
 }
 
@@ -210,7 +222,7 @@ pub fn admits_session(plane: &MediaPlane) -> bool {
 /// sockets of one more session. Kept (released) sockets do not count: the
 /// plane closes them when it runs out of descriptors.
 fn admits(pinholes: usize, nofile: u64) -> bool {
-    let capacity = nofile.saturating_sub(FD_RESERVE) / SOCKETS_PER_PINHOLE;
+    let capacity = nofile.saturating_sub(fd_reserve()) / SOCKETS_PER_PINHOLE;
     (pinholes as u64).saturating_add(STREAMS_PER_NEW_SESSION) <= capacity
 }
 
