@@ -276,12 +276,6 @@ fn side_policy(
     let d = SidePolicy::default_for(side);
     let Some(sec) = sec else { return d };
     let hiding = sec.topology_hiding.unwrap_or(d.topology_hiding);
-    let mask = sec.mask_call_id.unwrap_or(d.mask_call_id);
-    if mask && !hiding {
-        errs.push(format!(
-            "{name}.mask_call_id: needs {name}.topology_hiding = true"
-        ));
-    }
     SidePolicy {
         media: MediaRules {
             deny: prefixes(&format!("{name}.media_deny"), sec.media_deny.as_ref(), errs),
@@ -289,7 +283,6 @@ fn side_policy(
             allow_hold_address: sec.allow_hold_address.unwrap_or(false),
         },
         topology_hiding: hiding,
-        mask_call_id: mask,
     }
 }
 

@@ -81,8 +81,6 @@ pub struct SideSection {
     pub allow_hold_address: Option<bool>,
     /// Hide the other side's topology from this side.
     pub topology_hiding: Option<bool>,
-    /// Mask the other side's Call-IDs towards this side.
-    pub mask_call_id: Option<bool>,
     /// Only valid in `[access]`: prefixes initial requests from the core may
     /// reach without a registration.
     pub routes: Option<Vec<String>>,

@@ -86,9 +86,6 @@ pub struct SidePolicy {
     /// and Contact values never reach this side (restored from transaction
     /// and dialog state on the way back). Default on for access, off for core.
     pub topology_hiding: bool,
-    /// With `topology_hiding`: Call-IDs chosen on the other side reach this
-    /// side masked (a keyed, reversible encoding), unmasked on the way back.
-    pub mask_call_id: bool,
 }
 
 impl SidePolicy {
@@ -97,7 +94,6 @@ impl SidePolicy {
         SidePolicy {
             media: Default::default(),
             topology_hiding: side == Side::Access,
-            mask_call_id: false,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::registrar::{self, Binding, PendingBinding};
 use crate::routing::{self, creates_dialog, is_final_notify, DialogMatch};
 use crate::sdp::Sdp;
 use crate::session::{self, MediaAddrs, MediaPlanError, Pools, Session, SessionState, Usage};
+use crate::topo;
 use crate::txn::{
     ClientKey, ClientRole, ClientState, ClientTxn, Flow, ServerKey, ServerState, ServerTxn,
     TimerKind,
@@ -496,6 +497,40 @@ impl Core {
         self.reply(cx, inp, m, 503, &reason, &[("Retry-After", "10".into())]);
     }
 
+    /// Whether the other side's topology is hidden from `side`.
+    fn hides(&self, side: Side) -> bool {
+        self.cfg.security.side(side).topology_hiding
+    }
+
+    /// Our Contact towards `side` (what a hidden side sees as remote target).
+    fn our_contact(&self, side: Side, transport: Transport) -> String {
+        let t = match transport {
+            Transport::Tcp => ";transport=tcp",
+            Transport::Udp => "",
+        };
+        format!("<sip:{}{}>", self.sip_addr(side), t)
+    }
+
+    /// A response about to be relayed upstream on server transaction `sk`
+    /// (our Via already popped): the Vias hidden from its request's
+    /// receiver go back in, and if the upstream side is hidden, what it may
+    /// not see comes out.
+    fn unhide_rehide(&self, sk: &ServerKey, m: &mut Message) {
+        let Some(st) = self.state.servers.get(sk) else {
+            return;
+        };
+        topo::restore_vias(m, &st.hidden_vias);
+        let up = st.upstream;
+        if self.hides(up.side) {
+            topo::hide_response(
+                m,
+                |r| self.is_own_route(r),
+                &self.our_contact(up.side, up.transport),
+                &self.record_route(up.side, up.transport),
+            );
+        }
+    }
+
     /// Whether final responses to `flow` are retransmitted (Timer G): core
     /// peers, and access flows a registration was accepted from. Others get
     /// each final response once, again only when their request comes again
@@ -544,6 +579,7 @@ impl Core {
                 session: None,
                 g_interval: self.t1(),
                 timers: Vec::new(),
+                hidden_vias: Vec::new(),
             };
             if flow.transport == Transport::Udp && self.retransmits_to(&flow) {
                 st.timers
@@ -812,6 +848,7 @@ impl Core {
                 from_tag: m.from_tag().unwrap_or_default(),
                 to_tag: None,
                 early_tags: Vec::new(),
+                hidden_rr: Vec::new(),
                 usage: if method == Method::Invite {
                     Usage::Invite
                 } else {
@@ -1030,7 +1067,24 @@ impl Core {
                 uri: u,
             };
         }
-        let bytes = m.to_bytes();
+        // Topology hiding (`topo.rs`): what the hidden side may not see is
+        // kept in the server transaction and the session.
+        let (bytes, hidden) = if self.hides(egress) {
+            let mut h = m.clone();
+            let kept = topo::hide_request(
+                &mut h,
+                &self.record_route(egress, dest.transport),
+                &self.our_contact(egress, dest.transport),
+            );
+            (h.to_bytes(), kept)
+        } else {
+            (m.to_bytes(), topo::Hidden::default())
+        };
+        if new_session && !hidden.record_route.is_empty() {
+            if let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) {
+                s.hidden_rr = hidden.record_route;
+            }
+        }
         let invite = method == Method::Invite;
         let ckey = ClientKey {
             branch,
@@ -1048,6 +1102,7 @@ impl Core {
             session: sid,
             g_interval: self.t1(),
             timers: Vec::new(),
+            hidden_vias: hidden.vias,
         };
         if invite {
             // From the forwarded request minus our own Via: the upstream Via
@@ -1417,6 +1472,16 @@ impl Core {
         cx.touched.extend(sid);
         let mut ops = Vec::new();
 
+        // A dialog-creating request went to a hidden side with only our
+        // Record-Route: put the list back before the route sets are read.
+        if self.hides(inp.side) && (101..300).contains(&code) {
+            let full = sid
+                .and_then(|id| self.state.sessions.get(&id))
+                .map(|s| s.hidden_rr.clone())
+                .unwrap_or_default();
+            topo::restore_record_route(&mut m, &full, |r| self.is_own_route(r));
+        }
+
         // Dialog and media bookkeeping.
         if let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) {
             let dialog_response = (101..300).contains(&code)
@@ -1536,6 +1601,7 @@ impl Core {
 
         // Relay upstream (RFC 3261 §16.7).
         m.pop_front("Via");
+        self.unhide_rehide(&skey, &mut m);
         let bytes = m.to_bytes();
         let Some(st) = self.state.servers.get_mut(&skey) else {
             return;
@@ -1566,6 +1632,7 @@ impl Core {
             return;
         };
         m.pop_front("Via");
+        self.unhide_rehide(skey, &mut m);
         if m.has_sdp() {
             let sid = self.state.by_call_id.get(m.call_id()).copied();
             self.sdp_pass(cx, sid, inp, &mut m);

@@ -35,6 +35,7 @@ pub mod registrar;
 mod routing;
 pub mod sdp;
 pub mod session;
+pub mod topo;
 pub mod txn;
 
 pub use crate::core::{Core, CoreError, CoreState, CoreStats, SessionView};

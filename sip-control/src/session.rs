@@ -79,6 +79,10 @@ pub struct Session {
     /// What the dialog is for.
     #[serde(default)]
     pub usage: Usage,
+    /// The Record-Route list of the dialog-creating request, when it went
+    /// to a hidden side with only our entry (topology hiding).
+    #[serde(default)]
+    pub hidden_rr: Vec<String>,
     /// Remote target (Contact URI) of the party on the access side.
     pub access_contact: Option<String>,
     /// Remote target of the party on the core side.

@@ -704,3 +704,170 @@ fn registrations_per_source_are_capped_and_only_registered_flows_get_retransmiss
         .any(|s| s.dst == sa(UE) && code(s) == Some(488)));
     h.assert_replay_equal();
 }
+
+/// No trace of the core network (198.18.2.0/24) in a message's topology
+/// headers (From/To carry identities the UE chose or must see).
+fn no_core_topology(s: &Sent) {
+    for h in &s.msg.headers {
+        let topo = [
+            "Via",
+            "Record-Route",
+            "Route",
+            "Contact",
+            "Service-Route",
+            "Path",
+            "P-Charging-Vector",
+        ]
+        .iter()
+        .any(|n| h.name.eq_ignore_ascii_case(n));
+        assert!(
+            !(topo && h.value.contains("198.18.2.")),
+            "core topology leaks to the UE: {}: {}\n{}",
+            h.name,
+            h.value,
+            s.raw
+        );
+    }
+}
+
+#[test]
+fn topology_hiding_keeps_core_via_record_route_and_contact_from_the_ue() {
+    let mut h = Harness::new();
+    let nat = "198.18.1.200:40000";
+    // Register, then a terminating INVITE through two core proxies.
+    let out = h.recv(Side::Access, nat, &register("tr1", "alice", nat, ""));
+    let fwd = out[0].msg.clone();
+    let contact = sip_control::msg::NameAddr::parse(fwd.header("Contact").unwrap()).unwrap();
+    let ok = respond(&fwd, 200, "OK", Some("reg"), None, None).replace(
+        "Content-Length: 0",
+        &format!(
+            "Contact: <{}>;expires=600\r\nService-Route: <sip:orig@198.18.2.40;lr>\r\nPath: <sip:198.18.2.20;lr>\r\nContent-Length: 0",
+            contact.uri
+        ),
+    );
+    let out = h.recv(Side::Core, NEXT_HOP, &ok);
+    no_core_topology(&out[0]);
+    assert_eq!(
+        out[0].msg.header("Service-Route"),
+        Some("<sip:198.18.1.10:5060;lr>")
+    );
+    let body = sdp_of("198.18.2.30", 8000);
+    let inv = format!(
+        "INVITE {} SIP/2.0\r\nVia: SIP/2.0/UDP 198.18.2.20:5060;branch=z9hG4bK-p1\r\nVia: SIP/2.0/UDP 198.18.2.40:5060;branch=z9hG4bK-s1\r\nRecord-Route: <sip:198.18.2.20;lr>\r\nRecord-Route: <sip:198.18.2.40;lr>\r\nFrom: <sip:bob@ims.example>;tag=b1\r\nTo: <sip:alice@ims.example>\r\nCall-ID: hide1\r\nCSeq: 5 INVITE\r\nContact: <sip:bob@198.18.2.30>\r\nP-Charging-Vector: icid-value=x;orig-ioi=198.18.2.40\r\nMax-Forwards: 60\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        contact.uri,
+        body.len()
+    );
+    let out = h.recv(Side::Core, NEXT_HOP, &inv);
+    let to_ue = out.iter().find(|s| s.side == Side::Access).unwrap().clone();
+    no_core_topology(&to_ue);
+    assert_eq!(to_ue.msg.count("Via"), 1);
+    assert_eq!(to_ue.msg.count("Record-Route"), 1);
+    assert_eq!(to_ue.msg.header("Contact"), Some("<sip:198.18.1.10:5060>"));
+    // The UE answers with what it got (its own proxy on top of our entry).
+    let ringing = respond(
+        &to_ue.msg,
+        180,
+        "Ringing",
+        Some("a1"),
+        Some("sip:alice@198.18.9.5:5060"),
+        None,
+    )
+    .replace(
+        "Record-Route: <sip:198.18.1.10:5060;lr>",
+        "Record-Route: <sip:198.18.1.99;lr>\r\nRecord-Route: <sip:198.18.1.10:5060;lr>",
+    );
+    let out = h.recv(Side::Access, nat, &ringing);
+    let at_core = &out[0].msg;
+    assert_eq!(out[0].dst, sa(NEXT_HOP));
+    let vias: Vec<&str> = at_core.headers_named("Via").collect();
+    assert_eq!(vias.len(), 2, "the core's Vias are back: {vias:?}");
+    assert!(vias[0].contains("z9hG4bK-p1") && vias[1].contains("z9hG4bK-s1"));
+    let rr: Vec<&str> = at_core.headers_named("Record-Route").collect();
+    assert_eq!(
+        rr,
+        vec![
+            "<sip:198.18.1.99;lr>",
+            "<sip:198.18.1.10:5060;lr>",
+            "<sip:198.18.2.10:5060;lr>",
+            "<sip:198.18.2.20;lr>",
+            "<sip:198.18.2.40;lr>"
+        ]
+    );
+    let ok = respond(
+        &to_ue.msg,
+        200,
+        "OK",
+        Some("a1"),
+        Some("sip:alice@198.18.9.5:5060"),
+        Some(&sdp_of("198.18.1.200", 7000)),
+    );
+    let out = h.recv(Side::Access, nat, &ok);
+    assert_eq!(out[0].msg.count("Via"), 2);
+    // The UE hangs up towards the remote target it knows (us): the BYE
+    // reaches the core along the dialog's route set with the real target.
+    let bye = format!(
+        "BYE sip:198.18.1.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {nat};branch=z9hG4bK-hb1;rport\r\nRoute: <sip:198.18.1.10:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@ims.example>;tag=a1\r\nTo: <sip:bob@ims.example>;tag=b1\r\nCall-ID: hide1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = h.recv(Side::Access, nat, &bye);
+    let b = out.iter().find(|s| s.side == Side::Core).unwrap();
+    assert_eq!(b.dst, sa(NEXT_HOP));
+    assert_eq!(ruri(&b.msg), "sip:bob@198.18.2.30");
+    let routes: Vec<&str> = b.msg.headers_named("Route").collect();
+    assert_eq!(routes, vec!["<sip:198.18.2.20;lr>", "<sip:198.18.2.40;lr>"]);
+    let out = h.recv(
+        Side::Core,
+        NEXT_HOP,
+        &respond(&b.msg, 200, "OK", None, None, None),
+    );
+    no_core_topology(&out[0]);
+    assert_eq!(h.core.session_count(), 0);
+    h.assert_replay_equal();
+}
+
+#[test]
+fn topology_hiding_on_an_originating_call() {
+    let mut h = Harness::new();
+    let out = h.recv(
+        Side::Access,
+        UE,
+        &sipp_invite("ho1", "z9hG4bK-ho1", UE, 6000),
+    );
+    let inv = out[1].msg.clone();
+    let ok = respond(
+        &inv,
+        200,
+        "OK",
+        Some("c1"),
+        Some("sip:callee@198.18.2.30:5060"),
+        Some(&sdp_of("198.18.2.30", 7000)),
+    )
+    .replacen(
+        "Record-Route:",
+        "Record-Route: <sip:198.18.2.20;lr>\r\nRecord-Route:",
+        1,
+    );
+    let out = h.recv(Side::Core, NEXT_HOP, &ok);
+    assert_eq!(out[0].dst, sa(UE));
+    no_core_topology(&out[0]);
+    let rr: Vec<&str> = out[0].msg.headers_named("Record-Route").collect();
+    assert_eq!(rr, vec!["<sip:198.18.1.10:5060;lr>"]);
+    // ACK and BYE from the UE reach the callee through the recorded route.
+    let (from, to, routes) = ue_dialog(&out[0].msg);
+    let bye = in_dialog(
+        "BYE",
+        "sip:198.18.1.10:5060",
+        &routes,
+        &format!("SIP/2.0/UDP {UE};branch=z9hG4bK-ho-b"),
+        &from,
+        &to,
+        "ho1",
+        2,
+        None,
+    );
+    let out = h.recv(Side::Access, UE, &bye);
+    let b = out.iter().find(|s| s.side == Side::Core).unwrap();
+    assert_eq!(b.dst, sa(NEXT_HOP));
+    assert_eq!(ruri(&b.msg), "sip:callee@198.18.2.30:5060");
+    assert_eq!(b.msg.header("Route"), Some("<sip:198.18.2.20;lr>"));
+    h.assert_replay_equal();
+}

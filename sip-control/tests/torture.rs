@@ -1668,7 +1668,11 @@ fn register_contact_keeps_transport_tcp_in_binding_and_200() {
 
 #[test]
 fn record_route_list_on_one_line_is_relayed_without_stray_separators() {
-    let mut h = Harness::new();
+    // What the UE sees of the core's Record-Route list (topology hiding off:
+    // with it, the UE sees only our entry — tests/border.rs).
+    let mut cfg = config();
+    cfg.security.access.topology_hiding = false;
+    let mut h = Harness::with(cfg);
     let out = h.recv(
         Side::Access,
         UE,
