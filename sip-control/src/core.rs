@@ -1631,6 +1631,12 @@ impl Core {
             self.stats.dropped_responses += 1;
             return;
         };
+        // Each 2xx went upstream once already: repeats go only to peers that
+        // proved their address (no reflection towards a spoofed source).
+        if !self.retransmits_to(&flow) {
+            self.stats.retransmissions_absorbed += 1;
+            return;
+        }
         m.pop_front("Via");
         self.unhide_rehide(skey, &mut m);
         if m.has_sdp() {

@@ -871,3 +871,43 @@ fn topology_hiding_on_an_originating_call() {
     assert_eq!(b.msg.header("Route"), Some("<sip:198.18.2.20;lr>"));
     h.assert_replay_equal();
 }
+
+#[test]
+fn repeated_2xx_reach_registered_ues_only() {
+    let mut h = Harness::new();
+    // Unregistered caller: the first 200 goes through, a retransmission does not.
+    let out = h.recv(Side::Access, UE, &sipp_invite("r2", "z9hG4bK-r2", UE, 6000));
+    let inv = out[1].msg.clone();
+    let ok = respond(
+        &inv,
+        200,
+        "OK",
+        Some("c"),
+        Some("sip:svc@198.18.2.20:5060"),
+        Some(&sdp_of("198.18.2.20", 7000)),
+    );
+    assert_eq!(h.recv(Side::Core, NEXT_HOP, &ok).len(), 1);
+    assert!(h.recv(Side::Core, NEXT_HOP, &ok).is_empty());
+    // A registered one gets the retransmission (its ACK may have been lost).
+    let out = h.recv(Side::Access, UE, &register("r2reg", "alice", UE, ""));
+    let fwd = out[0].msg.clone();
+    let c = sip_control::msg::NameAddr::parse(fwd.header("Contact").unwrap()).unwrap();
+    let reg_ok = respond(&fwd, 200, "OK", Some("reg"), None, None).replace(
+        "Content-Length: 0",
+        &format!("Contact: <{}>;expires=600\r\nContent-Length: 0", c.uri),
+    );
+    h.recv(Side::Core, NEXT_HOP, &reg_ok);
+    let out = h.recv(Side::Access, UE, &sipp_invite("r3", "z9hG4bK-r3", UE, 6002));
+    let inv = out[1].msg.clone();
+    let ok = respond(
+        &inv,
+        200,
+        "OK",
+        Some("c"),
+        Some("sip:svc@198.18.2.20:5060"),
+        Some(&sdp_of("198.18.2.20", 7002)),
+    );
+    assert_eq!(h.recv(Side::Core, NEXT_HOP, &ok).len(), 1);
+    assert_eq!(h.recv(Side::Core, NEXT_HOP, &ok).len(), 1);
+    h.assert_replay_equal();
+}
