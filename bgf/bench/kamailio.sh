@@ -108,6 +108,7 @@ secret = "load-Pw6Tz2Kq8Xm4Vn9Rc3Lb7Hj5Yf1Gd0sA"
 sip = "127.232.0.1:5060"
 rtp_ports = "20000-29999"
 allow_loopback_media = true
+require_registration = false
 [core]
 sip = "127.232.0.2:5060"
 rtp_ports = "30000-39999"

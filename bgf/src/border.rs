@@ -294,6 +294,9 @@ pub fn security(
     limits: Limits,
     errs: &mut Vec<String>,
 ) -> Security {
+    if core.is_some_and(|c| c.require_registration.is_some()) {
+        errs.push("core.require_registration: not allowed on the core side — set access.require_registration".into());
+    }
     if core.is_some_and(|c| c.routes.is_some()) {
         errs.push("core.routes: not allowed on the core side — set access.routes (prefixes initial requests from the core may reach without a registration)".into());
     }
@@ -301,6 +304,7 @@ pub fn security(
         access: side_policy("access", sip_control::Side::Access, access, errs),
         core: side_policy("core", sip_control::Side::Core, core, errs),
         keep_access_route_headers: keep_access_route_headers.unwrap_or(false),
+        require_registration: access.and_then(|a| a.require_registration).unwrap_or(true),
         access_routes: prefixes(
             "access.routes",
             access.and_then(|a| a.routes.as_ref()),

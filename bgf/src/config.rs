@@ -84,6 +84,9 @@ pub struct SideSection {
     /// Only valid in `[access]`: prefixes initial requests from the core may
     /// reach without a registration.
     pub routes: Option<Vec<String>>,
+    /// Only valid in `[access]`: serve initial requests only from registered
+    /// sources.
+    pub require_registration: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -123,6 +123,11 @@ impl Caps {
         }
     }
 
+    /// Whether access source `ip` (its source key) holds a registration.
+    pub fn has_registration(&self, ip: IpAddr) -> bool {
+        self.regs_by_source.contains_key(&self.key(ip))
+    }
+
     /// Whether a registration was accepted from exactly `addr`.
     pub fn is_verified(&self, addr: SocketAddr) -> bool {
         self.verified.contains_key(&addr)

@@ -144,6 +144,10 @@ pub struct Security {
     /// (they never choose the destination; by default they are removed so
     /// that the next hop does not follow them either).
     pub keep_access_route_headers: bool,
+    /// Initial requests from the access side (but REGISTER and emergency
+    /// requests) only from an address with a live registration; others get
+    /// 403 (3GPP TS 24.229: the P-CSCF serves registered UEs). Default on.
+    pub require_registration: bool,
     /// Access-side prefixes that initial requests from the core may reach
     /// without a registration (the Request-URI or top Route must name an IP
     /// inside one). Empty by default: only registered bindings.
@@ -158,6 +162,7 @@ impl Default for Security {
             access: SidePolicy::default_for(Side::Access),
             core: SidePolicy::default_for(Side::Core),
             keep_access_route_headers: false,
+            require_registration: true,
             access_routes: Vec::new(),
             limits: Limits::default(),
         }
@@ -209,7 +214,11 @@ impl CoreConfig {
             session_expires_s: 0,
             max_register_expires_s: 3600,
             max_message_bytes: 65535,
-            security: Security::default(),
+            // Tests place calls from UEs that did not register.
+            security: Security {
+                require_registration: false,
+                ..Security::default()
+            },
         }
     }
 }

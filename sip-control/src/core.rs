@@ -783,6 +783,15 @@ impl Core {
                 self.stats.dialog_mismatches += 1;
                 return self.reply(cx, inp, &m, 482, "Loop Detected (Call-ID in use)", &[]);
             }
+            if inp.side == Side::Access
+                && self.cfg.security.require_registration
+                && method != Method::Register
+                && !self.caps.has_registration(inp.src.ip())
+                && !caps::is_emergency_request(&inp.data)
+            {
+                self.stats.routing_refused += 1;
+                return self.reply(cx, inp, &m, 403, "Forbidden (register first)", &[]);
+            }
             match self.route_initial(inp, &m, &ruri) {
                 Ok(r) => r,
                 Err((code, reason)) => {

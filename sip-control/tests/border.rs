@@ -911,3 +911,41 @@ fn repeated_2xx_reach_registered_ues_only() {
     assert_eq!(h.recv(Side::Core, NEXT_HOP, &ok).len(), 1);
     h.assert_replay_equal();
 }
+
+#[test]
+fn with_require_registration_only_registered_sources_may_call() {
+    let mut cfg = config();
+    cfg.security.require_registration = true;
+    let mut h = Harness::with(cfg);
+    let out = h.recv(
+        Side::Access,
+        UE,
+        &sipp_invite("rr1", "z9hG4bK-rr1", UE, 6000),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(code(&out[0]), Some(403));
+    assert_eq!(h.core.session_count(), 0);
+    // Emergency calls need no registration.
+    let out = h.recv(
+        Side::Access,
+        UE,
+        &sos_invite("rr2", "z9hG4bK-rr2", UE, 6000),
+    );
+    assert_eq!(code(&out[0]), Some(100));
+    // After a registration from that address, calls pass.
+    let out = h.recv(Side::Access, UE, &register("rr3", "alice", UE, ""));
+    let fwd = out[0].msg.clone();
+    let c = sip_control::msg::NameAddr::parse(fwd.header("Contact").unwrap()).unwrap();
+    let ok = respond(&fwd, 200, "OK", Some("reg"), None, None).replace(
+        "Content-Length: 0",
+        &format!("Contact: <{}>;expires=600\r\nContent-Length: 0", c.uri),
+    );
+    h.recv(Side::Core, NEXT_HOP, &ok);
+    let out = h.recv(
+        Side::Access,
+        UE,
+        &sipp_invite("rr4", "z9hG4bK-rr4", UE, 6002),
+    );
+    assert_eq!(code(&out[0]), Some(100));
+    h.assert_replay_equal();
+}

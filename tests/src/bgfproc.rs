@@ -61,6 +61,9 @@ pub struct BgfConfig {
     pub limits: sip_control::Limits,
     /// More `[limits]` lines (the daemon's rates and TCP limits).
     pub guard_limits: String,
+    /// `[access] require_registration` (the lab's SIPp and callgen UACs
+    /// mostly call without registering: off by default here).
+    pub require_registration: bool,
     /// More `[access]` lines (e.g. `topology_hiding = false`).
     pub access_extra: String,
     /// More `[core]` lines.
@@ -127,6 +130,7 @@ impl BgfConfig {
             allow_loopback_media: true,
             limits: lab_limits(),
             guard_limits: LAB_RATES.to_string(),
+            require_registration: false,
             access_extra: String::new(),
             core_extra: String::new(),
         }
@@ -166,6 +170,7 @@ impl BgfConfig {
                 );
                 s += &self.core_extra;
             } else {
+                s += &format!("require_registration = {}\n", self.require_registration);
                 s += &self.access_extra;
             }
             if self.allow_loopback_media {

@@ -218,6 +218,7 @@ media_ip = "{access_ip}"
 rtp_ports = "20000-49999"
 latching = true
 allow_loopback_media = {lo}
+require_registration = false
 
 [core]
 sip = "{core_sip}"

@@ -62,6 +62,7 @@ pub fn core_config(c: &BgfConfig) -> CoreConfig {
 pub fn security(c: &BgfConfig) -> sip_control::Security {
     let mut s = sip_control::Security {
         limits: c.limits.clone(),
+        require_registration: c.require_registration,
         ..Default::default()
     };
     s.access.media.allow_loopback = c.allow_loopback_media;

@@ -160,6 +160,7 @@ sip = "{access_sip}"
 media_ip = "{media}"
 rtp_ports = "20000-29999"
 latching = true
+require_registration = false
 
 [core]
 sip = "{core_sip}"
