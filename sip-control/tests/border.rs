@@ -645,6 +645,28 @@ fn unanswered_invites_cannot_hold_every_port_and_the_emergency_share_stays() {
     h.assert_replay_equal();
 }
 
+/// A REGISTER from `src` for `user`, answered 200 by the registrar with the
+/// contact the BGF gave it (plus `extra_headers`); returns what the UE got.
+fn registered(
+    h: &mut Harness,
+    call: &str,
+    user: &str,
+    src: &str,
+    extra_headers: &str,
+) -> Vec<Sent> {
+    let out = h.recv(Side::Access, src, &register(call, user, src, ""));
+    let fwd = out[0].msg.clone();
+    let c = sip_control::msg::NameAddr::parse(fwd.header("Contact").unwrap()).unwrap();
+    let ok = respond(&fwd, 200, "OK", Some("reg"), None, None).replace(
+        "Content-Length: 0",
+        &format!(
+            "Contact: <{}>;expires=600\r\n{extra_headers}Content-Length: 0",
+            c.uri
+        ),
+    );
+    h.recv(Side::Core, NEXT_HOP, &ok)
+}
+
 fn register(call: &str, contact_user: &str, src: &str, extra: &str) -> String {
     let (ip, port) = src.rsplit_once(':').unwrap();
     format!(
@@ -657,17 +679,7 @@ fn registrations_per_source_are_capped_and_only_registered_flows_get_retransmiss
     let mut cfg = config();
     cfg.security.limits.registrations_per_source = 1;
     let mut h = Harness::with(cfg);
-    let out = h.recv(Side::Access, UE, &register("rg1", "alice", UE, ""));
-    let fwd = out[0].msg.clone();
-    let contact = sip_control::msg::NameAddr::parse(fwd.header("Contact").unwrap()).unwrap();
-    let ok = respond(&fwd, 200, "OK", Some("reg"), None, None).replace(
-        "Content-Length: 0",
-        &format!(
-            "Contact: <{}>;expires=600\r\nContent-Length: 0",
-            contact.uri
-        ),
-    );
-    h.recv(Side::Core, NEXT_HOP, &ok);
+    registered(&mut h, "rg1", "alice", UE, "");
     assert_eq!(h.core.registration_count(), 1);
     // A second AOR from the same source: 503.
     let out = h.recv(Side::Access, UE, &register("rg2", "bob", UE, ""));
@@ -889,14 +901,7 @@ fn repeated_2xx_reach_registered_ues_only() {
     assert_eq!(h.recv(Side::Core, NEXT_HOP, &ok).len(), 1);
     assert!(h.recv(Side::Core, NEXT_HOP, &ok).is_empty());
     // A registered one gets the retransmission (its ACK may have been lost).
-    let out = h.recv(Side::Access, UE, &register("r2reg", "alice", UE, ""));
-    let fwd = out[0].msg.clone();
-    let c = sip_control::msg::NameAddr::parse(fwd.header("Contact").unwrap()).unwrap();
-    let reg_ok = respond(&fwd, 200, "OK", Some("reg"), None, None).replace(
-        "Content-Length: 0",
-        &format!("Contact: <{}>;expires=600\r\nContent-Length: 0", c.uri),
-    );
-    h.recv(Side::Core, NEXT_HOP, &reg_ok);
+    registered(&mut h, "r2reg", "alice", UE, "");
     let out = h.recv(Side::Access, UE, &sipp_invite("r3", "z9hG4bK-r3", UE, 6002));
     let inv = out[1].msg.clone();
     let ok = respond(
@@ -933,14 +938,7 @@ fn with_require_registration_only_registered_sources_may_call() {
     );
     assert_eq!(code(&out[0]), Some(100));
     // After a registration from that address, calls pass.
-    let out = h.recv(Side::Access, UE, &register("rr3", "alice", UE, ""));
-    let fwd = out[0].msg.clone();
-    let c = sip_control::msg::NameAddr::parse(fwd.header("Contact").unwrap()).unwrap();
-    let ok = respond(&fwd, 200, "OK", Some("reg"), None, None).replace(
-        "Content-Length: 0",
-        &format!("Contact: <{}>;expires=600\r\nContent-Length: 0", c.uri),
-    );
-    h.recv(Side::Core, NEXT_HOP, &ok);
+    registered(&mut h, "rr3", "alice", UE, "");
     let out = h.recv(
         Side::Access,
         UE,
