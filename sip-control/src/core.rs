@@ -531,10 +531,12 @@ impl Core {
         }
     }
 
-    /// Whether final responses to `flow` are retransmitted (Timer G): core
-    /// peers, and access flows a registration was accepted from. Others get
-    /// each final response once, again only when their request comes again
-    /// — never more than they sent (no reflection).
+    /// Whether the BGF's own final error responses to `flow` are
+    /// retransmitted (Timer G): core peers, and access flows a registration
+    /// was accepted from. Others get each one once, and again only when their
+    /// request comes again (they sent no 100 Trying's worth of trust: the
+    /// request never passed) — never more than they sent (no reflection).
+    /// Relayed responses follow RFC 3261: their request passed the policy.
     fn retransmits_to(&self, flow: &Flow) -> bool {
         flow.side == Side::Core || self.caps.is_verified(flow.addr)
     }
@@ -1640,12 +1642,6 @@ impl Core {
             self.stats.dropped_responses += 1;
             return;
         };
-        // Each 2xx went upstream once already: repeats go only to peers that
-        // proved their address (no reflection towards a spoofed source).
-        if !self.retransmits_to(&flow) {
-            self.stats.retransmissions_absorbed += 1;
-            return;
-        }
         m.pop_front("Via");
         self.unhide_rehide(skey, &mut m);
         if m.has_sdp() {
@@ -1746,11 +1742,10 @@ impl Core {
         }
         let udp = st.upstream.transport == Transport::Udp;
         let invite = st.invite;
-        let upstream = st.upstream;
         cx.changed = true;
         match (state, invite) {
             (ServerState::Completed, true) => {
-                if udp && self.retransmits_to(&upstream) {
+                if udp {
                     let g = self.arm(cx, TimerKind::ServerRetransmit(sk.clone()), self.t1());
                     let h = self.arm(cx, TimerKind::ServerCleanup(sk.clone()), 64 * self.t1());
                     if let Some(st) = self.state.servers.get_mut(sk) {

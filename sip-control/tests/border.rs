@@ -885,39 +885,6 @@ fn topology_hiding_on_an_originating_call() {
 }
 
 #[test]
-fn repeated_2xx_reach_registered_ues_only() {
-    let mut h = Harness::new();
-    // Unregistered caller: the first 200 goes through, a retransmission does not.
-    let out = h.recv(Side::Access, UE, &sipp_invite("r2", "z9hG4bK-r2", UE, 6000));
-    let inv = out[1].msg.clone();
-    let ok = respond(
-        &inv,
-        200,
-        "OK",
-        Some("c"),
-        Some("sip:svc@198.18.2.20:5060"),
-        Some(&sdp_of("198.18.2.20", 7000)),
-    );
-    assert_eq!(h.recv(Side::Core, NEXT_HOP, &ok).len(), 1);
-    assert!(h.recv(Side::Core, NEXT_HOP, &ok).is_empty());
-    // A registered one gets the retransmission (its ACK may have been lost).
-    registered(&mut h, "r2reg", "alice", UE, "");
-    let out = h.recv(Side::Access, UE, &sipp_invite("r3", "z9hG4bK-r3", UE, 6002));
-    let inv = out[1].msg.clone();
-    let ok = respond(
-        &inv,
-        200,
-        "OK",
-        Some("c"),
-        Some("sip:svc@198.18.2.20:5060"),
-        Some(&sdp_of("198.18.2.20", 7002)),
-    );
-    assert_eq!(h.recv(Side::Core, NEXT_HOP, &ok).len(), 1);
-    assert_eq!(h.recv(Side::Core, NEXT_HOP, &ok).len(), 1);
-    h.assert_replay_equal();
-}
-
-#[test]
 fn with_require_registration_only_registered_sources_may_call() {
     let mut cfg = config();
     cfg.security.require_registration = true;
