@@ -97,7 +97,8 @@ impl Default for GuardSettings {
                 burst: 100.0,
             },
             ipv6_source_prefix: 64,
-            tcp_max_connections: 4096,
+            // With the media plane's reserve of 1024 descriptors (512 + this).
+            tcp_max_connections: 512,
             tcp_max_connections_per_ip: 16,
             tcp_header_timeout: Duration::from_secs(10),
             tcp_idle_timeout: Duration::from_secs(300),

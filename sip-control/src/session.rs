@@ -72,17 +72,6 @@ pub struct Session {
     pub from_tag: String,
     /// Callee's To-tag once known.
     pub to_tag: Option<String>,
-    /// To-tags of early dialogs (provisional responses with a tag, up to
-    /// [`MAX_EARLY_TAGS`]): in-dialog requests of any of them match.
-    #[serde(default)]
-    pub early_tags: Vec<String>,
-    /// What the dialog is for.
-    #[serde(default)]
-    pub usage: Usage,
-    /// The Record-Route list of the dialog-creating request, when it went
-    /// to a hidden side with only our entry (topology hiding).
-    #[serde(default)]
-    pub hidden_rr: Vec<String>,
     /// Remote target (Contact URI) of the party on the access side.
     pub access_contact: Option<String>,
     /// Remote target of the party on the core side.
@@ -99,6 +88,19 @@ pub struct Session {
     pub streams: Vec<Option<PinholeSpec>>,
     /// Session expiry timer.
     pub expiry: Option<TimerId>,
+    // Fields added after checkpoints existed stay last, with defaults: a
+    // checkpoint is a positional (MessagePack array) encoding.
+    /// To-tags of early dialogs (provisional responses with a tag, up to
+    /// [`MAX_EARLY_TAGS`]): in-dialog requests of any of them match.
+    #[serde(default)]
+    pub early_tags: Vec<String>,
+    /// What the dialog is for.
+    #[serde(default)]
+    pub usage: Usage,
+    /// The Record-Route list of the dialog-creating request, when it went
+    /// to a hidden side with only our entry (topology hiding).
+    #[serde(default)]
+    pub hidden_rr: Vec<String>,
 }
 
 impl Session {
