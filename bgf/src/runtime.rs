@@ -278,6 +278,10 @@ impl CoreLoop {
                 _ = &mut sleep, if deadline.is_some() => {
                     // Re-armed next round (even if nothing was due yet).
                     armed = None;
+                    // What the core side already sent first: a response that
+                    // arrived before a retransmission timer fired must stop
+                    // it (after a stall, both are ready at once).
+                    self.read_udp(Side::Core, &mut batch, &mut inbox);
                     let now = now_ms();
                     for (id, due) in self.timers.pop_due(now) {
                         self.handle(Input::Timer { id, at: now.max(due) });
