@@ -12,10 +12,13 @@
 //! effects), [`media`] (media plane glue), [`admin`] (HTTP admin API).
 
 mod admin;
+mod admission;
 mod commit;
 mod config;
 mod ha;
+mod ifaddrs;
 mod media;
+mod media_xdp;
 mod metrics;
 mod presync;
 mod runtime;

@@ -141,7 +141,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct totals);
-	__uint(max_entries, 1);
+	__uint(max_entries, MAX_PLANES); // by plane
 } TOTALS SEC(".maps");
 
 struct {
@@ -170,15 +170,14 @@ struct {
 	__uint(max_entries, 1 << 23); // set by the loader
 } UPCALLS SEC(".maps");
 
-static __always_inline struct totals *totals(void)
+static __always_inline struct totals *totals(__u32 plane)
 {
-	__u32 zero = 0;
-	return bpf_map_lookup_elem(&TOTALS, &zero);
+	return bpf_map_lookup_elem(&TOTALS, &plane);
 }
 
-static __always_inline int drop(struct ph_stats *st, __u32 dir, int reason)
+static __always_inline int drop(__u32 plane, struct ph_stats *st, __u32 dir, int reason)
 {
-	struct totals *t = totals();
+	struct totals *t = totals(plane);
 	if (t && (unsigned)reason < R_COUNT)
 		t->drops[reason]++;
 	if (st)
@@ -312,9 +311,9 @@ static __always_inline __u16 ip4_csum(const __u8 *h)
 #define UDP_HLEN 8
 #define TTL 64
 
-static __always_inline int upcall(struct xdp_md *ctx, __u32 l3, __u8 why)
+static __always_inline int upcall(struct xdp_md *ctx, __u32 plane, __u32 l3, __u8 why)
 {
-	struct totals *t = totals();
+	struct totals *t = totals(plane);
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	__u32 n = (__u32)(end - data);
@@ -349,8 +348,9 @@ static __always_inline int upcall(struct xdp_md *ctx, __u32 l3, __u8 why)
 	return XDP_DROP;
 }
 
-// Is `a` (mapped form) with host-order `port` inside an active plane's range?
-static __always_inline int in_media_range(const __u8 *a, __u16 port)
+// The plane (index + 1) serving `a` (mapped form) with host-order `port`
+// inside its range, or 0.
+static __always_inline __u32 in_media_range(const __u8 *a, __u16 port)
 {
 	for (__u32 i = 0; i < MAX_RANGES; i++) {
 		__u32 k = i;
@@ -362,7 +362,7 @@ static __always_inline int in_media_range(const __u8 *a, __u16 port)
 		__u32 pl = r->plane - 1;
 		__u32 *on = bpf_map_lookup_elem(&PLANES, &pl);
 		if (on && *on)
-			return 1;
+			return r->plane;
 	}
 	return 0;
 }
@@ -444,8 +444,9 @@ int bgf_relay(struct xdp_md *ctx)
 
 	struct leg_port *v = bpf_map_lookup_elem(&PINHOLES, &dst);
 	if (!v) {
-		if (in_media_range(dst.addr, bpf_ntohs(dst.port)))
-			return drop(0, 0, R_UNKNOWN_PORT);
+		__u32 owner = in_media_range(dst.addr, bpf_ntohs(dst.port));
+		if (owner)
+			return drop(owner - 1, 0, 0, R_UNKNOWN_PORT);
 		return XDP_PASS;
 	}
 	__u32 pl = v->plane;
@@ -464,21 +465,21 @@ int bgf_relay(struct xdp_md *ctx)
 		else if ((v->flags & FL_LATCH) && eq16(v->latch_ip, src.addr))
 			up = 1;
 		else
-			return drop(st, dir, R_WRONG_SOURCE);
+			return drop(pl, st, dir, R_WRONG_SOURCE);
 	}
 	// 2. Content.
 	__u32 plen = ulen - UDP_HLEN;
 	int r = classify(udp + UDP_HLEN, end, plen, v->flags & FL_RTCP);
 	if (r >= 0)
-		return drop(st, dir, r);
+		return drop(pl, st, dir, r);
 	if (up)
-		return upcall(ctx, l3, UP_LATCH);
+		return upcall(ctx, pl, l3, UP_LATCH);
 	// 3. Destination.
 	if (v->to.family == 0)
-		return drop(st, dir, R_NO_DESTINATION);
+		return drop(pl, st, dir, R_NO_DESTINATION);
 	int out4 = v->to.family == 4;
 	if (out4 != v4 && (v4 ? (ihl != IP4_HLEN || *(__u16 *)(udp + 6) == 0) : 0))
-		return upcall(ctx, l3, UP_SHAPE);
+		return upcall(ctx, pl, l3, UP_SHAPE);
 
 	// Looked up as if arriving on the loopback interface: the kernel only
 	// answers for an interface with forwarding on, and turning forwarding on
@@ -502,9 +503,9 @@ int bgf_relay(struct xdp_md *ctx)
 	}
 	long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return upcall(ctx, l3, UP_NO_NEIGH);
+		return upcall(ctx, pl, l3, UP_NO_NEIGH);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return drop(st, dir, R_SEND_ERROR);
+		return drop(pl, st, dir, R_SEND_ERROR);
 
 	// Rewrite. Keep what the new headers need before the head may move.
 	struct ap from = v->from, to = v->to;
@@ -560,7 +561,7 @@ int bgf_relay(struct xdp_md *ctx)
 	} else if (!v4 && out4) {
 		// IPv6 → IPv4: the header shrinks by 20 bytes.
 		if (bpf_xdp_adjust_head(ctx, IP6_HLEN - IP4_HLEN))
-			return drop(st, dir, R_SEND_ERROR);
+			return drop(pl, st, dir, R_SEND_ERROR);
 		data = (void *)(long)ctx->data;
 		end = (void *)(long)ctx->data_end;
 		eth = data;
@@ -581,7 +582,7 @@ int bgf_relay(struct xdp_md *ctx)
 	} else {
 		// IPv4 (no options, checked above) → IPv6: the header grows by 20.
 		if (bpf_xdp_adjust_head(ctx, -(int)(IP6_HLEN - IP4_HLEN)))
-			return drop(st, dir, R_SEND_ERROR);
+			return drop(pl, st, dir, R_SEND_ERROR);
 		data = (void *)(long)ctx->data;
 		end = (void *)(long)ctx->data_end;
 		eth = data;
@@ -615,7 +616,7 @@ int bgf_relay(struct xdp_md *ctx)
 	__u64 *last = bpf_map_lookup_elem(&ACTIVITY, &slot);
 	if (last)
 		*last = bpf_ktime_get_coarse_ns();
-	struct totals *t = totals();
+	struct totals *t = totals(pl);
 	if (fib.ifindex == ifx) {
 		if (t) {
 			t->fwd_pkts++;

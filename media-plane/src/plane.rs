@@ -354,6 +354,34 @@ impl MediaPlane {
         }
     }
 
+    /// XDP: pinholes the maps hold in all (all planes of the process
+    /// together); `None` for other backends.
+    pub fn xdp_capacity(&self) -> Option<usize> {
+        match &self.inner {
+            Inner::Xdp(p) => Some(p.backend.capacity()),
+            _ => None,
+        }
+    }
+
+    /// XDP: pinholes the maps can still take (all planes of the process);
+    /// `None` for other backends.
+    pub fn xdp_free_pinholes(&self) -> Option<usize> {
+        match &self.inner {
+            Inner::Xdp(p) => Some(p.backend.free_pinholes()),
+            _ => None,
+        }
+    }
+
+    /// XDP: the program's own totals for this plane (packets forwarded in
+    /// the kernel, sent back out / redirected, sent up to user space, lost
+    /// because the upcall ring was full); `None` for other backends.
+    pub fn xdp_totals(&self) -> Option<crate::xdp::maps::Totals> {
+        match &self.inner {
+            Inner::Xdp(p) => Some(p.backend.totals()),
+            _ => None,
+        }
+    }
+
     /// XDP: the program's cumulative run time and run count from the
     /// kernel's BPF statistics (non-zero only while `kernel.bpf_stats_enabled`
     /// is 1); `None` for other backends.
@@ -418,6 +446,17 @@ impl MediaPlane {
             }
             #[cfg(feature = "dpdk")]
             Inner::Dpdk(p) => p.backend.announce(schedule),
+        }
+    }
+
+    /// Start relaying an idle plane's pinholes (XDP: a standby taking over,
+    /// before its addresses are announced). No-op for the kernel backend
+    /// (sockets relay once the addresses arrive) and DPDK (which starts
+    /// with [`MediaPlane::announce`]).
+    pub fn serve(&self) -> Result<(), MediaError> {
+        match &self.inner {
+            Inner::Xdp(p) => p.backend.serve(),
+            _ => Ok(()),
         }
     }
 

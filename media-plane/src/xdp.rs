@@ -24,7 +24,11 @@ pub mod sys;
 pub fn object() -> Option<&'static [u8]> {
     #[cfg(bgf_xdp_object)]
     {
-        Some(include_bytes!(concat!(env!("OUT_DIR"), "/relay.bpf.o")))
+        // ELF parsing reads 8-byte fields in place: keep the bytes aligned.
+        Some(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/relay.bpf.o"
+        )))
     }
     #[cfg(not(bgf_xdp_object))]
     {

@@ -531,11 +531,17 @@ fn idle_plane_forwards_only_after_announce() {
     assert!(nothing(&core), "idle plane forwarded");
     assert_eq!(idle.counters().forwarded_packets, 0);
     assert_eq!(idle.announce(&[]).unwrap(), Vec::<IpAddr>::new());
-    ue.send_to(&rtp(2), "198.18.0.2:20000").unwrap();
-    assert_eq!(recv(&core), (rtp(2), sa("198.18.1.2:30000")));
-    eventually("idle plane counts its own", || {
-        idle.counters().forwarded_packets == 1
+    for seq in 2..7 {
+        ue.send_to(&rtp(seq), "198.18.0.2:20000").unwrap();
+        assert_eq!(recv(&core), (rtp(seq), sa("198.18.1.2:30000")));
+    }
+    eventually("the plane counts its own", || {
+        idle.counters().forwarded_packets == 5
     });
+    assert!(
+        idle.xdp_totals().unwrap().fwd_pkts >= 4,
+        "forwarded in the kernel"
+    );
     assert_eq!(b.plane.counters().forwarded_packets, 0);
     drop(idle);
 }

@@ -379,6 +379,35 @@ impl XdpBackend {
         self.rt.as_ref().and_then(|r| r.program_stats())
     }
 
+    /// Pinholes the maps hold in all (all planes of the process).
+    pub fn capacity(&self) -> usize {
+        self.rt
+            .as_ref()
+            .map_or(0, |r| r.shared.max_pinholes as usize)
+    }
+
+    /// This plane's program totals, summed over CPUs.
+    pub fn totals(&self) -> Totals {
+        let mut out = Totals::default();
+        let Ok((rt, plane)) = self.rt() else {
+            return out;
+        };
+        if let Ok(v) = lock(&rt.shared.maps).totals.get(&plane, 0) {
+            for t in v.iter() {
+                out.fwd_pkts += t.fwd_pkts;
+                out.fwd_bytes += t.fwd_bytes;
+                for i in 0..t.drops.len() {
+                    out.drops[i] += t.drops[i];
+                }
+                out.upcalls += t.upcalls;
+                out.upcalls_lost += t.upcalls_lost;
+                out.tx += t.tx;
+                out.redirect += t.redirect;
+            }
+        }
+        out
+    }
+
     /// Pinholes the maps can still take (all planes of the process).
     pub fn free_pinholes(&self) -> usize {
         self.rt
@@ -554,16 +583,11 @@ impl PacketBackend for XdpBackend {
     }
 
     fn add_totals(&self, out: &mut MediaCounters) {
-        let Ok((rt, plane)) = self.rt() else { return };
-        let Ok(v) = lock(&rt.shared.maps).totals.get(&plane, 0) else {
-            return;
-        };
-        for t in v.iter() {
-            out.forwarded_packets += t.fwd_pkts;
-            out.forwarded_bytes += t.fwd_bytes;
-            for r in Reason::ALL {
-                *out.drops.slot(r) += t.drops[r.index()];
-            }
+        let t = self.totals();
+        out.forwarded_packets += t.fwd_pkts;
+        out.forwarded_bytes += t.fwd_bytes;
+        for r in Reason::ALL {
+            *out.drops.slot(r) += t.drops[r.index()];
         }
     }
 
