@@ -42,7 +42,8 @@ fn main() {
             return;
         }
         Ok(o) => format!(
-            "{clang} failed: {}",
+            "{clang} failed ({}): {}",
+            o.status,
             String::from_utf8_lossy(&o.stderr).trim()
         ),
         Err(e) => format!("cannot run {clang}: {e}"),

@@ -165,6 +165,19 @@ struct {
 	__uint(max_entries, 64);
 } IFACES SEC(".maps");
 
+// Scratch for summing a payload (a zero IPv4 UDP checksum going to IPv6,
+// where the checksum is mandatory): the stack is too small for it.
+struct scratch {
+	__u8 b[512];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct scratch);
+	__uint(max_entries, 1);
+} SCRATCH SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 23); // set by the loader
@@ -303,6 +316,46 @@ static __always_inline __u16 ip4_csum(const __u8 *h)
 	__u32 acc = sum16(0, h, 8);
 	acc = sum16(acc, h + 16, 2);
 	return ~fold(acc);
+}
+
+// One's-complement sum (folded to 16 bits, raw byte order) of the `len`
+// bytes at packet offset `off`, odd length padded with a zero byte; -1 if
+// they cannot be read. In 512-byte steps through SCRATCH (bpf_csum_diff
+// sums at most 512 bytes, a multiple of 4, per call).
+static __always_inline int payload_sum(struct xdp_md *ctx, __u32 off, __u32 len)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&SCRATCH, &zero);
+	if (!s)
+		return -1;
+	__u64 acc = 0;
+	for (int i = 0; i < 4; i++) {
+		if (len == 0)
+			break;
+		__u64 n = len > 512 ? 512 : len;
+		asm volatile("%[n] &= 0x3ff" : [n] "+r"(n));
+		if (n < 1 || n > 512)
+			return -1;
+		// Zero the word the payload ends in: the pad of an odd length.
+		__u64 w = (n - 1) & 0x1fc;
+		*(__u32 *)(s->b + w) = 0;
+		if (bpf_xdp_load_bytes(ctx, off, s->b, n))
+			return -1;
+		__u64 sz = (n + 3) & 0x3fc;
+		if (sz < 4 || sz > 512)
+			return -1;
+		__s64 c = bpf_csum_diff(0, 0, (__be32 *)s->b, sz, 0);
+		if (c < 0)
+			return -1;
+		acc += (__u32)c;
+		off += n;
+		len -= n;
+	}
+	if (len)
+		return -1;
+	acc = (acc & 0xffffffff) + (acc >> 32);
+	acc = (acc & 0xffffffff) + (acc >> 32);
+	return fold((__u32)acc);
 }
 
 #define ETH_HLEN_ 14
@@ -478,7 +531,7 @@ int bgf_relay(struct xdp_md *ctx)
 	if (v->to.family == 0)
 		return drop(pl, st, dir, R_NO_DESTINATION);
 	int out4 = v->to.family == 4;
-	if (out4 != v4 && (v4 ? (ihl != IP4_HLEN || *(__u16 *)(udp + 6) == 0) : 0))
+	if (v4 && !out4 && ihl != IP4_HLEN)
 		return upcall(ctx, pl, l3, UP_SHAPE);
 
 	// Looked up as if arriving on the loopback interface: the kernel only
@@ -535,6 +588,19 @@ int bgf_relay(struct xdp_md *ctx)
 	__u16 new_ck;
 	if (v4 && out4 && old_ck == 0) {
 		new_ck = 0; // IPv4 "no checksum" stays so
+	} else if (v4 && old_ck == 0) {
+		// No checksum to update, and IPv6 requires one: sum it all.
+		int ps = payload_sum(ctx, l4 + UDP_HLEN, plen);
+		if (ps < 0)
+			return upcall(ctx, pl, l3, UP_SHAPE);
+		__u16 len16 = bpf_htons(ulen), proto16 = bpf_htons(IPPROTO_UDP);
+		__u32 acc = (__u32)ps;
+		acc = sum16(acc, from.addr, 8);
+		acc = sum16(acc, to.addr, 8);
+		acc += len16 + proto16 + from.port + to.port + len16;
+		new_ck = ~fold(acc);
+		if (new_ck == 0)
+			new_ck = 0xffff;
 	} else {
 		new_ck = csum_update(old_ck, delta);
 		if (new_ck == 0)
