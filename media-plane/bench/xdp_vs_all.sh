@@ -121,8 +121,11 @@ gen() { # label pid streams target [extra gen args]
         echo "$line" | tee -a "$OUT"
         echo "$line" >> "$WORK/all.jsonl"
         # Past the rate where it loses more than 5 %, higher rates say nothing new.
-        awk -v l="$line" 'BEGIN{ if (match(l, /"loss_pct":[0-9.]+/)) { v=substr(l, RSTART+11, RLENGTH-11); exit (v > 5.0) ? 0 : 1 } exit 1 }' && break
+        if awk -v l="$line" 'BEGIN{ if (match(l, /"loss_pct":[0-9.]+/)) { v=substr(l, RSTART+11, RLENGTH-11); exit (v > 5.0) ? 0 : 1 } exit 1 }'; then
+            break
+        fi
     done
+    return 0
 }
 
 : > "$WORK/all.jsonl"
