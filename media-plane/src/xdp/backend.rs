@@ -161,10 +161,11 @@ fn load(settings: &XdpSettings) -> Result<Arc<Runtime>, MediaError> {
         "/proc/sys/net/ipv4/conf/lo/forwarding",
         "/proc/sys/net/ipv6/conf/lo/forwarding",
     ] {
-        if let Err(e) = std::fs::write(f, "1") {
-            return Err(cfg_err(format!(
-                "cannot enable {f} (the XDP next-hop lookup needs it): {e}"
-            )));
+        let on = std::fs::read_to_string(f).is_ok_and(|v| v.trim() == "1");
+        if !on {
+            if let Err(e) = std::fs::write(f, "1") {
+                return Err(cfg_err(format!("cannot enable {f} (the XDP next-hop lookup needs it; set it with sysctl where /proc/sys is read-only): {e}")));
+            }
         }
     }
     let mut ifaces: BpfHashMap<MapData, u32, Iface> =
