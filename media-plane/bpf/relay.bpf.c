@@ -525,11 +525,12 @@ int bgf_relay(struct xdp_md *ctx)
 	int r = classify(udp + UDP_HLEN, end, plen, v->flags & FL_RTCP);
 	if (r >= 0)
 		return drop(pl, st, dir, r);
-	if (up)
-		return upcall(ctx, pl, l3, UP_LATCH);
-	// 3. Destination.
+	// 3. Destination (before a latch goes up: forward.rs records a latch
+	// only on a packet it forwards).
 	if (v->to.family == 0)
 		return drop(pl, st, dir, R_NO_DESTINATION);
+	if (up)
+		return upcall(ctx, pl, l3, UP_LATCH);
 	int out4 = v->to.family == 4;
 	if (v4 && !out4 && ihl != IP4_HLEN)
 		return upcall(ctx, pl, l3, UP_SHAPE);

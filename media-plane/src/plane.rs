@@ -382,6 +382,20 @@ impl MediaPlane {
         }
     }
 
+    /// XDP: run the program once on the Ethernet `frame` as if it arrived
+    /// on interface `ifindex` (see `XdpBackend::test_run`); `None` for
+    /// other backends.
+    pub fn xdp_test_run(
+        &self,
+        frame: &[u8],
+        ifindex: u32,
+    ) -> Option<Result<(u32, Vec<u8>), MediaError>> {
+        match &self.inner {
+            Inner::Xdp(p) => Some(p.backend.test_run(frame, ifindex)),
+            _ => None,
+        }
+    }
+
     /// XDP: the program's cumulative run time and run count from the
     /// kernel's BPF statistics (non-zero only while `kernel.bpf_stats_enabled`
     /// is 1); `None` for other backends.

@@ -32,20 +32,8 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// Whether this run can exercise XDP; panics instead of skipping under
-/// `BGF_REQUIRE_XDP=1`.
 fn can_run(test: &str) -> bool {
-    let require = std::env::var("BGF_REQUIRE_XDP").is_ok_and(|v| v == "1");
-    let why = if !netns::is_root() {
-        "needs root (namespaces, XDP)"
-    } else if media_plane::xdp::object().is_none() {
-        "the XDP program is not built into this binary (clang/libbpf-dev missing at build time)"
-    } else {
-        return true;
-    };
-    assert!(!require, "BGF_REQUIRE_XDP=1 but {test} cannot run: {why}");
-    eprintln!("SKIPPED {test}: {why}");
-    false
+    netns::xdp_can_run(test)
 }
 
 const REL_ADDRS: [(&str, &str); 4] = [

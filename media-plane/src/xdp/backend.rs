@@ -375,6 +375,26 @@ impl XdpBackend {
             .unwrap_or_default()
     }
 
+    /// Run the program once on `frame` as if it arrived on `ifindex`
+    /// (`BPF_PROG_TEST_RUN`: nothing is sent; upcalls do go up): its
+    /// verdict and the frame as it left it. For tests comparing the program
+    /// with the relay's own decision.
+    pub fn test_run(&self, frame: &[u8], ifindex: u32) -> Result<(u32, Vec<u8>), MediaError> {
+        let (rt, _) = self.rt()?;
+        let e = lock(&rt.ebpf);
+        let prog: &Xdp = e
+            .program("bgf_relay")
+            .and_then(|p| p.try_into().ok())
+            .ok_or_else(|| cfg_err("XDP program bgf_relay missing".into()))?;
+        let fd = prog
+            .fd()
+            .map_err(|e| cfg_err(format!("XDP program fd: {e}")))?;
+        sys::test_run(fd.as_fd().as_raw_fd(), frame, ifindex).map_err(|source| MediaError::Io {
+            what: "BPF_PROG_TEST_RUN",
+            source,
+        })
+    }
+
     /// The program's run time and count (see [`Runtime::program_stats`]).
     pub fn program_stats(&self) -> Option<(Duration, u64)> {
         self.rt.as_ref().and_then(|r| r.program_stats())

@@ -9,6 +9,80 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+/// `bpf_attr` for `BPF_PROG_TEST_RUN`.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    /// The struct's tail padding, explicit: the kernel rejects non-zero
+    /// bytes past the last field (EINVAL).
+    pad: u32,
+}
+
+/// `struct xdp_md` as a test run's context.
+#[repr(C)]
+#[derive(Default)]
+struct XdpMd {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
+/// Run the XDP program `prog_fd` once on `frame` as if it arrived on
+/// `ifindex` (of the calling thread's namespace), without sending anything:
+/// the verdict (`XDP_*`) and the frame as the program left it.
+pub fn test_run(prog_fd: RawFd, frame: &[u8], ifindex: u32) -> io::Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let mut ctx = XdpMd {
+        data_end: frame.len() as u32,
+        ingress_ifindex: ifindex,
+        ..XdpMd::default()
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: prog_fd as u32,
+        data_size_in: frame.len() as u32,
+        data_size_out: out.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        data_out: out.as_mut_ptr() as u64,
+        repeat: 1,
+        ctx_size_in: size_of::<XdpMd>() as u32,
+        ctx_in: &mut ctx as *mut XdpMd as u64,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: bpf(2) with an attr pointing to live buffers of the sizes given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            size_of::<TestRunAttr>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval, out))
+}
 
 /// `bpf_attr` for the `BPF_MAP_*_BATCH` commands.
 #[repr(C)]

@@ -19,6 +19,40 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Whether this run can exercise XDP (root, program built in); panics
+/// instead of skipping under `BGF_REQUIRE_XDP=1` (CI).
+pub fn xdp_can_run(test: &str) -> bool {
+    let require = std::env::var("BGF_REQUIRE_XDP").is_ok_and(|v| v == "1");
+    let why = if !is_root() {
+        "needs root (namespaces, XDP)"
+    } else if media_plane::xdp::object().is_none() {
+        "the XDP program is not built into this binary (clang/libbpf-dev missing at build time)"
+    } else {
+        return true;
+    };
+    assert!(!require, "BGF_REQUIRE_XDP=1 but {test} cannot run: {why}");
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+/// The MAC of `iface` in namespace `ns`.
+pub fn mac(ns: &str, iface: &str) -> [u8; 6] {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-br", "link", "show", iface])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let m = text
+        .split_whitespace()
+        .find(|w| w.len() == 17 && w.matches(':').count() == 5)
+        .unwrap_or_else(|| panic!("no MAC in {text:?}"));
+    let mut b = [0u8; 6];
+    for (o, h) in b.iter_mut().zip(m.split(':')) {
+        *o = u8::from_str_radix(h, 16).unwrap();
+    }
+    b
+}
+
 /// Run a command; panic with its output if it fails.
 pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
