@@ -198,7 +198,7 @@ awk '
     if (match($0, /"loss_pct":[0-9.]+/)) loss=substr($0, RSTART+11, RLENGTH-11)
     if (match($0, /"cpu_us_per_pkt":[0-9.]+/)) cpu=substr($0, RSTART+17, RLENGTH-17)
     if (match($0, /"machine_busy_us_per_pkt":[0-9.]+/)) mach=substr($0, RSTART+26, RLENGTH-26)
-    if (match($0, /"softirq_us_per_pkt":[0-9.]+/)) sirq=substr($0, RSTART+20, RLENGTH-20)
+    if (match($0, /"softirq_us_per_pkt":[0-9.]+/)) sirq=substr($0, RSTART+21, RLENGTH-21)
     if (match($0, /"bpf_ns_per_run":[0-9.]+/)) bpf=substr($0, RSTART+17, RLENGTH-17)
     k=b" "n
     if (loss < 0.1 && r+0 > best[k]+0) { best[k]=r; c[k]=cpu; m[k]=mach; s[k]=sirq; p[k]=bpf }
