@@ -608,3 +608,118 @@ fn capacity_is_the_map_not_descriptors() {
         Err(MediaError::AddressNotLocal { .. })
     ));
 }
+
+/// Scale (ignored: ~1 min, run on demand): one plane holds 100 000
+/// pinholes (five media addresses per side, 20 000 pairs each) in its maps
+/// with no descriptor per pinhole; install and removal times, and media on
+/// a spread sample of them, are printed.
+/// `BGF_NETNS_TAG=w17 cargo test --release -p media-plane --test xdp_relay -- --ignored --nocapture holds_100k`
+#[test]
+#[ignore]
+fn holds_100k_pinholes_without_descriptors() {
+    if !can_run("holds_100k_pinholes_without_descriptors") {
+        return;
+    }
+    const N: usize = 100_000;
+    const PER_IP: usize = 20_000;
+    let mut rel: Vec<(String, String)> = Vec::new();
+    for k in 0..5 {
+        rel.push(("r0".into(), format!("198.18.0.{}/24", 1 + k)));
+        rel.push(("r1".into(), format!("198.18.1.{}/24", 1 + k)));
+    }
+    let rel_ref: Vec<(&str, &str)> = rel.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let net = Net::up("x100k", true, &rel_ref);
+    let mut addrs = Vec::new();
+    for k in 0..5u8 {
+        for (side, ip) in [
+            (Side::Access, format!("198.18.0.{}", 1 + k)),
+            (Side::Core, format!("198.18.1.{}", 1 + k)),
+        ] {
+            addrs.push(XdpAddr {
+                side,
+                ip: ip.parse().unwrap(),
+                port_min: 20000,
+                port_max: 59999,
+            });
+        }
+    }
+    let fds_before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let s = settings(XdpMode::Native, N as u32);
+    let plane = net
+        .in_rel(|| MediaPlane::start_xdp(MediaConfig::default(), &s, addrs, true, Box::new(|_| {})))
+        .unwrap();
+    let local = |side: u8, i: usize| {
+        SocketAddr::new(
+            IpAddr::from([198, 18, side, 1 + (i / PER_IP) as u8]),
+            20000 + 2 * (i % PER_IP) as u16,
+        )
+    };
+    let spec = |i: usize| PinholeSpec {
+        id: id(i as u64),
+        access: Leg {
+            local: local(0, i),
+            remote_rtp: Some(SocketAddr::new(
+                ip("198.18.0.200"),
+                4000 + (i % 20000) as u16,
+            )),
+            remote_rtcp: None,
+            latch_ip: None,
+        },
+        core: Leg {
+            local: local(1, i),
+            remote_rtp: Some(sa("198.18.1.200:5000")),
+            remote_rtcp: None,
+            latch_ip: None,
+        },
+    };
+    let t = Instant::now();
+    for i in 0..N {
+        plane.apply(&PinholeOp::Upsert(spec(i))).unwrap();
+    }
+    let install = t.elapsed();
+    let fds_after = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    assert_eq!(plane.pinhole_count(), N);
+    assert!(
+        fds_after <= fds_before + 64,
+        "descriptors grew from {fds_before} to {fds_after}"
+    );
+    // Media on 200 pinholes spread over the whole range.
+    let sink = net.in_gen(|| {
+        let s = UdpSocket::bind("198.18.1.200:5000").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    });
+    let mut got = 0;
+    for j in 0..200 {
+        let i = j * (N / 200) + j % 7;
+        let src = SocketAddr::new(ip("198.18.0.200"), 4000 + (i % 20000) as u16);
+        let tx = net.in_gen(move || UdpSocket::bind(src).unwrap());
+        for seq in 0..3u16 {
+            tx.send_to(&rtp(seq), local(0, i)).unwrap();
+        }
+        let mut buf = [0u8; 512];
+        while let Ok((_, from)) = sink.recv_from(&mut buf) {
+            if from == local(1, i) {
+                got += 1;
+            }
+            if got >= (j + 1) * 3 {
+                break;
+            }
+        }
+    }
+    let t = Instant::now();
+    for i in 0..N {
+        plane.apply(&PinholeOp::Remove(id(i as u64))).unwrap();
+    }
+    let remove = t.elapsed();
+    println!(
+        "XDP 100k: installed {N} pinholes in {:.1} s ({:.1} µs each), removed in {:.1} s; descriptors {fds_before} → {fds_after}; media on {got} of 600 sampled packets; map free again {}",
+        install.as_secs_f64(),
+        install.as_secs_f64() * 1e6 / N as f64,
+        remove.as_secs_f64(),
+        plane.xdp_free_pinholes().unwrap()
+    );
+    assert!(got >= 590, "media on the sampled pinholes: {got} of 600");
+    assert_eq!(plane.xdp_free_pinholes(), Some(N));
+}
