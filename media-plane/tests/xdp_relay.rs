@@ -13,20 +13,17 @@
 
 mod netns;
 
+mod support;
+
 use media_plane::xdp::{XdpAddr, XdpMode, XdpSettings};
 use media_plane::{
-    Leg, MediaConfig, MediaError, MediaEvent, MediaPlane, PinholeId, PinholeOp, PinholeSpec, Side,
+    Leg, MediaConfig, MediaError, MediaEvent, MediaPlane, PinholeOp, PinholeSpec, Side,
 };
 use netns::Net;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(5);
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+use support::{eventually, id, leg, recv, rtcp_rr, rtp, sa, WAIT};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -142,25 +139,6 @@ fn set_no_check(s: &UdpSocket) {
     assert_eq!(r, 0, "SO_NO_CHECK");
 }
 
-fn rtp(seq: u16) -> Vec<u8> {
-    let mut p = vec![0x80, 8, 0, 0, 0, 0, 0, 1, 0x11, 0x22, 0x33, 0x44];
-    p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&[0xd5; 160]);
-    p
-}
-
-fn rtcp_rr(ssrc: u8) -> Vec<u8> {
-    vec![0x80, 201, 0, 1, 0, 0, 0, ssrc]
-}
-
-fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
-    let mut buf = [0u8; 2048];
-    let (n, from) = s
-        .recv_from(&mut buf)
-        .expect("packet relayed within the bound");
-    (buf[..n].to_vec(), from)
-}
-
 fn nothing(s: &UdpSocket) -> bool {
     s.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
@@ -168,27 +146,6 @@ fn nothing(s: &UdpSocket) -> bool {
     let r = s.recv_from(&mut buf).is_err();
     s.set_read_timeout(Some(WAIT)).unwrap();
     r
-}
-
-fn id(session: u64) -> PinholeId {
-    PinholeId { session, stream: 0 }
-}
-
-fn leg(local: &str, rtp: Option<&str>, rtcp: Option<&str>) -> Leg {
-    Leg {
-        local: sa(local),
-        remote_rtp: rtp.map(sa),
-        remote_rtcp: rtcp.map(sa),
-        latch_ip: None,
-    }
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Both ways over IPv4, IPv6→IPv4 and back, RTCP on +1 and muxed: every
