@@ -3,15 +3,17 @@
 //! While hot, the standby's replica knows every pinhole of the active's
 //! sessions. [`Presync`] installs them in the standby's (idle) plane ahead
 //! of a failure — bound with freebind on the active's service addresses,
-//! which the standby does not hold yet, so no packet can reach them — and
+//! which the standby does not hold yet, so no packet can reach them; with
+//! the XDP backend they go into the idle plane's part of the pinhole map (no
+//! socket), switched on at takeover — and
 //! follows the replica's snapshots with a diff (upsert what is new or
 //! changed, remove what ended). A takeover then applies only the delta of
 //! the records drained after the last snapshot ([`apply_diff`]), instead of
 //! binding every session's sockets on the critical path.
 //!
-//! The process's descriptors are shared by all protected actives' planes: a
-//! [`Budget`] caps the pre-installed pinholes; the rest are installed at
-//! takeover (logged).
+//! The process's descriptors (XDP: map entries) are shared by all protected
+//! actives' planes: a [`Budget`] caps the pre-installed pinholes; the rest
+//! are installed at takeover (logged).
 //!
 //! Not here: the events of the idle plane (gated in `standby_role`), the
 //! replica itself (`standby::replica`).
