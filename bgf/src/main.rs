@@ -427,7 +427,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
 
     let counters = Arc::new(Counters::default());
     let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
-    media::reserve_for_tcp(cfg.guard.tcp_max_connections);
+    bgf::admission::reserve_for_tcp(cfg.guard.tcp_max_connections);
     let media = media::start(
         &cfg.media,
         media::kept_sockets(&cfg.core),

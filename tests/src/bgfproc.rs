@@ -68,6 +68,9 @@ pub struct BgfConfig {
     pub access_extra: String,
     /// More `[core]` lines.
     pub core_extra: String,
+    /// More `[media]` lines (e.g. `backend = "xdp"` and a `[media.xdp]`
+    /// section after them).
+    pub media_extra: String,
 }
 
 /// Caps far above what any test or benchmark sends from its one UE address
@@ -133,6 +136,7 @@ impl BgfConfig {
             require_registration: false,
             access_extra: String::new(),
             core_extra: String::new(),
+            media_extra: String::new(),
         }
     }
 
@@ -182,8 +186,8 @@ impl BgfConfig {
             s += &format!("[sip]\ntimer_c_ms = {c}\n\n");
         }
         s += &format!(
-            "[media]\nworkers = {}\ninactivity_timeout_s = {}\n\n",
-            self.media_workers, self.inactivity_timeout_s
+            "[media]\nworkers = {}\ninactivity_timeout_s = {}\n{}\n",
+            self.media_workers, self.inactivity_timeout_s, self.media_extra
         );
         s += &format!(
             "[log]\nformat = \"json\"\nlevel = \"{}\"\n\n",

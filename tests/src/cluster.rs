@@ -314,6 +314,9 @@ pub struct ClusterOptions {
     pub standby_extra: String,
     /// Heartbeat misses before a failure (50 ms heartbeats).
     pub miss: u32,
+    /// More `[media]` lines for the actives (and so for the standby's
+    /// planes), e.g. `backend = "xdp"`; empty = kernel sockets.
+    pub media_extra: String,
 }
 
 impl Default for ClusterOptions {
@@ -326,6 +329,7 @@ impl Default for ClusterOptions {
             // 2-core machine (a process death is still seen in tens of ms
             // through ICMP port unreachable).
             miss: 5,
+            media_extra: String::new(),
         }
     }
 }
@@ -423,10 +427,14 @@ impl Cluster {
             (1u8, a1_v6, 5060u16),
             (2, !a1_v6 && net.is_namespaces(), 5070),
         ] {
-            write(
-                &format!("bgf{k}.toml"),
-                active_toml(&net, k, v6, port, o.miss),
-            )?;
+            let mut text = active_toml(&net, k, v6, port, o.miss);
+            if !o.media_extra.is_empty() {
+                text = text.replace(
+                    "[media]\nworkers = 1\n",
+                    &format!("[media]\nworkers = 1\n{}\n", o.media_extra.trim_end()),
+                );
+            }
+            write(&format!("bgf{k}.toml"), text)?;
         }
         write(
             "standby.toml",
