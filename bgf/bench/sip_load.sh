@@ -32,14 +32,26 @@ TICK=$(getconf CLK_TCK)
 cat > "$DIR/bgf.toml" <<TOML
 [instance]
 name = "load1"
-secret = "load-secret-123"
+secret = "load-Pw6Tz2Kq8Xm4Vn9Rc3Lb7Hj5Yf1Gd0sA"
 [access]
 sip = "127.201.0.1:5060"
 rtp_ports = "20000-29999"
+allow_loopback_media = true
+require_registration = false
 [core]
 sip = "127.201.0.2:5060"
 rtp_ports = "30000-39999"
 next_hop = "127.201.0.3:5060"
+allow_loopback_media = true
+# one SIPp UAC on one address: lift the per-source limits
+[limits]
+sessions_per_source = 10000000
+early_dialogs_per_source = 10000000
+registrations_per_source = 10000000
+unanswered_invite_ports = 65536
+invite_rate = 1000000
+register_rate = 1000000
+other_rate = 1000000
 [media]
 workers = $WORKERS
 [log]

@@ -18,8 +18,20 @@ use media_plane::MediaPlane;
 /// Sockets one pinhole may hold: RTP and RTCP on both sides.
 const SOCKETS_PER_PINHOLE: u64 = 4;
 /// Descriptors kept back for SIP sockets and TCP connections, the store
-/// client, the admin API, epoll and eventfds.
-const FD_RESERVE: u64 = 1024;
+/// client, the admin API, epoll and eventfds: at least 1024, and room for
+/// `limits.tcp_max_connections` plus 512 ([`reserve_for_tcp`]).
+static FD_RESERVE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1024);
+
+fn fd_reserve() -> u64 {
+    FD_RESERVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Keep descriptors back for `max_tcp` SIP TCP connections (called once at
+/// start, before admission counts): media capacity is what is left.
+pub fn reserve_for_tcp(max_tcp: usize) {
+    let want = (max_tcp as u64).saturating_add(512).max(1024);
+    FD_RESERVE.store(want, std::sync::atomic::Ordering::Relaxed);
+}
 /// Streams a new session may bring (audio + video).
 pub const STREAMS_PER_NEW_SESSION: usize = 2;
 
@@ -66,7 +78,7 @@ fn nofile_limit() -> u64 {
 
 /// Pinholes the process's descriptors hold under `nofile`.
 fn fd_capacity(nofile: u64) -> usize {
-    let cap = nofile.saturating_sub(FD_RESERVE) / SOCKETS_PER_PINHOLE;
+    let cap = nofile.saturating_sub(fd_reserve()) / SOCKETS_PER_PINHOLE;
     usize::try_from(cap).unwrap_or(usize::MAX)
 }
 

@@ -29,6 +29,8 @@ pub struct FileConfig {
     pub admin: Option<AdminSection>,
     pub statelog: Option<StatelogSection>,
     pub ha: Option<HaSection>,
+    #[serde(default)]
+    pub limits: crate::border::LimitsSection,
 }
 
 /// `[ha]`: this active's heartbeat link to the standby protecting it.
@@ -71,6 +73,20 @@ pub struct SideSection {
     pub next_hop: Option<String>,
     /// Only valid in `[core]`.
     pub next_hop_transport: Option<String>,
+    /// Prefixes SDP from this side may not name as media addresses.
+    pub media_deny: Option<Vec<String>>,
+    /// Accept loopback media addresses (labs on 127/8 only).
+    pub allow_loopback_media: Option<bool>,
+    /// Accept `c=0.0.0.0` (RFC 2543 hold).
+    pub allow_hold_address: Option<bool>,
+    /// Hide the other side's topology from this side.
+    pub topology_hiding: Option<bool>,
+    /// Only valid in `[access]`: prefixes initial requests from the core may
+    /// reach without a registration.
+    pub routes: Option<Vec<String>>,
+    /// Only valid in `[access]`: serve initial requests only from registered
+    /// sources.
+    pub require_registration: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +99,7 @@ pub struct SipSection {
     pub session_expires_s: Option<u64>,
     pub max_register_expires_s: Option<u64>,
     pub max_message_bytes: Option<u64>,
+    pub keep_access_route_headers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -150,7 +167,7 @@ pub struct AdminSettings {
 }
 
 /// A complete, validated configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// The session core's configuration (instance name, hashed secret, sides, timers, limits).
     pub core: CoreConfig,
@@ -169,6 +186,8 @@ pub struct Config {
     /// The instance secret as written (heartbeat authentication key; the
     /// core only gets its hash).
     pub secret: Secret,
+    /// Admission before the core: per-source rates, emergency share, SIP/TCP limits.
+    pub guard: crate::border::GuardSettings,
 }
 
 /// A secret that never appears in `Debug` output or logs.
@@ -280,15 +299,45 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     validate(file)
 }
 
-/// FNV-1a 64 of the secret: deterministic across hosts and builds, so an
-/// active and its standby (same file) derive the same `CoreConfig::secret`.
-pub fn hash_secret(secret: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in secret.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+/// The core's PRF key for an instance secret: deterministic across hosts
+/// and builds, so an active and its standby (same file) derive the same key.
+pub fn hash_secret(secret: &str) -> sip_control::ids::Key {
+    sip_control::ids::Key::derive(secret.as_bytes())
+}
+
+/// Why `secret` is not good enough for `field`, if it is not.
+pub fn secret_problem(field: &str, secret: &str) -> Option<String> {
+    let bits = sip_control::ids::secret_entropy_bits(secret);
+    (bits < sip_control::ids::MIN_SECRET_BITS).then(|| {
+        format!(
+            "{field}: too weak — about {bits:.0} bits of entropy, at least {:.0} needed; generate one with `bgf gen-secret` (the same value on the active and its standby)",
+            sip_control::ids::MIN_SECRET_BITS
+        )
+    })
+}
+
+/// A fresh secret of 256 bits from the operating system's random source,
+/// base64url without padding (43 characters).
+pub fn gen_secret() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut raw = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(43);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for b in raw {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(char::from(A[((acc >> bits) & 63) as usize]));
+        }
     }
-    h
+    if bits > 0 {
+        out.push(char::from(A[((acc << (6 - bits)) & 63) as usize]));
+    }
+    Ok(out)
 }
 
 fn name_ok(name: &str) -> bool {
@@ -633,13 +682,15 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
     };
     let raw_secret = inst.secret.clone();
     let secret = match inst.secret {
-        Some(s) if s.chars().count() >= 8 => Some(hash_secret(&s)),
-        Some(_) => {
-            errs.push("instance.secret: too short — use at least 8 characters (the same value on the active and its standby)".into());
-            None
-        }
+        Some(s) => match secret_problem("instance.secret", &s) {
+            None => Some(hash_secret(&s)),
+            Some(p) => {
+                errs.push(p);
+                None
+            }
+        },
         None => {
-            errs.push("instance.secret missing — set a secret of at least 8 characters (the same value on the active and its standby)".into());
+            errs.push("instance.secret missing — set one with at least 128 bits of entropy (`bgf gen-secret` prints one; the same value on the active and its standby)".into());
             None
         }
     };
@@ -802,6 +853,14 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
         errs.push("media.inactivity_timeout_s: must be > 0 (default 60)".into());
     }
 
+    let (limits, guard) = crate::border::limits(&file.limits, &mut errs);
+    let security = crate::border::security(
+        file.access.as_ref(),
+        file.core.as_ref(),
+        file.sip.keep_access_route_headers,
+        limits,
+        &mut errs,
+    );
     let (log_format, log_level) = log_settings(&file.log, &mut errs);
     let sips: Vec<(&str, SocketAddr)> = [("access", &access.cfg), ("core", &core.cfg)]
         .into_iter()
@@ -859,6 +918,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
                 session_expires_s: s.session_expires_s.unwrap_or(0),
                 max_register_expires_s: max_reg,
                 max_message_bytes: max_msg as usize,
+                security,
             },
             media: MediaSettings {
                 backend,
@@ -873,6 +933,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
             statelog,
             ha,
             secret: raw_secret,
+            guard,
         }),
         _ => Err(ConfigErrors(vec![
             "configuration incomplete — see docs/CONFIG.md".into(),
@@ -936,7 +997,7 @@ pub enum AddressStep {
 }
 
 /// One protected active.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Protected {
     /// Where its file is.
     pub path: std::path::PathBuf,
@@ -945,7 +1006,7 @@ pub struct Protected {
 }
 
 /// A validated standby configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StandbyConfig {
     /// The standby's own instance name.
     pub name: String,
@@ -1012,7 +1073,7 @@ impl StandbyConfig {
 }
 
 /// A configuration file of either role (`bgf check-config` takes both).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum AnyConfig {
     /// An active's file.
     Active(Box<Config>),
@@ -1237,7 +1298,7 @@ mod tests {
     const GOOD: &str = r#"
 [instance]
 name = "bgf1"
-secret = "change-me"
+secret = "ex-Tq8Vz3Lm7Xw2Kp9Rc5Nb4Hj6Yf1Gd0sAe"
 [access]
 sip = "198.18.1.10:5060"
 rtp_ports = "20000-29999"
@@ -1267,7 +1328,10 @@ token = "0123456789abcdef"
     fn good_file_maps_to_core_config() {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.core.instance, "bgf1");
-        assert_eq!(c.core.secret, hash_secret("change-me"));
+        assert_eq!(
+            c.core.secret,
+            hash_secret("ex-Tq8Vz3Lm7Xw2Kp9Rc5Nb4Hj6Yf1Gd0sAe")
+        );
         assert_eq!(c.core.access.sip, "198.18.1.10:5060".parse().unwrap());
         assert_eq!(
             c.core.access.media_ip,
@@ -1307,8 +1371,30 @@ token = "0123456789abcdef"
     fn secret_hash_is_deterministic_and_discriminating() {
         assert_eq!(hash_secret("change-me"), hash_secret("change-me"));
         assert_ne!(hash_secret("change-me"), hash_secret("change-me2"));
-        // FNV-1a 64 reference value for "a".
-        assert_eq!(hash_secret("a"), 0xaf63dc4c8601ec8c);
+        assert_eq!(hash_secret("a"), sip_control::ids::Key::derive(b"a"));
+    }
+
+    #[test]
+    fn weak_secrets_are_refused_and_gen_secret_is_strong() {
+        for weak in [
+            "change-me-cluster-secret",
+            "short",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            let e = errors_of(&replace("ex-Tq8Vz3Lm7Xw2Kp9Rc5Nb4Hj6Yf1Gd0sAe", weak));
+            assert!(
+                e.iter()
+                    .any(|m| m.starts_with("instance.secret: too weak")
+                        && m.contains("bgf gen-secret")),
+                "{weak}: {e:?}"
+            );
+        }
+        let a = gen_secret().unwrap();
+        let b = gen_secret().unwrap();
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, b);
+        assert!(secret_problem("s", &a).is_none(), "{a}");
+        parse(&replace("ex-Tq8Vz3Lm7Xw2Kp9Rc5Nb4Hj6Yf1Gd0sAe", &a)).unwrap();
     }
 
     #[test]
@@ -1381,7 +1467,7 @@ token = "0123456789abcdef"
     fn all_errors_are_collected() {
         let text = GOOD
             .replace("\"bgf1\"", "\"bad name!\"")
-            .replace("change-me", "short")
+            .replace("ex-Tq8Vz3Lm7Xw2Kp9Rc5Nb4Hj6Yf1Gd0sAe", "short")
             .replace("198.18.1.10:5060", "nonsense")
             .replace("30000-39999", "40000-30000")
             .replace("0123456789abcdef", "tiny");
@@ -1575,7 +1661,7 @@ standby = "198.18.9.99:7101"
         assert_eq!(h.interval, Duration::from_millis(50));
         assert_eq!(h.miss_count, 3);
         assert_eq!(h.standby, "198.18.9.99:7101".parse().unwrap());
-        assert_eq!(c.secret.expose(), b"change-me");
+        assert_eq!(c.secret.expose(), b"ex-Tq8Vz3Lm7Xw2Kp9Rc5Nb4Hj6Yf1Gd0sAe");
         assert_eq!(format!("{:?}", c.secret), "Secret(..)");
 
         let no_log = HA.replace(

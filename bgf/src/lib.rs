@@ -18,8 +18,10 @@
 
 pub mod admin;
 pub mod admission;
+pub mod border;
 pub mod commit;
 pub mod config;
+pub mod guard;
 pub mod ha;
 pub mod ifaddrs;
 pub mod media;

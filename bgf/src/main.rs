@@ -84,6 +84,9 @@ enum Cmd {
         #[arg(long, value_name = "LEVEL")]
         log_level: Option<String>,
     },
+    /// Print a fresh instance secret (256 bits from the OS random source,
+    /// base64url) for `[instance] secret`.
+    GenSecret,
     /// Validate a configuration file and print a summary (exit 2 on errors).
     CheckConfig {
         /// Configuration file (TOML).
@@ -101,6 +104,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::CheckConfig { file } => check_config(&file),
+        Cmd::GenSecret => match config::gen_secret() {
+            Ok(s) => {
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout().lock(), "{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("bgf gen-secret: cannot read /dev/urandom: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Active {
             config,
             log_format,
@@ -413,6 +427,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
 
     let counters = Arc::new(Counters::default());
     let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+    bgf::admission::reserve_for_tcp(cfg.guard.tcp_max_connections);
     let media = media::start(
         &cfg.media,
         media::kept_sockets(&cfg.core),
@@ -422,7 +437,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
     let (query_tx, query_rx) = mpsc::channel(64);
-    let (transports, readers) = Transports::start(
+    let (transports, readers) = Transports::start_with(
         access,
         core_side,
         counters.clone(),
@@ -430,6 +445,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
         cfg.core.max_message_bytes,
         shutdown_rx.clone(),
         span.clone(),
+        (&cfg.guard).into(),
     );
     let core_loop = CoreLoop {
         core,
@@ -439,6 +455,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
         timers: TimerQueue::default(),
         commit,
         outbox: Default::default(),
+        guard: bgf::guard::Guard::new(cfg.guard.clone()),
     };
     let mut core_task = tokio::spawn(
         core_loop

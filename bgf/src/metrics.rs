@@ -357,6 +357,7 @@ pub fn core_families(e: &mut Exposition, s: &StatsReply) {
             v,
         );
     }
+    border_families(e, s);
     e.counter(
         "bgf_sip_retransmissions_absorbed_total",
         "Retransmissions absorbed by the transaction layer.",
@@ -479,6 +480,48 @@ pub fn core_families(e: &mut Exposition, s: &StatsReply) {
             &l.append_latency,
         );
     }
+}
+
+/// The trust boundary: what the guard, the routing and media policy, the
+/// caps and the TCP limits refused, and the log lines they suppressed.
+fn border_families(e: &mut Exposition, s: &StatsReply) {
+    let (c, g, t) = (&s.core, &s.guard, &s.transport);
+    for (by, reason, v) in [
+        ("guard", "rate_503", g.refused_503),
+        ("guard", "rate_drop", g.dropped),
+        ("core", "dialog_mismatch", c.dialog_mismatches),
+        ("core", "routing", c.routing_refused),
+        ("core", "response_unmatched", c.responses_unmatched),
+        ("core", "media_policy", c.media_refused),
+        ("core", "capacity", c.capacity_refused),
+        ("transport", "tcp_refused", t.tcp_refused),
+        ("transport", "tcp_timeout", t.tcp_timeouts),
+    ] {
+        e.counter(
+            "bgf_border_refused_total",
+            "Access traffic refused at the trust boundary, by who and why (guard: per-source rate, answered 503 or dropped silently; core: no dialog/transaction match, routing policy, media address policy, caps; transport: TCP connection caps and timeouts).",
+            &[("by", by), ("reason", reason)],
+            v,
+        );
+    }
+    e.counter(
+        "bgf_border_emergency_admitted_total",
+        "Emergency requests admitted on the emergency share past their source's rate.",
+        &[],
+        g.emergency_admitted,
+    );
+    e.gauge(
+        "bgf_border_sources",
+        "Access sources the guard tracks now.",
+        &[],
+        g.sources as f64,
+    );
+    e.counter(
+        "bgf_log_lines_suppressed_total",
+        "Bad-input log lines suppressed by the rate limit (5 a second per kind).",
+        &[],
+        c.log_suppressed + t.log_suppressed,
+    );
 }
 
 /// One heartbeat link and (standby) its replica.

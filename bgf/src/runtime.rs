@@ -19,6 +19,7 @@
 //! ```
 
 use crate::commit::{Commit, CommitStats, Fenced};
+use crate::guard::{Guard, GuardStats, Verdict};
 use crate::transport::{bump, now_ms, Counters, Outbox, TransportStats, Transports};
 use crate::udp::RecvBatch;
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,8 @@ pub struct StatsReply {
     /// Armed core timers.
     pub timers: usize,
     pub transport: TransportStats,
+    /// Per-source admission before the core.
+    pub guard: GuardStats,
     /// Output commit (absent without `[statelog]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statelog: Option<CommitStats>,
@@ -202,6 +205,8 @@ pub struct CoreLoop {
     pub commit: Option<Commit>,
     /// UDP sends queued until the end of the current wake-up.
     pub outbox: Outbox,
+    /// Per-source admission of access-side SIP (before the core and the log).
+    pub guard: Guard,
 }
 
 /// How the loop ended.
@@ -223,6 +228,9 @@ pub struct Channels {
     /// Turns `true` on SIGTERM/SIGINT.
     pub shutdown: watch::Receiver<bool>,
 }
+
+/// SIP messages from TCP connections handled after each access UDP batch.
+const TCP_TURN: usize = 64;
 
 fn instant_for(deadline_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms()))
@@ -271,6 +279,10 @@ impl CoreLoop {
                 _ = &mut sleep, if deadline.is_some() => {
                     // Re-armed next round (even if nothing was due yet).
                     armed = None;
+                    // What the core side already sent first: a response that
+                    // arrived before a retransmission timer fired must stop
+                    // it (after a stall, both are ready at once).
+                    self.read_udp(Side::Core, &mut batch, &mut inbox);
                     let now = now_ms();
                     for (id, due) in self.timers.pop_due(now) {
                         self.handle(Input::Timer { id, at: now.max(due) });
@@ -280,14 +292,24 @@ impl CoreLoop {
                     self.handle(Input::Media { event, at: now_ms() });
                 }
                 Some(q) = ch.queries.recv() => self.answer(q),
-                r = access_udp.readable() => {
-                    if r.is_ok() {
-                        self.read_udp(Side::Access, &mut batch, &mut inbox);
-                    }
-                }
+                // The core side first, and its turn again after every access
+                // batch: an access flood cannot starve the core's responses
+                // (threat model item 5).
                 r = core_udp.readable() => {
                     if r.is_ok() {
                         self.read_udp(Side::Core, &mut batch, &mut inbox);
+                    }
+                }
+                r = access_udp.readable() => {
+                    if r.is_ok() {
+                        self.read_udp(Side::Access, &mut batch, &mut inbox);
+                        self.read_udp(Side::Core, &mut batch, &mut inbox);
+                        for _ in 0..TCP_TURN {
+                            match ch.inputs.try_recv() {
+                                Ok(input) => self.handle(input),
+                                Err(_) => break,
+                            }
+                        }
                     }
                 }
                 Some(input) = ch.inputs.recv() => self.handle(input),
@@ -388,9 +410,6 @@ impl CoreLoop {
         if self.core.session_by_call_id(msg.call_id()).is_some() {
             return false;
         }
-        let mut resp = sip_control::msg::make_response(&msg, 503, "Service Unavailable", None);
-        resp.set("Retry-After", "30".to_string());
-        resp.set("Content-Length", "0".to_string());
         if let Some(c) = self.commit.as_mut() {
             c.refused_503 += 1;
         }
@@ -409,16 +428,32 @@ impl CoreLoop {
                 );
             }
         }
-        let t = Transmit {
+        debug!(src = %m.src, call_id = msg.call_id(), reason = why, "new INVITE refused with 503");
+        self.answer_503(m, "Service Unavailable", "30");
+        true
+    }
+
+    /// Answer request `m` with 503 and Retry-After, once and statelessly
+    /// (nothing retransmits it; it is smaller than the request it answers).
+    fn answer_503(&mut self, m: &SipIn, reason: &str, retry_after: &str) {
+        let Ok(msg) =
+            sip_control::msg::Message::parse(&m.data, self.core.config().max_message_bytes)
+        else {
+            return;
+        };
+        if msg.code().is_some() || msg.method() == sip_control::msg::Method::Ack {
+            return;
+        }
+        let mut resp = sip_control::msg::make_response(&msg, 503, reason, None);
+        resp.set("Retry-After", retry_after.to_string());
+        resp.set("Content-Length", "0".to_string());
+        self.send(Transmit {
             side: m.side,
             transport: m.transport,
             src: m.dst,
             dst: m.src,
             data: resp.to_bytes(),
-        };
-        debug!(src = %m.src, call_id = msg.call_id(), reason = why, "new INVITE refused with 503");
-        self.send(t);
-        true
+        });
     }
 
     /// Apply one input and carry out its effects.
@@ -428,6 +463,16 @@ impl CoreLoop {
         }
         if let Input::Sip(m) = &input {
             self.counters.count_response(&m.data, false);
+            if m.side == Side::Access {
+                match self.guard.check(m.src.ip(), &m.data, m.at) {
+                    Verdict::Pass => {}
+                    Verdict::Refuse => {
+                        self.answer_503(m, "Service Unavailable (overload)", "10");
+                        return;
+                    }
+                    Verdict::Drop => return,
+                }
+            }
             if self.refuse(m) {
                 return;
             }
@@ -520,6 +565,7 @@ impl CoreLoop {
                         tcp_connections: self.transports.tcp_connections() as u64,
                         ..self.counters.snapshot()
                     },
+                    guard: self.guard.stats(),
                     statelog: self.commit.as_ref().map(|c| c.stats()),
                 });
             }
@@ -580,6 +626,7 @@ impl CoreLoop {
             timers,
             commit,
             outbox: Default::default(),
+            guard: Guard::new(Default::default()),
         }
     }
 }
@@ -713,6 +760,7 @@ mod tests {
             timers: TimerQueue::default(),
             commit: None,
             outbox: Outbox::default(),
+            guard: Guard::new(Default::default()),
         };
         let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let far = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -143,6 +143,7 @@ const INACTIVE_GRACE: Duration = Duration::from_secs(2);
 
 impl Premedia {
     fn start(cfg: &Config) -> Result<Premedia, String> {
+        crate::admission::reserve_for_tcp(cfg.guard.tcp_max_connections);
         let counters = Arc::new(Counters::default());
         let (tx, events) = mpsc::channel(MEDIA_QUEUE);
         let live: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
@@ -1049,7 +1050,7 @@ async fn serve(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
     let (query_tx, query_rx) = mpsc::channel(64);
-    let (transports, readers) = Transports::start(
+    let (transports, readers) = Transports::start_with(
         access,
         core_side,
         counters.clone(),
@@ -1057,9 +1058,10 @@ async fn serve(
         cfg.core.max_message_bytes,
         shutdown_rx.clone(),
         span.clone(),
+        (&cfg.guard).into(),
     );
     let sessions = core.session_count();
-    let core_loop = CoreLoop::resume(
+    let mut core_loop = CoreLoop::resume(
         core,
         Box::new(SharedMedia(plane.clone())),
         transports,
@@ -1067,6 +1069,7 @@ async fn serve(
         timers,
         Some(commit),
     );
+    core_loop.guard = crate::guard::Guard::new(cfg.guard.clone());
     let core_task = tokio::spawn(
         core_loop
             .run(Channels {

@@ -48,6 +48,14 @@ pub struct Counters {
     pub core_queue_full: AtomicU64,
     /// New INVITEs refused with 503: no descriptors left for media sockets.
     pub refused_media: AtomicU64,
+    /// Inbound SIP TCP connections refused: over the total or per-IP cap.
+    pub tcp_refused: AtomicU64,
+    /// Bad-input log lines of the transports suppressed by the rate limit.
+    pub log_suppressed: AtomicU64,
+    /// SIP TCP connections closed: a started message did not complete in
+    /// time (slow header/body), or nothing arrived for the idle timeout, or
+    /// the peer did not read what we sent.
+    pub tcp_timeouts: AtomicU64,
     /// SIP responses received / sent by status class (index 0 = 1xx).
     pub responses_rx: [AtomicU64; 6],
     pub responses_tx: [AtomicU64; 6],
@@ -97,6 +105,13 @@ pub struct TransportStats {
     pub core_queue_full: u64,
     /// New INVITEs refused with 503: no descriptors left for media sockets.
     pub refused_media: u64,
+    /// Inbound SIP TCP connections refused: over the total or per-IP cap.
+    pub tcp_refused: u64,
+    /// Bad-input log lines of the transports suppressed by the rate limit.
+    pub log_suppressed: u64,
+    /// SIP TCP connections closed for a slow message, idleness or a peer
+    /// not reading.
+    pub tcp_timeouts: u64,
     /// Open (or connecting) SIP TCP connections, both sides.
     pub tcp_connections: u64,
     /// SIP responses by direction and status class.
@@ -120,6 +135,9 @@ impl Counters {
             send_errors: g(&self.send_errors),
             core_queue_full: g(&self.core_queue_full),
             refused_media: g(&self.refused_media),
+            tcp_refused: g(&self.tcp_refused),
+            log_suppressed: g(&self.log_suppressed),
+            tcp_timeouts: g(&self.tcp_timeouts),
             tcp_connections: 0,
             sip_responses: SipResponses {
                 received: self.responses_rx.each_ref().map(g),
@@ -214,7 +232,6 @@ impl Framer {
     }
 
     /// Bytes buffered but not yet returned.
-    #[cfg(test)]
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
@@ -377,6 +394,11 @@ impl Outbox {
 /// Running transports: sends on behalf of the core loop.
 pub struct Transports {
     counters: Arc<Counters>,
+    limits: TcpLimits,
+    /// Accepted access-side connections per source key.
+    per_ip: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Bounds bad-input log lines (oversize datagrams, unframeable streams).
+    log_gate: Mutex<sip_control::limits::LogGate>,
     access: SideNet,
     core: SideNet,
     conns: Mutex<HashMap<(Side, SocketAddr), ConnEntry>>,
@@ -389,9 +411,44 @@ pub struct Transports {
 /// Messages queued per TCP connection before sends count as errors.
 const CONN_QUEUE: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open SIP TCP connections (both sides) beyond which new inbound ones are
-/// refused, so a flood cannot exhaust file descriptors needed for media.
-const MAX_TCP_CONNECTIONS: usize = 8192;
+/// A write to a peer that does not read fails after this long.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Limits on SIP over TCP (from `[limits]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpLimits {
+    /// Open connections (both sides) beyond which inbound ones are refused,
+    /// so a flood cannot exhaust the descriptors media needs.
+    pub max_total: usize,
+    /// Inbound access connections per source (IPv6: per prefix).
+    pub max_per_ip: usize,
+    /// IPv6 sources are counted by this prefix.
+    pub ipv6_source_prefix: u8,
+    /// A message whose first bytes arrived must be complete within this.
+    pub message_timeout: Duration,
+    /// A connection that receives nothing (not even a keep-alive) for this
+    /// long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        let g = crate::border::GuardSettings::default();
+        TcpLimits::from(&g)
+    }
+}
+
+impl From<&crate::border::GuardSettings> for TcpLimits {
+    fn from(g: &crate::border::GuardSettings) -> Self {
+        TcpLimits {
+            max_total: g.tcp_max_connections,
+            max_per_ip: g.tcp_max_connections_per_ip,
+            ipv6_source_prefix: g.ipv6_source_prefix,
+            message_timeout: g.tcp_header_timeout,
+            idle_timeout: g.tcp_idle_timeout,
+        }
+    }
+}
 
 impl Transports {
     /// Start serving both sides: spawns the TCP acceptors (in `span`, which
@@ -407,8 +464,35 @@ impl Transports {
         shutdown: watch::Receiver<bool>,
         span: tracing::Span,
     ) -> (Arc<Transports>, Vec<JoinHandle<()>>) {
+        Self::start_with(
+            access,
+            core,
+            counters,
+            inputs,
+            max_message,
+            shutdown,
+            span,
+            TcpLimits::default(),
+        )
+    }
+
+    /// [`Self::start`] with explicit TCP limits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with(
+        access: BoundSide,
+        core: BoundSide,
+        counters: Arc<Counters>,
+        inputs: mpsc::Sender<Input>,
+        max_message: usize,
+        shutdown: watch::Receiver<bool>,
+        span: tracing::Span,
+        limits: TcpLimits,
+    ) -> (Arc<Transports>, Vec<JoinHandle<()>>) {
         let t = Arc::new(Transports {
             counters,
+            limits,
+            per_ip: Mutex::new(HashMap::new()),
+            log_gate: Mutex::new(Default::default()),
             access: SideNet {
                 addr: access.addr,
                 udp: Arc::new(access.udp),
@@ -474,7 +558,9 @@ impl Transports {
             }
             if data.len() > self.max_message {
                 bump(&self.counters.oversize_drops);
-                warn!(side = %side, peer = %src, "dropped UDP datagram larger than sip.max_message_bytes ({})", self.max_message);
+                if let Some(n) = self.bad_input_log(at) {
+                    warn!(side = %side, peer = %src, suppressed = n, "dropped UDP datagram larger than sip.max_message_bytes ({})", self.max_message);
+                }
                 continue;
             }
             bump(&self.counters.udp_rx);
@@ -504,8 +590,20 @@ impl Transports {
                     }
                 },
             };
-            if self.tcp_connections() >= MAX_TCP_CONNECTIONS {
-                warn!(side = %side, peer = %peer, limit = MAX_TCP_CONNECTIONS, "refusing SIP TCP connection: too many open connections (idle clients not closing? a flood?)");
+            let total = self.tcp_connections();
+            if total >= self.limits.max_total {
+                let n = self.counters.tcp_refused.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    warn!(side = %side, peer = %peer, limit = self.limits.max_total, refused = n, "refusing SIP TCP connections: limits.tcp_max_connections reached (idle clients not closing? a flood?)");
+                }
+                drop(stream);
+                continue;
+            }
+            if side == Side::Access && !self.take_ip_slot(peer.ip()) {
+                let n = self.counters.tcp_refused.fetch_add(1, Ordering::Relaxed) + 1;
+                if n.is_power_of_two() {
+                    warn!(side = %side, peer = %peer, limit = self.limits.max_per_ip, refused = n, "refusing SIP TCP connections: limits.tcp_max_connections_per_ip reached for this source");
+                }
                 drop(stream);
                 continue;
             }
@@ -513,13 +611,59 @@ impl Transports {
             let (tx, rx) = mpsc::channel(CONN_QUEUE);
             let id = self.register(side, peer, tx.clone());
             debug!(side = %side, peer = %peer, conn = id, "tcp connection accepted");
+            let me = self.clone();
             tokio::spawn(
-                self.clone()
-                    .connection(side, peer, id, stream, tx, rx)
-                    .in_current_span(),
+                async move {
+                    me.clone().connection(side, peer, id, stream, tx, rx).await;
+                    if side == Side::Access {
+                        me.release_ip_slot(peer.ip());
+                    }
+                }
+                .in_current_span(),
             );
         }
         debug!(side = %side, "tcp acceptor stopped");
+    }
+
+    /// Whether a bad-input line may be logged now (`Some(suppressed since)`).
+    fn bad_input_log(&self, now: u64) -> Option<u64> {
+        let mut g = self.log_gate.lock().ok()?;
+        let r = g.allow(sip_control::limits::LogKind::Malformed, now);
+        self.counters
+            .log_suppressed
+            .store(g.total_suppressed, Ordering::Relaxed);
+        r
+    }
+
+    fn ip_key(&self, ip: std::net::IpAddr) -> std::net::IpAddr {
+        sip_control::policy::source_key(ip, self.limits.ipv6_source_prefix)
+    }
+
+    /// Count one more inbound access connection from `ip`, unless it has
+    /// its share already.
+    fn take_ip_slot(&self, ip: std::net::IpAddr) -> bool {
+        let key = self.ip_key(ip);
+        let Ok(mut m) = self.per_ip.lock() else {
+            return false;
+        };
+        let n = m.entry(key).or_default();
+        if *n >= self.limits.max_per_ip {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release_ip_slot(&self, ip: std::net::IpAddr) {
+        let key = self.ip_key(ip);
+        if let Ok(mut m) = self.per_ip.lock() {
+            if let Some(n) = m.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&key);
+                }
+            }
+        }
     }
 
     fn register(&self, side: Side, peer: SocketAddr, tx: mpsc::Sender<Vec<u8>>) -> u64 {
@@ -555,17 +699,39 @@ impl Transports {
         let mut framer = Framer::new(self.max_message);
         let mut buf = vec![0u8; 16 * 1024];
         let mut shutdown = self.shutdown.clone();
+        // Idle: nothing received for idle_timeout. Slow: a message started
+        // (bytes buffered) but not complete within message_timeout.
+        let mut last_rx = tokio::time::Instant::now();
+        let mut started: Option<tokio::time::Instant> = None;
         'conn: loop {
+            let deadline = match started {
+                Some(t) => t + self.limits.message_timeout,
+                None => last_rx + self.limits.idle_timeout,
+            };
             tokio::select! {
                 _ = shutdown.changed() => break,
+                _ = tokio::time::sleep_until(deadline) => {
+                    bump(&self.counters.tcp_timeouts);
+                    let why = if started.is_some() { "a message did not complete within limits.tcp_header_timeout_s" } else { "nothing received within limits.tcp_idle_timeout_s" };
+                    debug!(side = %side, peer = %peer, why, "closing SIP TCP connection");
+                    break;
+                }
                 out = rx.recv() => {
                     let Some(data) = out else { break };
-                    if let Err(e) = stream.write_all(&data).await {
-                        bump(&self.counters.send_errors);
-                        warn!(side = %side, peer = %peer, error = %e, "tcp send failed, closing connection");
-                        break;
+                    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&data)).await {
+                        Ok(Ok(())) => bump(&self.counters.tcp_tx),
+                        Ok(Err(e)) => {
+                            bump(&self.counters.send_errors);
+                            warn!(side = %side, peer = %peer, error = %e, "tcp send failed, closing connection");
+                            break;
+                        }
+                        Err(_) => {
+                            bump(&self.counters.send_errors);
+                            bump(&self.counters.tcp_timeouts);
+                            debug!(side = %side, peer = %peer, "closing SIP TCP connection: the peer does not read");
+                            break;
+                        }
                     }
-                    bump(&self.counters.tcp_tx);
                 }
                 r = stream.read(&mut buf) => {
                     let n = match r {
@@ -577,15 +743,26 @@ impl Transports {
                         }
                     };
                     framer.push(&buf[..n]);
+                    last_rx = tokio::time::Instant::now();
+                    if started.is_none() {
+                        started = Some(last_rx);
+                    }
                     loop {
                         match framer.next_frame() {
-                            Ok(None) => break,
+                            Ok(None) => {
+                                if framer.buffered() == 0 {
+                                    started = None;
+                                }
+                                break;
+                            }
                             Ok(Some(Frame::Ping)) => {
                                 if stream.write_all(b"\r\n").await.is_err() {
                                     break 'conn;
                                 }
                             }
                             Ok(Some(Frame::Message(data))) => {
+                                // What follows this message starts its own clock.
+                                started = Some(tokio::time::Instant::now());
                                 bump(&self.counters.tcp_rx);
                                 let input = Input::Sip(SipIn {
                                     side,
@@ -605,7 +782,9 @@ impl Transports {
                                 } else {
                                     bump(&self.counters.framing_errors);
                                 }
-                                warn!(side = %side, peer = %peer, error = %e, "closing SIP TCP connection: cannot frame the stream (peer must send Content-Length and messages within sip.max_message_bytes)");
+                                if let Some(n) = self.bad_input_log(now_ms()) {
+                                    warn!(side = %side, peer = %peer, error = %e, suppressed = n, "closing SIP TCP connection: cannot frame the stream (peer must send Content-Length and messages within sip.max_message_bytes)");
+                                }
                                 break 'conn;
                             }
                         }
@@ -935,6 +1114,79 @@ mod tests {
             tracing::Span::none(),
         );
         (t, rx, stx, aa, ca)
+    }
+
+    /// Whether the BGF closed `peer` within `within` (EOF or reset).
+    async fn closed(peer: &mut TcpStream, within: Duration) -> bool {
+        let mut b = [0u8; 64];
+        matches!(
+            tokio::time::timeout(within, peer.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn tcp_limits_cap_connections_per_ip_and_close_slow_and_idle_ones() {
+        let a = bind_free().await;
+        let c = bind_free().await;
+        let access = a.addr;
+        let (tx, mut rx) = mpsc::channel(64);
+        let (_stop, srx) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let (t, _h) = Transports::start_with(
+            a,
+            c,
+            counters.clone(),
+            tx,
+            65535,
+            srx,
+            tracing::Span::none(),
+            TcpLimits {
+                max_total: 10,
+                max_per_ip: 2,
+                ipv6_source_prefix: 64,
+                message_timeout: Duration::from_millis(300),
+                idle_timeout: Duration::from_millis(3000),
+            },
+        );
+        // Two connections from one address are served; the third is refused.
+        let mut c1 = TcpStream::connect(access).await.unwrap();
+        let mut c2 = TcpStream::connect(access).await.unwrap();
+        let mut c3 = TcpStream::connect(access).await.unwrap();
+        assert!(
+            closed(&mut c3, Duration::from_secs(5)).await,
+            "third refused"
+        );
+        assert_eq!(counters.snapshot().tcp_refused, 1);
+        // A slow sender (half a message, then silence) is cut after the
+        // message timeout; a complete message in time is delivered.
+        c1.write_all(&MSG1[..20]).await.unwrap();
+        c2.write_all(MSG2).await.unwrap();
+        let Input::Sip(m) = rx.recv().await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.data, MSG2);
+        assert!(
+            closed(&mut c1, Duration::from_secs(5)).await,
+            "slow one cut"
+        );
+        // The idle one goes after the idle timeout, keep-alives keep it.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            c2.write_all(b"\r\n\r\n").await.unwrap();
+            let mut pong = [0u8; 2];
+            c2.read_exact(&mut pong).await.unwrap();
+        }
+        assert!(
+            closed(&mut c2, Duration::from_secs(10)).await,
+            "idle one closed"
+        );
+        assert!(counters.snapshot().tcp_timeouts >= 2);
+        // Slots are released: the address may connect again.
+        let mut c4 = TcpStream::connect(access).await.unwrap();
+        c4.write_all(MSG2).await.unwrap();
+        assert!(rx.recv().await.is_some());
+        assert!(t.tcp_connections() >= 1);
     }
 
     #[tokio::test]

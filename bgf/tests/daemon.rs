@@ -41,7 +41,7 @@ fn config(p: &Ports) -> String {
     format!(
         r#"[instance]
 name = "itest1"
-secret = "integration-secret"
+secret = "int-Rk4Wq8Zx2Mv6Np9Tc3Lb7Hj5Yf1Gd0sA"
 [access]
 sip = "{}"
 rtp_ports = "42000-42099"
@@ -421,4 +421,39 @@ fn log_format_flag_overrides_and_bad_level_is_reported() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--log-level"));
+}
+
+#[test]
+fn gen_secret_prints_a_secret_check_config_accepts_and_weak_ones_are_refused() {
+    let out = Command::new(BIN).arg("gen-secret").output().unwrap();
+    assert!(out.status.success());
+    let secret = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(secret.len(), 43, "{secret}");
+    let again = Command::new(BIN).arg("gen-secret").output().unwrap();
+    assert_ne!(String::from_utf8_lossy(&again.stdout).trim(), secret);
+    let dir = tmpdir("gen-secret");
+    for (name, s, ok) in [
+        ("strong", secret.as_str(), true),
+        ("weak", "my-secret-2024", false),
+    ] {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[instance]\nname = \"bgf1\"\nsecret = \"{s}\"\n[access]\nsip = \"198.18.1.10:5060\"\nrtp_ports = \"20000-29999\"\n[core]\nsip = \"198.18.2.10:5060\"\nrtp_ports = \"30000-39999\"\nnext_hop = \"198.18.2.20:5060\"\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{name}: {err}");
+        if !ok {
+            assert!(err.contains("instance.secret: too weak"), "{err}");
+            assert!(err.contains("bgf gen-secret"), "{err}");
+        }
+    }
 }

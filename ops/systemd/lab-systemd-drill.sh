@@ -82,7 +82,7 @@ echo 'BGF_STATELOG_LISTEN=198.18.30.99:7400' >"$R/etc/bgf/statelog.env"
 cat >"$R/etc/bgf/bgf1.toml" <<'EOF'
 [instance]
 name = "bgf1"
-secret = "lab-cluster-secret-0123"
+secret = "lab-Mz5Kq9Xv3Nw7Rc2Lp8Tb4Hj6Yf1Gd0sAe"
 [access]
 sip = "198.18.10.11:5060"
 rtp_ports = "20000-20999"

@@ -50,10 +50,11 @@ impl Default for TimerConfig {
 pub struct CoreConfig {
     /// Instance name (appears in logs and in generated tags/branches).
     pub instance: String,
-    /// Secret mixed into generated branches, tags and registration tokens so
+    /// Key of the PRF behind generated branches, tags and registration tokens
+    /// (derived from the instance secret, [`crate::ids::Key::derive`]), so
     /// they are unguessable from outside yet a pure function of the inputs
     /// (the standby has the same config, so replay generates the same values).
-    pub secret: u64,
+    pub secret: crate::ids::Key,
     /// Access interface.
     pub access: SideConfig,
     /// Core interface.
@@ -71,6 +72,111 @@ pub struct CoreConfig {
     pub max_register_expires_s: u64,
     /// Largest SIP message accepted, bytes.
     pub max_message_bytes: usize,
+    /// Trust-boundary policy: routing, media addresses, topology hiding, caps.
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// Policy of one side at the trust boundary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidePolicy {
+    /// Which media addresses an SDP body from this side may name.
+    pub media: crate::policy::MediaRules,
+    /// Hide the other side's topology from this side: its Via, Record-Route
+    /// and Contact values never reach this side (restored from transaction
+    /// and dialog state on the way back). Default on for access, off for core.
+    pub topology_hiding: bool,
+}
+
+impl SidePolicy {
+    /// The default of `side`: hiding on for access, off for core.
+    pub fn default_for(side: Side) -> SidePolicy {
+        SidePolicy {
+            media: Default::default(),
+            topology_hiding: side == Side::Access,
+        }
+    }
+}
+
+/// Caps the core enforces (it knows sessions, registrations and ports).
+/// Per-source caps count by [`crate::policy::source_key`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Concurrent dialogs (calls and subscriptions) one access source may hold.
+    pub sessions_per_source: u32,
+    /// Of those, unanswered (early) INVITE dialogs.
+    pub early_dialogs_per_source: u32,
+    /// Registration bindings one access source may hold.
+    pub registrations_per_source: u32,
+    /// Port pairs (per side) that unanswered INVITEs may hold in all, so a
+    /// flood of INVITEs nobody answers cannot exhaust the pools.
+    pub unanswered_invite_ports: u32,
+    /// Media streams (`m=` lines with a port) one session may have.
+    pub max_streams_per_session: u8,
+    /// Share of each port pool (percent) that only emergency calls may use.
+    pub emergency_reserve_percent: u8,
+    /// IPv6 sources are counted by this prefix length (a subscriber has a /64).
+    pub ipv6_source_prefix: u8,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            sessions_per_source: 200,
+            early_dialogs_per_source: 50,
+            registrations_per_source: 50,
+            unanswered_invite_ports: 4000,
+            max_streams_per_session: 4,
+            emergency_reserve_percent: 5,
+            ipv6_source_prefix: 64,
+        }
+    }
+}
+
+/// Everything the core enforces at the trust boundary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    /// Access-side policy.
+    pub access: SidePolicy,
+    /// Core-side policy.
+    pub core: SidePolicy,
+    /// Keep the Route headers of initial requests from the access side
+    /// (they never choose the destination; by default they are removed so
+    /// that the next hop does not follow them either).
+    pub keep_access_route_headers: bool,
+    /// Initial requests from the access side (but REGISTER and emergency
+    /// requests) only from an address with a live registration; others get
+    /// 403 (3GPP TS 24.229: the P-CSCF serves registered UEs). Default on.
+    pub require_registration: bool,
+    /// Access-side prefixes that initial requests from the core may reach
+    /// without a registration (the Request-URI or top Route must name an IP
+    /// inside one). Empty by default: only registered bindings.
+    pub access_routes: Vec<crate::policy::Prefix>,
+    /// Caps.
+    pub limits: Limits,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            access: SidePolicy::default_for(Side::Access),
+            core: SidePolicy::default_for(Side::Core),
+            keep_access_route_headers: false,
+            require_registration: true,
+            access_routes: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Security {
+    /// The policy of `side`.
+    pub fn side(&self, side: Side) -> &SidePolicy {
+        match side {
+            Side::Access => &self.access,
+            Side::Core => &self.core,
+        }
+    }
 }
 
 impl CoreConfig {
@@ -87,7 +193,7 @@ impl CoreConfig {
     pub fn example(access_ip: IpAddr, core_ip: IpAddr, next_hop: SocketAddr) -> Self {
         CoreConfig {
             instance: "bgf1".into(),
-            secret: 0x5eed_b9f0_1234_5678,
+            secret: crate::ids::Key::test(0),
             access: SideConfig {
                 sip: SocketAddr::new(access_ip, 5060),
                 media_ip: access_ip,
@@ -108,6 +214,11 @@ impl CoreConfig {
             session_expires_s: 0,
             max_register_expires_s: 3600,
             max_message_bytes: 65535,
+            // Tests place calls from UEs that did not register.
+            security: Security {
+                require_registration: false,
+                ..Security::default()
+            },
         }
     }
 }

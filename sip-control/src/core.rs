@@ -3,11 +3,17 @@
 //! function of (state, input, config).
 
 use crate::api::{Applied, Effect, Input, Millis, SipIn, TimerId, Transmit, Transport};
+use crate::caps::{self, Caps};
 use crate::config::CoreConfig;
 use crate::ids;
+use crate::limits::{LogGate, LogKind};
 use crate::msg::{self, make_response, Message, Method, NameAddr, StartLine, Via};
+use crate::policy::OwnAddrs;
 use crate::registrar::{self, Binding, PendingBinding};
-use crate::session::{self, MediaAddrs, MediaPlanError, Pools, Session, SessionState};
+use crate::routing::{self, creates_dialog, is_final_notify, DialogMatch};
+use crate::sdp::Sdp;
+use crate::session::{self, MediaAddrs, MediaPlanError, Pools, Session, SessionState, Usage};
+use crate::topo;
 use crate::txn::{
     ClientKey, ClientRole, ClientState, ClientTxn, Flow, ServerKey, ServerState, ServerTxn,
     TimerKind,
@@ -43,6 +49,30 @@ pub struct CoreStats {
     pub requests_rejected: u64,
     /// Sessions ended by the BGF (media inactivity, session expiry) with BYE both ways.
     pub sessions_ended_by_bgf: u64,
+    /// In-dialog requests (and ACKs, CANCELs) that matched no dialog or
+    /// transaction by their full identifier and flow: answered 481 or dropped.
+    #[serde(default)]
+    pub dialog_mismatches: u64,
+    /// Initial requests refused by the routing policy (404: no registration
+    /// or configured route for the target).
+    #[serde(default)]
+    pub routing_refused: u64,
+    /// Responses dropped because they matched none of our client
+    /// transactions, or came from another side or peer than the request went to.
+    #[serde(default)]
+    pub responses_unmatched: u64,
+    /// Requests refused with 488 by the media policy (an address SDP may not
+    /// name, too many streams).
+    #[serde(default)]
+    pub media_refused: u64,
+    /// Requests refused with 503 because they were over a cap (dialogs,
+    /// unanswered calls, registrations per source; ports held by unanswered
+    /// calls; the emergency share of the port pools).
+    #[serde(default)]
+    pub capacity_refused: u64,
+    /// Bad-input log lines suppressed by the rate limit (5/s per kind).
+    #[serde(default)]
+    pub log_suppressed: u64,
 }
 
 /// Why a core could not be built from a config.
@@ -103,22 +133,26 @@ pub struct SessionView {
 }
 
 /// Per-input scratch: effects and whether state changed.
-struct Cx {
-    now: Millis,
-    effects: Vec<Effect>,
-    changed: bool,
+pub(crate) struct Cx {
+    pub(crate) now: Millis,
+    pub(crate) effects: Vec<Effect>,
+    pub(crate) changed: bool,
+    /// Sessions this input touched (their caps are re-counted at the end).
+    pub(crate) touched: Vec<u64>,
 }
 
 /// One instance's session core.
 #[derive(Debug)]
 pub struct Core {
-    cfg: CoreConfig,
-    addrs: MediaAddrs,
-    state: CoreState,
-    stats: CoreStats,
+    pub(crate) cfg: CoreConfig,
+    pub(crate) addrs: MediaAddrs,
+    pub(crate) state: CoreState,
+    pub(crate) stats: CoreStats,
+    /// Bounds the rate of bad-input log lines (not state: see `limits`).
+    pub(crate) gate: LogGate,
+    /// Per-source counts behind the caps (derived from the state: `caps`).
+    pub(crate) caps: Caps,
 }
-
-const DIALOG_CREATING: &[&str] = &["INVITE", "SUBSCRIBE", "REFER"];
 
 impl Core {
     /// A core with empty state.
@@ -137,11 +171,29 @@ impl Core {
                     source,
                 }
             })?;
+        let v6_prefix = cfg.security.limits.ipv6_source_prefix;
         let addrs = MediaAddrs {
             access_ip: cfg.access.media_ip,
             core_ip: cfg.core.media_ip,
             access_latching: cfg.access.latching,
             core_latching: cfg.core.latching,
+            access_rules: cfg.security.access.media.clone(),
+            core_rules: cfg.security.core.media.clone(),
+            own: OwnAddrs {
+                ips: vec![
+                    cfg.access.media_ip,
+                    cfg.core.media_ip,
+                    cfg.access.sip.ip(),
+                    cfg.core.sip.ip(),
+                ],
+                ports: vec![
+                    (cfg.access.rtp_port_min, cfg.access.rtp_port_max),
+                    (cfg.core.rtp_port_min, cfg.core.rtp_port_max),
+                    (cfg.access.sip.port(), cfg.access.sip.port()),
+                    (cfg.core.sip.port(), cfg.core.sip.port()),
+                ],
+            },
+            max_streams: usize::from(cfg.security.limits.max_streams_per_session),
         };
         Ok(Core {
             cfg,
@@ -158,6 +210,8 @@ impl Core {
                 pools: Pools { access, core },
             },
             stats: CoreStats::default(),
+            gate: LogGate::default(),
+            caps: Caps::new(v6_prefix),
         })
     }
 
@@ -173,6 +227,7 @@ impl Core {
             ));
         }
         core.state = state;
+        core.caps = core.rebuilt_caps();
         Ok(core)
     }
 
@@ -182,11 +237,15 @@ impl Core {
             now: input.at(),
             effects: Vec::new(),
             changed: false,
+            touched: Vec::new(),
         };
         match input {
             Input::Sip(m) => self.on_sip(&mut cx, m),
             Input::Timer { id, .. } => self.on_timer(&mut cx, *id),
             Input::Media { event, .. } => self.on_media(&mut cx, event),
+        }
+        for id in cx.touched {
+            self.caps.sync(id, self.state.sessions.get(&id));
         }
         Applied {
             effects: cx.effects,
@@ -197,6 +256,21 @@ impl Core {
     /// The replayable state (compare two cores with `==`).
     pub fn state(&self) -> &CoreState {
         &self.state
+    }
+
+    /// The caps index as it would be rebuilt from the state.
+    fn rebuilt_caps(&self) -> Caps {
+        Caps::rebuild(
+            self.cfg.security.limits.ipv6_source_prefix,
+            self.state.sessions.values(),
+            self.state.bindings.iter(),
+        )
+    }
+
+    /// Whether the caps index the core keeps up to date equals a rebuild
+    /// from its state (tests check this after every input).
+    pub fn caps_consistent(&self) -> bool {
+        self.caps == self.rebuilt_caps()
     }
 
     /// Counters.
@@ -237,11 +311,19 @@ impl Core {
 
     // ----------------------------------------------------------------- helpers
 
+    /// Whether a bad-input event of `kind` may log now (`Some(suppressed
+    /// since the last line)`); counts the suppressed ones.
+    pub(crate) fn log_gate(&mut self, kind: LogKind, now: Millis) -> Option<u64> {
+        let r = self.gate.allow(kind, now);
+        self.stats.log_suppressed = self.gate.total_suppressed;
+        r
+    }
+
     fn sip_addr(&self, side: Side) -> SocketAddr {
         self.cfg.side(side).sip
     }
 
-    fn is_own(&self, addr: SocketAddr) -> bool {
+    pub(crate) fn is_own(&self, addr: SocketAddr) -> bool {
         addr == self.cfg.access.sip || addr == self.cfg.core.sip
     }
 
@@ -275,12 +357,13 @@ impl Core {
     /// other side, or — if unusable — removed with a warning (never relayed
     /// with the peer's own addresses).
     fn sdp_pass(&mut self, cx: &mut Cx, sid: Option<u64>, inp: &SipIn, m: &mut Message) {
+        cx.touched.extend(sid);
         let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) else {
             return;
         };
         let before = s.streams.clone();
         let mut ops = Vec::new();
-        match session::apply_sdp(
+        let res = session::apply_sdp(
             s,
             &mut self.state.pools,
             &self.addrs,
@@ -288,16 +371,22 @@ impl Core {
             inp.src.ip(),
             m.sdp().unwrap_or_default(),
             &mut ops,
-        ) {
-            Ok(body) => m.set_sdp(body),
-            Err(e) => {
-                warn!(instance = %self.cfg.instance, call_id = %m.call_id(), error = ?e,
-                      "unusable SDP in a message that cannot be refused; relayed without body");
-                m.clear_body();
-            }
-        }
+        );
         if s.streams != before {
             cx.changed = true;
+        }
+        match res {
+            Ok(body) => m.set_sdp(body),
+            Err(e) => {
+                if matches!(e, MediaPlanError::Refused(_)) {
+                    self.stats.media_refused += 1;
+                }
+                if let Some(n) = self.log_gate(LogKind::Policy, cx.now) {
+                    warn!(instance = %self.cfg.instance, call_id = %m.call_id(), error = ?e,
+                          suppressed = n, "unusable SDP in a message that cannot be refused; relayed without body");
+                }
+                m.clear_body();
+            }
         }
         Self::pinholes(cx, ops);
     }
@@ -387,13 +476,69 @@ impl Core {
             .and_then(|v| v.branch().map(str::to_string))
             .unwrap_or_default();
         ids::tag(
-            self.cfg.secret,
+            &self.cfg.secret,
             &[
                 req.call_id().as_bytes(),
                 req.from_tag().unwrap_or_default().as_bytes(),
                 branch.as_bytes(),
             ],
         )
+    }
+
+    /// Refuse a request that is over a cap: 503 with Retry-After (counted,
+    /// logged at a bounded rate).
+    fn refuse_overload(&mut self, cx: &mut Cx, inp: &SipIn, m: &Message, why: &'static str) {
+        self.stats.capacity_refused += 1;
+        if let Some(n) = self.log_gate(LogKind::Capacity, cx.now) {
+            warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src,
+                  call_id = %m.call_id(), why, suppressed = n, "request refused with 503: over a cap");
+        }
+        let reason = format!("Service Unavailable ({why})");
+        self.reply(cx, inp, m, 503, &reason, &[("Retry-After", "10".into())]);
+    }
+
+    /// Whether the other side's topology is hidden from `side`.
+    fn hides(&self, side: Side) -> bool {
+        self.cfg.security.side(side).topology_hiding
+    }
+
+    /// Our Contact towards `side` (what a hidden side sees as remote target).
+    fn our_contact(&self, side: Side, transport: Transport) -> String {
+        let t = match transport {
+            Transport::Tcp => ";transport=tcp",
+            Transport::Udp => "",
+        };
+        format!("<sip:{}{}>", self.sip_addr(side), t)
+    }
+
+    /// A response about to be relayed upstream on server transaction `sk`
+    /// (our Via already popped): the Vias hidden from its request's
+    /// receiver go back in, and if the upstream side is hidden, what it may
+    /// not see comes out.
+    fn unhide_rehide(&self, sk: &ServerKey, m: &mut Message) {
+        let Some(st) = self.state.servers.get(sk) else {
+            return;
+        };
+        topo::restore_vias(m, &st.hidden_vias);
+        let up = st.upstream;
+        if self.hides(up.side) {
+            topo::hide_response(
+                m,
+                |r| self.is_own_route(r),
+                &self.our_contact(up.side, up.transport),
+                &self.record_route(up.side, up.transport),
+            );
+        }
+    }
+
+    /// Whether the BGF's own final error responses to `flow` are
+    /// retransmitted (Timer G): core peers, and access flows a registration
+    /// was accepted from. Others get each one once, and again only when their
+    /// request comes again (they sent no 100 Trying's worth of trust: the
+    /// request never passed) — never more than they sent (no reflection).
+    /// Relayed responses follow RFC 3261: their request passed the policy.
+    fn retransmits_to(&self, flow: &Flow) -> bool {
+        flow.side == Side::Core || self.caps.is_verified(flow.addr)
     }
 
     /// Answer a request ourselves, statelessly.
@@ -436,8 +581,9 @@ impl Core {
                 session: None,
                 g_interval: self.t1(),
                 timers: Vec::new(),
+                hidden_vias: Vec::new(),
             };
-            if flow.transport == Transport::Udp {
+            if flow.transport == Transport::Udp && self.retransmits_to(&flow) {
                 st.timers
                     .push(self.arm(cx, TimerKind::ServerRetransmit(key.clone()), self.t1()));
             }
@@ -475,8 +621,10 @@ impl Core {
         {
             Some(resp) => {
                 self.stats.malformed_requests += 1;
-                warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src, error = %e,
-                      "malformed SIP request answered with 400");
+                if let Some(n) = self.log_gate(LogKind::Malformed, cx.now) {
+                    warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src, error = %e,
+                          suppressed = n, "malformed SIP request answered with 400");
+                }
                 let flow = Flow {
                     side: inp.side,
                     transport: inp.transport,
@@ -486,13 +634,17 @@ impl Core {
             }
             None if is_response => {
                 self.stats.dropped_responses += 1;
-                warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src, error = %e,
-                      "malformed SIP response dropped");
+                if let Some(n) = self.log_gate(LogKind::Malformed, cx.now) {
+                    warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src, error = %e,
+                          suppressed = n, "malformed SIP response dropped");
+                }
             }
             None => {
                 self.stats.dropped_other += 1;
-                warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src, error = %e,
-                      "unparseable SIP message dropped (no Via to answer to)");
+                if let Some(n) = self.log_gate(LogKind::Malformed, cx.now) {
+                    warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src, error = %e,
+                          suppressed = n, "unparseable SIP message dropped (no Via to answer to)");
+                }
             }
         }
     }
@@ -581,7 +733,6 @@ impl Core {
         let egress = inp.side.other();
         let in_dialog = m.to_tag().is_some();
         let call_id = m.call_id().to_string();
-        let session_id = self.state.by_call_id.get(&call_id).copied();
 
         if method == Method::Register && inp.side == Side::Core {
             return self.reply(
@@ -602,29 +753,90 @@ impl Core {
             return self.reply(cx, inp, &m, 400, "Bad Request (unusable Contact)", &[]);
         }
 
-        // Resolve where the request goes.
-        let (dest, new_ruri) = match self.resolve(&m, &ruri, egress, in_dialog, session_id) {
-            Some((d, u)) => (Some(d), u),
-            None => (None, None),
-        };
-        let Some(dest) = dest else {
-            if in_dialog {
+        // Resolve where the request goes (routing policy, `routing.rs`).
+        let mut sid = None;
+        let routed = if in_dialog {
+            match self.match_dialog(inp, &m) {
+                DialogMatch::Matched { sid: id, new_tag } => {
+                    if let (Some(tag), Some(s)) = (new_tag, self.state.sessions.get_mut(&id)) {
+                        s.to_tag = Some(tag);
+                        cx.changed = true;
+                    }
+                    sid = Some(id);
+                    let s = &self.state.sessions[&id];
+                    self.route_in_dialog(s, egress, &m, &ruri)
+                }
+                DialogMatch::None(why) => {
+                    self.stats.dialog_mismatches += 1;
+                    debug!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src,
+                           call_id = %call_id, method = %method, why, "in-dialog request matches no dialog");
+                    return self.reply(cx, inp, &m, 481, "Call/Transaction Does Not Exist", &[]);
+                }
+            }
+        } else {
+            if matches!(method, Method::Prack | Method::Update | Method::Bye) {
+                // Only ever sent inside a dialog (with a To-tag).
+                self.stats.dialog_mismatches += 1;
                 return self.reply(cx, inp, &m, 481, "Call/Transaction Does Not Exist", &[]);
             }
-            return self.reply(
-                cx,
-                inp,
-                &m,
-                404,
-                "Not Found (no registration for this contact)",
-                &[],
-            );
+            if creates_dialog(&method) && self.state.by_call_id.contains_key(&call_id) {
+                // A second dialog on a live Call-ID (a hijack attempt, or a
+                // fork we cannot tell apart): RFC 3261 §8.2.2.2 merged request.
+                self.stats.dialog_mismatches += 1;
+                return self.reply(cx, inp, &m, 482, "Loop Detected (Call-ID in use)", &[]);
+            }
+            if inp.side == Side::Access
+                && self.cfg.security.require_registration
+                && method != Method::Register
+                && !self.caps.has_registration(inp.src.ip())
+                && !caps::is_emergency_request(&inp.data)
+            {
+                self.stats.routing_refused += 1;
+                return self.reply(cx, inp, &m, 403, "Forbidden (register first)", &[]);
+            }
+            match self.route_initial(inp, &m, &ruri) {
+                Ok(r) => r,
+                Err((code, reason)) => {
+                    self.stats.routing_refused += 1;
+                    return self.reply(cx, inp, &m, code, reason, &[]);
+                }
+            }
         };
+        if let Some(routes) = &routed.routes {
+            routing::set_routes(&mut m, routes);
+        }
+        let dest = routed.dest;
+        let new_ruri = routed.ruri;
 
-        // Session association.
-        let mut sid = None;
+        // Caps (`caps.rs`): dialogs, unanswered calls and ports per access
+        // source, the emergency share of the port pools. Emergency requests
+        // are exempt.
+        if !in_dialog && creates_dialog(&method) && !caps::is_emergency_request(&inp.data) {
+            let invite = method == Method::Invite;
+            let ports = if invite {
+                m.sdp()
+                    .and_then(|b| Sdp::parse(b).ok())
+                    .map(|sdp| sdp.streams().iter().filter(|i| i.port != 0).count() as u32)
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            let limits = &self.cfg.security.limits;
+            let why = if inp.side == Side::Access {
+                self.caps
+                    .dialog_refusal(inp.src.ip(), invite, ports, limits)
+            } else {
+                None
+            }
+            .or_else(|| caps::reserve_refusal(&self.state.pools, ports, limits));
+            if let Some(why) = why {
+                return self.refuse_overload(cx, inp, &m, why);
+            }
+        }
+
+        // Session association: dialog-creating INVITE / SUBSCRIBE / REFER.
         let mut new_session = false;
-        if method == Method::Invite && !in_dialog {
+        if !in_dialog && creates_dialog(&method) {
             let id = self.state.next_session;
             let ue_flow = if inp.side == Side::Access {
                 upstream
@@ -646,6 +858,13 @@ impl Core {
                 callee: m.header("To").unwrap_or_default().to_string(),
                 from_tag: m.from_tag().unwrap_or_default(),
                 to_tag: None,
+                early_tags: Vec::new(),
+                hidden_rr: Vec::new(),
+                usage: if method == Method::Invite {
+                    Usage::Invite
+                } else {
+                    Usage::Subscription
+                },
                 access_contact: if inp.side == Side::Access {
                     contact.clone()
                 } else {
@@ -670,14 +889,28 @@ impl Core {
             new_session = true;
             sid = Some(id);
             cx.changed = true;
-        } else if in_dialog || matches!(method, Method::Prack | Method::Update | Method::Bye) {
-            sid = session_id;
         }
+        cx.touched.extend(sid);
         let cseq = m.cseq().map(|c| c.0).unwrap_or(0);
         if let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) {
             s.note_cseq(inp.side, cseq);
-            if method == Method::Bye {
+            if method == Method::Bye || is_final_notify(&m) {
                 s.state = SessionState::Terminating;
+            }
+            // Target refresh (RFC 3261 §12.2.2): a re-INVITE, UPDATE or
+            // in-dialog SUBSCRIBE/NOTIFY may carry a new Contact.
+            if in_dialog
+                && matches!(
+                    method.as_str(),
+                    "INVITE" | "UPDATE" | "SUBSCRIBE" | "NOTIFY"
+                )
+            {
+                if let Some(c) = m.header("Contact").and_then(|c| NameAddr::parse(c).ok()) {
+                    match inp.side {
+                        Side::Access => s.access_contact = Some(c.uri),
+                        Side::Core => s.core_contact = Some(c.uri),
+                    }
+                }
             }
             cx.changed = true;
         }
@@ -692,7 +925,7 @@ impl Core {
             let Some(s) = self.state.sessions.get_mut(&id) else {
                 return;
             };
-            if !new_session && matches!(method, Method::Invite | Method::Update) {
+            if !new_session && matches!(method, Method::Invite | Method::Update | Method::Prack) {
                 rollback = Some(s.streams.clone());
             }
             let res = session::apply_sdp(
@@ -716,9 +949,27 @@ impl Core {
                         self.stats.sessions_refused += 1;
                     }
                     return match err {
+                        MediaPlanError::Refused(why) => {
+                            self.stats.media_refused += 1;
+                            if let Some(n) = self.log_gate(LogKind::Policy, cx.now) {
+                                warn!(instance = %self.cfg.instance, call_id = %call_id, peer = %inp.src,
+                                      why = %why, suppressed = n, "request refused with 488 by the media policy");
+                            }
+                            let warning = format!("399 bgf \"{}\"", sanitize(&why));
+                            self.reply(
+                                cx,
+                                inp,
+                                &m,
+                                488,
+                                "Not Acceptable Here",
+                                &[("Warning", warning)],
+                            )
+                        }
                         MediaPlanError::Sdp(e) => {
-                            warn!(instance = %self.cfg.instance, call_id = %call_id, error = %e,
-                                  "request refused: SDP not usable");
+                            if let Some(n) = self.log_gate(LogKind::Malformed, cx.now) {
+                                warn!(instance = %self.cfg.instance, call_id = %call_id, error = %e,
+                                      suppressed = n, "request refused: SDP not usable");
+                            }
                             let warning = format!("399 bgf \"{}\"", sanitize(&e.to_string()));
                             self.reply(
                                 cx,
@@ -730,8 +981,10 @@ impl Core {
                             )
                         }
                         MediaPlanError::NoPorts(side) => {
-                            warn!(instance = %self.cfg.instance, call_id = %call_id, side = %side,
-                                  "request refused: media port pool exhausted");
+                            if let Some(n) = self.log_gate(LogKind::Capacity, cx.now) {
+                                warn!(instance = %self.cfg.instance, call_id = %call_id, side = %side,
+                                      suppressed = n, "request refused: media port pool exhausted");
+                            }
                             self.reply(
                                 cx,
                                 inp,
@@ -767,7 +1020,7 @@ impl Core {
                     continue;
                 }
                 if let Some((value, pb)) = registrar::rewrite_contact(
-                    self.cfg.secret,
+                    &self.cfg.secret,
                     &aor,
                     &h.value,
                     self.cfg.core.sip,
@@ -777,6 +1030,19 @@ impl Core {
                     h.value = value;
                     pending.push(pb);
                 }
+            }
+        }
+
+        if method == Method::Register && !caps::is_emergency_request(&inp.data) {
+            let new = pending
+                .iter()
+                .filter(|p| p.token != "*" && !self.state.bindings.contains_key(&p.token))
+                .count() as u32;
+            if let Some(why) =
+                self.caps
+                    .registration_refusal(inp.src.ip(), new, &self.cfg.security.limits)
+            {
+                return self.refuse_overload(cx, inp, &m, why);
             }
         }
 
@@ -792,7 +1058,7 @@ impl Core {
             top.value = v.to_string();
         }
         let branch = ids::branch(
-            self.cfg.secret,
+            &self.cfg.secret,
             &[
                 skey.branch.as_bytes(),
                 skey.sent_by.as_bytes(),
@@ -802,7 +1068,7 @@ impl Core {
         );
         m.push_front("Via", self.our_via(egress, dest.transport, &branch));
         m.set("Max-Forwards", (max_forwards - 1).to_string());
-        if !in_dialog && DIALOG_CREATING.contains(&method.as_str()) {
+        if !in_dialog && creates_dialog(&method) {
             m.push_front("Record-Route", self.record_route(inp.side, inp.transport));
             m.push_front("Record-Route", self.record_route(egress, dest.transport));
         }
@@ -812,7 +1078,24 @@ impl Core {
                 uri: u,
             };
         }
-        let bytes = m.to_bytes();
+        // Topology hiding (`topo.rs`): what the hidden side may not see is
+        // kept in the server transaction and the session.
+        let (bytes, hidden) = if self.hides(egress) {
+            let mut h = m.clone();
+            let kept = topo::hide_request(
+                &mut h,
+                &self.record_route(egress, dest.transport),
+                &self.our_contact(egress, dest.transport),
+            );
+            (h.to_bytes(), kept)
+        } else {
+            (m.to_bytes(), topo::Hidden::default())
+        };
+        if new_session && !hidden.record_route.is_empty() {
+            if let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) {
+                s.hidden_rr = hidden.record_route;
+            }
+        }
         let invite = method == Method::Invite;
         let ckey = ClientKey {
             branch,
@@ -830,6 +1113,7 @@ impl Core {
             session: sid,
             g_interval: self.t1(),
             timers: Vec::new(),
+            hidden_vias: hidden.vias,
         };
         if invite {
             // From the forwarded request minus our own Via: the upstream Via
@@ -877,81 +1161,6 @@ impl Core {
         self.send(cx, dest, bytes);
         self.stats.requests_forwarded += 1;
         cx.changed = true;
-    }
-
-    /// Where a request leaving on `egress` goes, and the Request-URI to use
-    /// if it must change. `None`: nowhere (unknown registration or dialog).
-    fn resolve(
-        &self,
-        m: &Message,
-        ruri: &str,
-        egress: Side,
-        in_dialog: bool,
-        sid: Option<u64>,
-    ) -> Option<(Flow, Option<String>)> {
-        let session = sid.and_then(|id| self.state.sessions.get(&id));
-        if egress == Side::Access {
-            if let Some(token) = registrar::token_of(ruri, self.cfg.core.sip) {
-                let b = self.state.bindings.get(&token)?;
-                return Some((b.flow, Some(b.contact.clone())));
-            }
-        }
-        // A Request-URI naming the BGF itself (a UA that ignores the route
-        // set, as SIPp's stock scenarios do) is a strict route to us: the
-        // real target is the dialog's remote target on the egress side.
-        let ruri_is_us = msg::parse_uri(ruri)
-            .ok()
-            .and_then(|u| msg::uri_socket(&u))
-            .map(|a| self.is_own(a))
-            .unwrap_or(false);
-        let new_ruri = if ruri_is_us && m.count("Route") == 0 {
-            session.and_then(|s| s.contact(egress).cloned())
-        } else {
-            None
-        };
-        let target = new_ruri.as_deref().unwrap_or(ruri);
-        let dest = match egress {
-            Side::Access => session
-                .map(|s| s.ue_flow)
-                .or_else(|| self.route_or_uri(m, target, Side::Access)),
-            Side::Core if !in_dialog && m.count("Route") == 0 => Some(self.next_hop()),
-            Side::Core => Some(
-                self.route_or_uri(m, target, Side::Core)
-                    .filter(|f| !self.is_own(f.addr))
-                    .unwrap_or_else(|| self.next_hop()),
-            ),
-        };
-        // Never send to ourselves: that is a loop, not a route.
-        dest.filter(|f| !self.is_own(f.addr)).map(|d| (d, new_ruri))
-    }
-
-    fn next_hop(&self) -> Flow {
-        Flow {
-            side: Side::Core,
-            transport: self.cfg.core_transport,
-            addr: self.cfg.core_next_hop,
-        }
-    }
-
-    /// Destination from the top remaining Route, else the Request-URI, when
-    /// they hold an IP literal.
-    fn route_or_uri(&self, m: &Message, ruri: &str, side: Side) -> Option<Flow> {
-        let target = match m.header("Route") {
-            Some(r) => NameAddr::parse(r).ok()?.uri,
-            None => ruri.to_string(),
-        };
-        let uri = msg::parse_uri(&target).ok()?;
-        let addr = msg::uri_socket(&uri)?;
-        let transport = if target.to_ascii_lowercase().contains(";transport=tcp") {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        };
-        Some(Flow {
-            side,
-            transport,
-            addr,
-        })
     }
 
     fn addressed_to_us(&self, ruri: &str, side: Side) -> bool {
@@ -1016,38 +1225,42 @@ impl Core {
                 _ => {}
             }
         }
-        // ACK for a 2xx: end to end, routed like any in-dialog request.
-        let popped = self.pop_own_routes(&mut m);
-        let call_id = m.call_id().to_string();
-        let sid = self.state.by_call_id.get(&call_id).copied();
-        if popped == 0 && sid.is_none() {
-            self.stats.dropped_other += 1;
-            debug!(instance = %self.cfg.instance, call_id = %call_id, "stray ACK dropped");
-            return;
-        }
+        // ACK for a 2xx: end to end, routed like any in-dialog request —
+        // only for a dialog it matches by Call-ID, both tags and flow.
+        self.pop_own_routes(&mut m);
+        let sid = match self.match_dialog(inp, &m) {
+            DialogMatch::Matched { sid, .. } => sid,
+            DialogMatch::None(why) => {
+                self.stats.dropped_other += 1;
+                self.stats.dialog_mismatches += 1;
+                debug!(instance = %self.cfg.instance, call_id = %m.call_id(), peer = %inp.src, why, "stray ACK dropped");
+                return;
+            }
+        };
         let StartLine::Request { uri: ruri, .. } = m.start.clone() else {
             return;
         };
         let egress = inp.side.other();
-        let (dest, new_ruri) = match self.resolve(&m, &ruri, egress, true, sid) {
-            Some((d, u)) => (Some(d), u),
-            None => (None, None),
+        let routed = {
+            let s = &self.state.sessions[&sid];
+            self.route_in_dialog(s, egress, &m, &ruri)
         };
-        if let Some(u) = new_ruri {
+        if let Some(u) = routed.ruri {
             m.start = StartLine::Request {
                 method: Method::Ack,
                 uri: u,
             };
         }
-        let Some(dest) = dest else {
-            self.stats.dropped_other += 1;
-            return;
-        };
+        if let Some(routes) = &routed.routes {
+            routing::set_routes(&mut m, routes);
+        }
+        let dest = routed.dest;
+        let sid = Some(sid);
         if m.has_sdp() {
             self.sdp_pass(cx, sid, inp, &mut m);
         }
         let branch = ids::branch(
-            self.cfg.secret,
+            &self.cfg.secret,
             &[
                 via.branch().unwrap_or_default().as_bytes(),
                 via.sent_by().as_bytes(),
@@ -1066,7 +1279,13 @@ impl Core {
 
     fn on_cancel(&mut self, cx: &mut Cx, inp: &SipIn, m: Message, via: &Via) {
         let ikey = server_key(&m, via, &Method::Invite);
-        let Some(st) = self.state.servers.get(&ikey) else {
+        let from_upstream = |st: &ServerTxn| {
+            st.upstream.side == inp.side
+                && (inp.side == Side::Core
+                    || routing::same_ue(&st.upstream, inp.transport, inp.src))
+        };
+        let Some(st) = self.state.servers.get(&ikey).filter(|st| from_upstream(st)) else {
+            self.stats.dialog_mismatches += 1;
             return self.reply(cx, inp, &m, 481, "Call/Transaction Does Not Exist", &[]);
         };
         let client = st.client.clone();
@@ -1188,8 +1407,11 @@ impl Core {
             .unwrap_or(false);
         if !ours {
             self.stats.dropped_responses += 1;
-            warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src, via = %via,
-                  "response dropped: top Via is not ours");
+            self.stats.responses_unmatched += 1;
+            if let Some(n) = self.log_gate(LogKind::Policy, cx.now) {
+                warn!(instance = %self.cfg.instance, side = %inp.side, peer = %inp.src, via = %via,
+                      suppressed = n, "response dropped: top Via is not ours");
+            }
             return;
         }
         let method = m.method();
@@ -1197,13 +1419,19 @@ impl Core {
             branch: via.branch().unwrap_or_default().to_string(),
             cancel: method == Method::Cancel,
         };
-        let Some(ct) = self.state.clients.get(&ckey) else {
-            if (200..300).contains(&code) && method == Method::Invite {
-                return self.forward_2xx_stateless(cx, inp, m);
-            }
+        // Only a response to one of our client transactions, arriving on the
+        // side the request left on (and, on the access side, from the peer it
+        // went to) is relayed; responses are never routed by their Vias.
+        let matched = self.state.clients.get(&ckey).filter(|ct| {
+            ct.downstream.side == inp.side
+                && (inp.side == Side::Core
+                    || routing::same_ue(&ct.downstream, inp.transport, inp.src))
+        });
+        let Some(ct) = matched else {
             self.stats.dropped_responses += 1;
-            debug!(instance = %self.cfg.instance, code, call_id = %m.call_id(),
-                   "response matches no transaction; dropped");
+            self.stats.responses_unmatched += 1;
+            debug!(instance = %self.cfg.instance, code, call_id = %m.call_id(), peer = %inp.src,
+                   "response matches no client transaction of ours; dropped");
             return;
         };
         let (invite, state, role) = (ct.invite, ct.state, ct.role.clone());
@@ -1238,7 +1466,7 @@ impl Core {
             }
             ClientState::Accepted => {
                 if (200..300).contains(&code) {
-                    return self.forward_2xx_stateless(cx, inp, m);
+                    return self.relay_2xx_again(cx, inp, &skey, m);
                 }
                 self.stats.dropped_responses += 1;
                 return;
@@ -1252,15 +1480,32 @@ impl Core {
         }
 
         let sid = self.state.clients.get(&ckey).and_then(|c| c.session);
+        cx.touched.extend(sid);
         let mut ops = Vec::new();
+
+        // A dialog-creating request went to a hidden side with only our
+        // Record-Route: put the list back before the route sets are read.
+        if self.hides(inp.side) && (101..300).contains(&code) {
+            let full = sid
+                .and_then(|id| self.state.sessions.get(&id))
+                .map(|s| s.hidden_rr.clone())
+                .unwrap_or_default();
+            topo::restore_record_route(&mut m, &full, |r| self.is_own_route(r));
+        }
 
         // Dialog and media bookkeeping.
         if let Some(s) = sid.and_then(|id| self.state.sessions.get_mut(&id)) {
-            if invite && (101..300).contains(&code) {
+            let dialog_response = (101..300).contains(&code)
+                && (invite || (s.usage == Usage::Subscription && creates_dialog(&method)));
+            if dialog_response {
                 if let Some(tag) = m.to_tag() {
                     if s.to_tag.is_none() || code >= 200 {
-                        s.to_tag = Some(tag);
+                        if let Some(old) = s.to_tag.replace(tag) {
+                            s.note_early_tag(&old);
+                        }
                         s.callee = m.header("To").unwrap_or_default().to_string();
+                    } else {
+                        s.note_early_tag(&tag);
                     }
                 }
                 if let Some(c) = m.header("Contact").and_then(|c| NameAddr::parse(c).ok()) {
@@ -1346,10 +1591,15 @@ impl Core {
             if method == Method::Register && code < 300 {
                 self.registered(cx, &mut m, pending);
             }
+            let sub = sid
+                .and_then(|id| self.state.sessions.get(&id))
+                .and_then(|s| (s.usage == Usage::Subscription).then_some((s.state, s.id)));
             if method == Method::Bye {
                 if let Some(id) = sid {
                     self.end_session(cx, id);
                 }
+            } else if let Some((state, id)) = sub {
+                self.subscription_response(cx, id, state, &method, code, &m);
             } else if code >= 300 {
                 if let (Some(id), Some(saved)) = (sid, rollback) {
                     if let Some(s) = self.state.sessions.get_mut(&id) {
@@ -1362,6 +1612,7 @@ impl Core {
 
         // Relay upstream (RFC 3261 §16.7).
         m.pop_front("Via");
+        self.unhide_rehide(&skey, &mut m);
         let bytes = m.to_bytes();
         let Some(st) = self.state.servers.get_mut(&skey) else {
             return;
@@ -1383,43 +1634,20 @@ impl Core {
         cx.changed = true;
     }
 
-    /// Forward a 2xx to INVITE that matches no live client transaction
-    /// (a retransmission, or a second 2xx): pop our Via, route by the next.
-    fn forward_2xx_stateless(&mut self, cx: &mut Cx, inp: &SipIn, mut m: Message) {
+    /// A 2xx to an INVITE whose client transaction already accepted one (a
+    /// retransmission, or a second 2xx of a fork): relayed statelessly to
+    /// the upstream peer of its server transaction (RFC 6026), never by Via.
+    fn relay_2xx_again(&mut self, cx: &mut Cx, inp: &SipIn, skey: &ServerKey, mut m: Message) {
+        let Some(flow) = self.state.servers.get(skey).map(|st| st.upstream) else {
+            self.stats.dropped_responses += 1;
+            return;
+        };
         m.pop_front("Via");
-        let Some(next) = m.top_via().and_then(|v| Via::parse(v).ok()) else {
-            self.stats.dropped_responses += 1;
-            return;
-        };
-        let Some(addr) = next.response_target() else {
-            self.stats.dropped_responses += 1;
-            return;
-        };
-        // Never follow a Via to a broadcast, multicast or unspecified address
-        // (RFC 4475 bcast): that would make us a reflector.
-        let unroutable = addr.ip().is_unspecified()
-            || addr.ip().is_multicast()
-            || matches!(addr.ip(), std::net::IpAddr::V4(v4) if v4.is_broadcast());
-        if unroutable {
-            self.stats.dropped_responses += 1;
-            warn!(instance = %self.cfg.instance, call_id = %m.call_id(), target = %addr,
-                  "2xx dropped: next Via is not a unicast address");
-            return;
-        }
+        self.unhide_rehide(skey, &mut m);
         if m.has_sdp() {
             let sid = self.state.by_call_id.get(m.call_id()).copied();
             self.sdp_pass(cx, sid, inp, &mut m);
         }
-        let transport = if next.transport == "TCP" {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        };
-        let flow = Flow {
-            side: inp.side.other(),
-            transport,
-            addr,
-        };
         self.send(cx, flow, m.to_bytes());
         self.stats.responses_forwarded += 1;
     }
@@ -1604,6 +1832,51 @@ impl Core {
         cx.changed = true;
     }
 
+    /// A final response to a request of subscription `id`: the initial
+    /// SUBSCRIBE/REFER failing ends it, its 2xx (or a refresh's) confirms
+    /// it until `Expires` (plus T4 for the refresh to arrive), and the
+    /// response to a terminating NOTIFY ends it.
+    fn subscription_response(
+        &mut self,
+        cx: &mut Cx,
+        id: u64,
+        state: SessionState,
+        method: &Method,
+        code: u16,
+        resp: &Message,
+    ) {
+        match (state, method.as_str()) {
+            (SessionState::Terminating, "NOTIFY") => self.end_session(cx, id),
+            (SessionState::Early, _) if code >= 300 => self.end_session(cx, id),
+            (_, "SUBSCRIBE" | "REFER") if code < 300 => {
+                let expires_s = resp
+                    .header("Expires")
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(3600)
+                    .min(self.cfg.max_register_expires_s.max(3600));
+                let old = match self.state.sessions.get_mut(&id) {
+                    Some(s) => {
+                        if s.state == SessionState::Early {
+                            s.state = SessionState::Confirmed;
+                        }
+                        s.expiry.take()
+                    }
+                    None => return,
+                };
+                self.disarm(cx, old);
+                let t = self.arm(
+                    cx,
+                    TimerKind::SessionExpiry(id),
+                    expires_s.saturating_mul(1000) + self.cfg.timers.t4,
+                );
+                if let Some(s) = self.state.sessions.get_mut(&id) {
+                    s.expiry = Some(t);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn invite_failed(
         &mut self,
         cx: &mut Cx,
@@ -1624,6 +1897,7 @@ impl Core {
     }
 
     fn end_session(&mut self, cx: &mut Cx, id: u64) {
+        cx.touched.push(id);
         let Some(mut s) = self.state.sessions.remove(&id) else {
             return;
         };
@@ -1711,12 +1985,15 @@ impl Core {
                 timer,
             },
         );
+        self.caps
+            .sync_binding(&pb.token, self.state.bindings.get(&pb.token));
         info!(instance = %self.cfg.instance, aor = %pb.aor, flow = %pb.flow.addr, expires_s, "registration bound");
         cx.changed = true;
     }
 
     fn remove_binding(&mut self, cx: &mut Cx, token: &str) {
         if let Some(b) = self.state.bindings.remove(token) {
+            self.caps.sync_binding(token, None);
             self.disarm(cx, Some(b.timer));
             info!(instance = %self.cfg.instance, aor = %b.aor, "registration removed");
             cx.changed = true;
@@ -1805,8 +2082,16 @@ impl Core {
                 }
             }
             TimerKind::SessionExpiry(sid) => {
-                if let Some(s) = self.state.sessions.get_mut(&sid) {
-                    s.expiry = None;
+                let usage = match self.state.sessions.get_mut(&sid) {
+                    Some(s) => {
+                        s.expiry = None;
+                        s.usage
+                    }
+                    None => return,
+                };
+                if usage == Usage::Subscription {
+                    debug!(instance = %self.cfg.instance, session = sid, "subscription expired");
+                    return self.end_session(cx, sid);
                 }
                 info!(instance = %self.cfg.instance, session = sid, "session expired without refresh");
                 self.terminate_with_bye(cx, sid);
@@ -1814,6 +2099,7 @@ impl Core {
             TimerKind::Registration(token) => {
                 if self.state.bindings.get(&token).map(|b| b.timer) == Some(id) {
                     if let Some(b) = self.state.bindings.remove(&token) {
+                        self.caps.sync_binding(&token, None);
                         info!(instance = %self.cfg.instance, aor = %b.aor, "registration expired");
                     }
                 }
@@ -1851,13 +2137,18 @@ impl Core {
             }
         }
         if let Some(id) = session {
-            let early = self
+            let (early, subscription) = self
                 .state
                 .sessions
                 .get(&id)
-                .map(|s| s.state == SessionState::Early)
-                .unwrap_or(false);
-            if (invite && early) || method == Some(Method::Bye) {
+                .map(|s| {
+                    (
+                        s.state == SessionState::Early,
+                        s.usage == Usage::Subscription,
+                    )
+                })
+                .unwrap_or((false, false));
+            if (early && (invite || subscription)) || method == Some(Method::Bye) {
                 self.end_session(cx, id);
             }
         }
@@ -1976,7 +2267,7 @@ impl Core {
             }
         };
         let branch = ids::branch(
-            self.cfg.secret,
+            &self.cfg.secret,
             &[
                 s.call_id.as_bytes(),
                 b"BYE",

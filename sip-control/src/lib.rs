@@ -24,16 +24,21 @@
 //! path (see `bgf`, `state-log`, `media-plane`).
 
 pub mod api;
+pub mod caps;
 pub mod config;
 pub mod core;
 pub mod ids;
+pub mod limits;
 pub mod msg;
+pub mod policy;
 pub mod registrar;
+mod routing;
 pub mod sdp;
 pub mod session;
+pub mod topo;
 pub mod txn;
 
 pub use crate::core::{Core, CoreError, CoreState, CoreStats, SessionView};
 pub use api::{Applied, Effect, Input, Millis, SipIn, TimerId, Transmit, Transport};
-pub use config::{CoreConfig, SideConfig, TimerConfig};
+pub use config::{CoreConfig, Limits, Security, SideConfig, SidePolicy, TimerConfig};
 pub use media_plane::{Leg, MediaEvent, PinholeId, PinholeOp, PinholeSpec, Side};

@@ -42,7 +42,7 @@ pub struct PendingBinding {
 }
 
 /// The token for a UE contact.
-pub fn token_for(secret: u64, aor: &str, contact_uri: &str) -> String {
+pub fn token_for(secret: &ids::Key, aor: &str, contact_uri: &str) -> String {
     ids::token(secret, &[aor.as_bytes(), contact_uri.as_bytes()])
 }
 
@@ -50,7 +50,7 @@ pub fn token_for(secret: u64, aor: &str, contact_uri: &str) -> String {
 /// Returns the rewritten value and the pending binding; `None` for values we
 /// do not rewrite (`*`) or cannot parse.
 pub fn rewrite_contact(
-    secret: u64,
+    secret: &ids::Key,
     aor: &str,
     value: &str,
     core_sip: SocketAddr,

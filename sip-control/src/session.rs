@@ -5,7 +5,8 @@
 //! the other side).
 
 use crate::api::{Millis, TimerId};
-use crate::sdp::{Rewrite, Sdp, SdpError};
+use crate::policy::{media_addr_problem, MediaRules, OwnAddrs};
+use crate::sdp::{Rewrite, Sdp, SdpError, StreamInfo};
 use crate::txn::Flow;
 use media_plane::{Leg, PinholeId, PinholeOp, PinholeSpec, PortPool, Side};
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,22 @@ impl SessionState {
     }
 }
 
-/// One call through the BGF.
+/// What a dialog is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Usage {
+    /// An INVITE dialog: a call with media.
+    #[default]
+    Invite,
+    /// A subscription (SUBSCRIBE, or the implicit one of an out-of-dialog
+    /// REFER): no media; ends on `Subscription-State: terminated`, a failed
+    /// initial request or its expiry.
+    Subscription,
+}
+
+/// Most early dialog tags remembered per session (forking).
+pub const MAX_EARLY_TAGS: usize = 8;
+
+/// One dialog through the BGF (a call, or a subscription).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     /// Session number.
@@ -72,6 +88,19 @@ pub struct Session {
     pub streams: Vec<Option<PinholeSpec>>,
     /// Session expiry timer.
     pub expiry: Option<TimerId>,
+    // Fields added after checkpoints existed stay last, with defaults: a
+    // checkpoint is a positional (MessagePack array) encoding.
+    /// To-tags of early dialogs (provisional responses with a tag, up to
+    /// [`MAX_EARLY_TAGS`]): in-dialog requests of any of them match.
+    #[serde(default)]
+    pub early_tags: Vec<String>,
+    /// What the dialog is for.
+    #[serde(default)]
+    pub usage: Usage,
+    /// The Record-Route list of the dialog-creating request, when it went
+    /// to a hidden side with only our entry (topology hiding).
+    #[serde(default)]
+    pub hidden_rr: Vec<String>,
 }
 
 impl Session {
@@ -113,6 +142,18 @@ impl Session {
         side == self.origin
     }
 
+    /// Whether `tag` is a tag of the callee (the confirmed one or an early one).
+    pub fn is_callee_tag(&self, tag: &str) -> bool {
+        self.to_tag.as_deref() == Some(tag) || self.early_tags.iter().any(|t| t == tag)
+    }
+
+    /// Remember the tag of an early dialog.
+    pub fn note_early_tag(&mut self, tag: &str) {
+        if !self.is_callee_tag(tag) && self.early_tags.len() < MAX_EARLY_TAGS {
+            self.early_tags.push(tag.to_string());
+        }
+    }
+
     /// The pinholes in place.
     pub fn pinholes(&self) -> impl Iterator<Item = &PinholeSpec> {
         self.streams.iter().flatten()
@@ -126,6 +167,9 @@ pub enum MediaPlanError {
     Sdp(SdpError),
     /// A port pool is exhausted (→ 503).
     NoPorts(Side),
+    /// The media policy refuses it (→ 488): an address it may not name, too
+    /// many streams.
+    Refused(String),
 }
 
 /// The port pools of both sides.
@@ -152,8 +196,8 @@ impl Pools {
     }
 }
 
-/// Addresses the media plan needs from the config.
-#[derive(Clone, Copy, Debug)]
+/// Addresses and rules the media plan needs from the config.
+#[derive(Clone, Debug)]
 pub struct MediaAddrs {
     /// Access media IP.
     pub access_ip: IpAddr,
@@ -163,6 +207,14 @@ pub struct MediaAddrs {
     pub access_latching: bool,
     /// Latching on the core side.
     pub core_latching: bool,
+    /// Media addresses an SDP from the access side may name.
+    pub access_rules: MediaRules,
+    /// Media addresses an SDP from the core side may name.
+    pub core_rules: MediaRules,
+    /// The BGF's own addresses and ports (never a media remote).
+    pub own: OwnAddrs,
+    /// Most active streams per session.
+    pub max_streams: usize,
 }
 
 impl MediaAddrs {
@@ -177,6 +229,36 @@ impl MediaAddrs {
             Side::Access => self.access_latching,
             Side::Core => self.core_latching,
         }
+    }
+    fn rules(&self, side: Side) -> &MediaRules {
+        match side {
+            Side::Access => &self.access_rules,
+            Side::Core => &self.core_rules,
+        }
+    }
+
+    /// Why the streams an SDP body from `from` describes may not be
+    /// relayed, if they may not: a media address the policy refuses
+    /// ([`media_addr_problem`]) or more active streams than allowed.
+    pub fn refusal(&self, from: Side, infos: &[StreamInfo]) -> Option<String> {
+        let active: Vec<&StreamInfo> = infos.iter().filter(|i| i.port != 0).collect();
+        if active.len() > self.max_streams {
+            return Some(format!(
+                "{} media streams, more than the {} a session may have",
+                active.len(),
+                self.max_streams
+            ));
+        }
+        let rules = self.rules(from);
+        active.iter().find_map(|i| {
+            let rtp = i
+                .addr
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+            media_addr_problem(rtp, i.port, rules, &self.own).or_else(|| {
+                i.rtcp
+                    .and_then(|r| media_addr_problem(r.ip(), r.port(), rules, &self.own))
+            })
+        })
     }
 }
 
@@ -194,6 +276,9 @@ pub fn apply_sdp(
 ) -> Result<Vec<u8>, MediaPlanError> {
     let sdp = Sdp::parse(body).map_err(MediaPlanError::Sdp)?;
     let infos = sdp.streams();
+    if let Some(why) = addrs.refusal(from, &infos) {
+        return Err(MediaPlanError::Refused(why));
+    }
     let to = from.other();
 
     // Allocate first (all or nothing), then mutate.

@@ -76,6 +76,10 @@ pub struct ServerTxn {
     pub g_interval: u64,
     /// Armed timers (G/H/I/J/L).
     pub timers: Vec<TimerId>,
+    /// Vias removed from the request towards a hidden side (topology
+    /// hiding), restored in its responses.
+    #[serde(default)]
+    pub hidden_vias: Vec<String>,
 }
 
 /// Client transaction states we distinguish.

@@ -76,6 +76,9 @@ enum Step {
     Compact,
     /// Rebuild from the store now and compare.
     Verify,
+    /// A hostile access source replays a live dialog's identifiers in an
+    /// UPDATE with SDP (or a BYE): it must get 481 and change nothing.
+    Hijack { pick: u8, bye: bool },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -103,6 +106,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Step::Retransmit),
         2 => Just(Step::Compact),
         1 => Just(Step::Verify),
+        1 => (pick(), any::<bool>()).prop_map(|(pick, bye)| Step::Hijack { pick, bye }),
     ]
 }
 
@@ -774,9 +778,41 @@ impl World {
         }
     }
 
+    /// A hostile access source tries to re-point or end dialog `d`.
+    fn hijack(&mut self, d: usize, bye: bool) {
+        let n = self.id();
+        let dl = &self.dialogs[d];
+        let p = dl.ue.clone();
+        let rogue = "198.18.1.66:5099";
+        let before = self.h.core.state().clone();
+        let method = if bye { "BYE" } else { "UPDATE" };
+        let text = in_dialog(
+            method,
+            &p.ruri,
+            &p.routes,
+            &format!("SIP/2.0/UDP {rogue};branch=z9hG4bK-{n}-hj"),
+            &p.from,
+            &p.to,
+            &dl.call,
+            p.cseq + 100,
+            (!bye).then(|| sdp_of("198.18.1.66", 9000)).as_deref(),
+        );
+        let out = self.send(Side::Access, rogue, &text);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!(code(&out[0]), Some(481));
+        assert_eq!(out[0].dst, sa(rogue));
+        assert_eq!(&before, self.h.core.state(), "a hijack changed state");
+        self.done("hijack refused");
+    }
+
     fn run(&mut self, step: &Step) {
         self.sync();
         match *step {
+            Step::Hijack { pick, bye } => {
+                if let Some(d) = pick_index(self.dialogs.len(), pick) {
+                    self.hijack(d, bye);
+                }
+            }
             Step::Call { ue } => {
                 if let Some(i) = self.originate(ue, false, false) {
                     self.answer(i);
@@ -1022,6 +1058,11 @@ fn fixed_workload_covers_every_step() {
             port: 31000,
         },
         Step::Retransmit,
+        Step::Hijack {
+            pick: 0,
+            bye: false,
+        },
+        Step::Hijack { pick: 1, bye: true },
         Step::Cancel { pick: 1, ack: true },
         Step::Verify,
         Step::Answer { pick: 0 },
@@ -1062,6 +1103,7 @@ fn fixed_workload_covers_every_step() {
         "bye from core",
         "bye from ue",
         "register",
+        "hijack refused",
     ] {
         assert!(
             w.done.contains_key(flow),

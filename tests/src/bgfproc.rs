@@ -54,9 +54,55 @@ pub struct BgfConfig {
     /// Start the process with this open-files limit (soft and hard), to
     /// exercise media admission control.
     pub nofile: Option<u64>,
+    /// `allow_loopback_media` on both sides (the loopback lab: every media
+    /// address is on 127/8).
+    pub allow_loopback_media: bool,
+    /// The core's caps (`[limits]`, the part the core enforces).
+    pub limits: sip_control::Limits,
+    /// More `[limits]` lines (the daemon's rates and TCP limits).
+    pub guard_limits: String,
+    /// `[access] require_registration` (the lab's SIPp and callgen UACs
+    /// mostly call without registering: off by default here).
+    pub require_registration: bool,
+    /// More `[access]` lines (e.g. `topology_hiding = false`).
+    pub access_extra: String,
+    /// More `[core]` lines.
+    pub core_extra: String,
     /// More `[media]` lines (e.g. `backend = "xdp"` and a `[media.xdp]`
     /// section after them).
     pub media_extra: String,
+}
+
+/// Caps far above what any test or benchmark sends from its one UE address
+/// (the lab runs every caller on one IP).
+pub fn lab_limits() -> sip_control::Limits {
+    sip_control::Limits {
+        sessions_per_source: 10_000_000,
+        early_dialogs_per_source: 10_000_000,
+        registrations_per_source: 10_000_000,
+        unanswered_invite_ports: 65_536,
+        max_streams_per_session: 16,
+        emergency_reserve_percent: 0,
+        ipv6_source_prefix: 64,
+    }
+}
+
+/// Per-source rates far above any test's (the daemon's part of `[limits]`).
+pub const LAB_RATES: &str =
+    "invite_rate = 1000000\nregister_rate = 1000000\nother_rate = 1000000\n";
+
+/// The `[limits]` lines of `l`.
+pub fn limits_toml(l: &sip_control::Limits) -> String {
+    format!(
+        "sessions_per_source = {}\nearly_dialogs_per_source = {}\nregistrations_per_source = {}\nunanswered_invite_ports = {}\nmax_streams_per_session = {}\nemergency_reserve_percent = {}\nipv6_source_prefix = {}\n",
+        l.sessions_per_source,
+        l.early_dialogs_per_source,
+        l.registrations_per_source,
+        l.unanswered_invite_ports,
+        l.max_streams_per_session,
+        l.emergency_reserve_percent,
+        l.ipv6_source_prefix
+    )
 }
 
 impl BgfConfig {
@@ -65,7 +111,7 @@ impl BgfConfig {
     pub fn for_net(net: &TestNet) -> BgfConfig {
         BgfConfig {
             name: "bgf1".into(),
-            secret: "test-secret-123".into(),
+            secret: "tst-Qx7pL2vRk9mZ4wN8cB3hJ6yT1fD5sG0a".into(),
             access_sip: net.addr(host::BGF_ACCESS, 5060),
             access_media_ip: net.ip(host::BGF_ACCESS),
             access_rtp_ports: (20000, 20999),
@@ -84,6 +130,12 @@ impl BgfConfig {
             admin_token: "test-token-0123456789".into(),
             statelog: None,
             nofile: None,
+            allow_loopback_media: true,
+            limits: lab_limits(),
+            guard_limits: LAB_RATES.to_string(),
+            require_registration: false,
+            access_extra: String::new(),
+            core_extra: String::new(),
             media_extra: String::new(),
         }
     }
@@ -120,6 +172,13 @@ impl BgfConfig {
                     "next_hop = \"{}\"\nnext_hop_transport = \"{}\"\n",
                     self.next_hop, self.next_hop_transport
                 );
+                s += &self.core_extra;
+            } else {
+                s += &format!("require_registration = {}\n", self.require_registration);
+                s += &self.access_extra;
+            }
+            if self.allow_loopback_media {
+                s += "allow_loopback_media = true\n";
             }
             s += "\n";
         }
@@ -137,6 +196,11 @@ impl BgfConfig {
         s += &format!(
             "[admin]\nlisten = \"{}\"\ntoken = \"{}\"\n",
             self.admin_listen, self.admin_token
+        );
+        s += &format!(
+            "\n[limits]\n{}{}",
+            limits_toml(&self.limits),
+            self.guard_limits
         );
         if let Some(l) = &self.statelog {
             s += &format!("\n[statelog]\n{l}\n");

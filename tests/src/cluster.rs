@@ -210,13 +210,15 @@ pub fn active_toml(net: &ClusterNet, k: u8, v6_access: bool, uas_port: u16, miss
     format!(
         r#"[instance]
 name = "bgf{k}"
-secret = "failover-secret-{k}-0123456789"
+secret = "fo{k}-Hq3vN8xLp2Rz7mKc5Wt9Yb4Jd6Sg1Af"
 
 [access]
 sip = "{access_sip}"
 media_ip = "{access_ip}"
 rtp_ports = "20000-49999"
 latching = true
+allow_loopback_media = {lo}
+require_registration = false
 
 [core]
 sip = "{core_sip}"
@@ -224,6 +226,10 @@ media_ip = "{core_ip}"
 rtp_ports = "30000-59999"
 latching = false
 next_hop = "{next_hop}"
+allow_loopback_media = {lo}
+
+[limits]
+{limits}{rates}
 
 [media]
 workers = 1
@@ -253,6 +259,9 @@ miss_count = {miss}
         next_hop = bracket(net.core_peer(), uas_port),
         store = net.store(),
         sb_port = 7500 + u16::from(k),
+        lo = !net.is_namespaces(),
+        limits = crate::bgfproc::limits_toml(&crate::bgfproc::lab_limits()),
+        rates = crate::bgfproc::LAB_RATES,
     )
 }
 

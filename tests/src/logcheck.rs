@@ -9,14 +9,9 @@ use state_log::{replay_all, LogClient, LogStore, Record};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// FNV-1a 64 of the instance secret, as `bgf`'s config does.
-pub fn fnv(secret: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in secret.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+/// The core's PRF key for an instance secret, as `bgf`'s config derives it.
+pub fn prf_key(secret: &str) -> sip_control::ids::Key {
+    sip_control::ids::Key::derive(secret.as_bytes())
 }
 
 /// The `CoreConfig` the daemon derives from the harness config.
@@ -34,7 +29,7 @@ pub fn core_config(c: &BgfConfig) -> CoreConfig {
     }
     CoreConfig {
         instance: c.name.clone(),
-        secret: fnv(&c.secret),
+        secret: prf_key(&c.secret),
         access: side(
             c.access_sip,
             c.access_media_ip,
@@ -57,7 +52,22 @@ pub fn core_config(c: &BgfConfig) -> CoreConfig {
         session_expires_s: 0,
         max_register_expires_s: 3600,
         max_message_bytes: 65535,
+        security: security(c),
     }
+}
+
+/// The `Security` the daemon derives from the harness config (`[limits]`
+/// caps and `allow_loopback_media`; the extra `[access]`/`[core]` lines a
+/// test adds are not mirrored — replay tests do not use them).
+pub fn security(c: &BgfConfig) -> sip_control::Security {
+    let mut s = sip_control::Security {
+        limits: c.limits.clone(),
+        require_registration: c.require_registration,
+        ..Default::default()
+    };
+    s.access.media.allow_loopback = c.allow_loopback_media;
+    s.core.media.allow_loopback = c.allow_loopback_media;
+    s
 }
 
 /// A current-thread runtime for the blocking tests.

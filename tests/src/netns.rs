@@ -463,6 +463,28 @@ impl Topology {
         })
     }
 
+    /// Runs `f` on a new thread inside `ns` (`setns(2)`) and returns its
+    /// handle: for helpers that live as long as a test phase (listeners,
+    /// traffic generators). `f` must bound its own run time.
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        ns: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<Result<T, String>> {
+        let path = std::path::Path::new("/run/netns").join(ns);
+        let ns = ns.to_string();
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::File::open(&path)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            // SAFETY: setns on a valid namespace fd; it affects only this thread.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("setns({ns}): {}", std::io::Error::last_os_error()));
+            }
+            Ok(f())
+        })
+    }
+
     /// Kills every process in the topology and deletes its namespaces.
     pub fn teardown(&self) {
         self.teardown_only();

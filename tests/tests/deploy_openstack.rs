@@ -1077,7 +1077,7 @@ fn unit_capabilities_suffice_for_takeover_and_fencing_as_non_root() {
 
     std::fs::write(
         dir.join("bgf1.toml"),
-        "[instance]\nname = \"bgf1\"\nsecret = \"lab-cluster-secret-0123\"\n\
+        "[instance]\nname = \"bgf1\"\nsecret = \"lab-Mz5Kq9Xv3Nw7Rc2Lp8Tb4Hj6Yf1Gd0sAe\"\n\
          [access]\nsip = \"198.18.10.11:5060\"\nrtp_ports = \"20000-20099\"\n\
          [core]\nsip = \"198.18.20.11:5060\"\nrtp_ports = \"30000-30099\"\nnext_hop = \"198.18.20.5:5060\"\n\
          [statelog]\nbackend = \"embedded\"\naddr = \"198.18.30.99:7400\"\n\

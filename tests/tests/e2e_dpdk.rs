@@ -153,13 +153,14 @@ fn active_toml(t: &Topology, v6: bool, driver: &str, ha: bool) -> String {
     let mut text = format!(
         r#"[instance]
 name = "bgf1"
-secret = "dpdk-secret-1-0123456789abcdef"
+secret = "dpdk1-Vn4Qz8Lm2Xr7Kp5Tw9Hc3Bj6Fy1Gd0s"
 
 [access]
 sip = "{access_sip}"
 media_ip = "{media}"
 rtp_ports = "20000-29999"
 latching = true
+require_registration = false
 
 [core]
 sip = "{core_sip}"
@@ -168,6 +169,8 @@ rtp_ports = "30000-39999"
 latching = false
 next_hop = "{next_hop}"
 
+[limits]
+{limits}{rates}
 {media_section}
 [log]
 format = "json"
@@ -182,6 +185,8 @@ token = "{TOKEN}"
         core_media = media_v4(1, Lan::Core),
         next_hop = bracket(t.core_peer(), 5060),
         media_section = media_toml(driver, 0, true),
+        limits = bgf_tests::bgfproc::limits_toml(&bgf_tests::bgfproc::lab_limits()),
+        rates = bgf_tests::bgfproc::LAB_RATES,
     );
     if ha {
         text += &format!(

@@ -137,7 +137,7 @@ pub fn run_with(cfg: CoreConfig, inputs: &[Input]) -> Core {
 pub fn instance_config(n: u8) -> CoreConfig {
     let mut c = bench_config();
     c.instance = format!("bgf{}", n + 1);
-    c.secret = 0x5eed_b9f0_0000_0000 | (u64::from(n) << 16) | 0x1234;
+    c.secret = sip_control::ids::Key::test(n);
     c.access.media_ip = std::net::Ipv4Addr::new(198, 18, 1, 10 + n).into();
     c.core.media_ip = std::net::Ipv4Addr::new(198, 18, 2, 10 + n).into();
     c

@@ -71,6 +71,13 @@ impl Harness {
     pub fn apply(&mut self, input: Input) -> Applied {
         let before = self.check_unchanged.then(|| self.core.state().clone());
         let out = self.core.apply(&input);
+        if self.check_unchanged {
+            assert!(
+                self.core.caps_consistent(),
+                "the caps index differs from a rebuild after {}",
+                describe(&input)
+            );
+        }
         if out.state_changed {
             self.log.push(input);
         } else if let Some(before) = before {
@@ -160,6 +167,18 @@ impl Harness {
     }
 }
 
+/// An input in one line (its kind, or a SIP message's first line).
+pub fn describe(input: &Input) -> String {
+    match input {
+        Input::Sip(m) => String::from_utf8_lossy(&m.data)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
 pub fn sent(out: &Applied) -> Vec<Sent> {
     out.effects
         .iter()
@@ -187,6 +206,54 @@ pub fn top_branch(m: &Message) -> String {
 
 pub fn code(s: &Sent) -> Option<u16> {
     s.msg.code()
+}
+
+/// Set up a call UE → BGF → core; returns (INVITE as the core saw it, 200 as the UE saw it).
+pub fn establish(h: &mut Harness, call: &str) -> (Message, Message) {
+    let out = h.recv(
+        Side::Access,
+        UE,
+        &sipp_invite(call, &format!("z9hG4bK-{call}-1"), UE, 6000),
+    );
+    assert_eq!(out.len(), 2, "100 Trying + forwarded INVITE: {out:#?}");
+    assert_eq!(code(&out[0]), Some(100));
+    assert_eq!(out[0].dst, sa(UE));
+    let trying_vias: Vec<_> = out[0].msg.headers_named("Via").collect();
+    assert_eq!(trying_vias.len(), 1, "100 Trying carries only the UE's Via");
+    assert!(trying_vias[0].contains(&format!("branch=z9hG4bK-{call}-1")));
+    let inv = out[1].msg.clone();
+    assert_eq!(out[1].side, Side::Core);
+    assert_eq!(out[1].dst, sa(NEXT_HOP));
+    assert_eq!(out[1].src, sa(BGF_CORE));
+    let out = h.recv(
+        Side::Core,
+        NEXT_HOP,
+        &respond(
+            &inv,
+            180,
+            "Ringing",
+            Some("callee1"),
+            Some("sip:svc@198.18.2.20:5060"),
+            None,
+        ),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(code(&out[0]), Some(180));
+    let out = h.recv(
+        Side::Core,
+        NEXT_HOP,
+        &respond(
+            &inv,
+            200,
+            "OK",
+            Some("callee1"),
+            Some("sip:svc@198.18.2.20:5060"),
+            Some(&sdp_of("198.18.2.20", 7000)),
+        ),
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].dst, sa(UE));
+    (inv, out[0].msg.clone())
 }
 
 /// SIPp's default uac INVITE (3.6.1), addressed via the BGF.
