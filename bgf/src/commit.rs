@@ -16,92 +16,18 @@ use serde::Serialize;
 use sip_control::{Input, Transmit};
 use state_log::{Body, Epoch, LogError, LogStore, OperatorCommand, Record, Seq};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
+
+pub use crate::store::StatelogSettings;
 
 /// Largest number of records in one `append` call.
 const MAX_BATCH: usize = 1024;
 /// Backoff between retries of a failed append.
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
-
-/// Which store the log lives in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// A `bgf statelog` server.
-    Embedded { addr: SocketAddr },
-    /// Redis Streams.
-    Redis { url: String, replicas: u32 },
-}
-
-impl Backend {
-    /// Name for stats and logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Backend::Embedded { .. } => "embedded",
-            Backend::Redis { .. } => "redis",
-        }
-    }
-
-    /// Where the store is, for operator messages.
-    pub fn location(&self) -> String {
-        match self {
-            Backend::Embedded { addr } => addr.to_string(),
-            Backend::Redis { url, .. } => url.clone(),
-        }
-    }
-}
-
-/// Validated `[statelog]` settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatelogSettings {
-    pub backend: Backend,
-    /// An append not durable within this is a failure (→ degraded).
-    pub append_timeout: Duration,
-    /// Bound on sends held awaiting durability (and on pending records);
-    /// past it new SIP input is dropped.
-    pub max_held: usize,
-    /// Write a checkpoint every this many records (0 = never).
-    pub checkpoint_every: u64,
-}
-
-/// Connect to the configured store.
-pub async fn connect(s: &StatelogSettings) -> Result<Arc<dyn LogStore>, String> {
-    match &s.backend {
-        Backend::Embedded { addr } => {
-            let t = state_log::remote::Timeouts {
-                connect: s.append_timeout,
-                request: s.append_timeout,
-            };
-            let store = state_log::remote::RemoteStore::connect(&addr.to_string(), t)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "cannot reach the state log at {addr}: {e} — check statelog.addr and that `bgf statelog --listen {addr}` is running"
-                    )
-                })?;
-            Ok(Arc::new(store))
-        }
-        Backend::Redis { url, replicas } => {
-            let cfg = state_log::redis_store::RedisConfig {
-                url: url.clone(),
-                replicas: *replicas,
-                wait_timeout: s.append_timeout,
-                command_timeout: s.append_timeout,
-                ..Default::default()
-            };
-            let store = state_log::redis_store::RedisStore::connect(cfg)
-                .await
-                .map_err(|e| {
-                    format!("cannot reach the state log in redis at {url}: {e} — check statelog.redis_url and that redis-server is running and reachable")
-                })?;
-            Ok(Arc::new(store))
-        }
-    }
-}
 
 /// Sends waiting for their record (or an earlier one) to be durable, in the
 /// order the core produced them. Tags never decrease.
@@ -881,9 +807,10 @@ mod tests {
 
     fn settings() -> StatelogSettings {
         StatelogSettings {
-            backend: Backend::Embedded {
+            backend: crate::store::Backend::Embedded {
                 addr: "127.0.0.1:1".parse().unwrap(),
             },
+            credentials: Default::default(),
             append_timeout: Duration::from_secs(5),
             max_held: 4,
             checkpoint_every: 0,

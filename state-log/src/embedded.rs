@@ -1,7 +1,7 @@
 //! The embedded log store: per-instance logs in a [fjall] keyspace on local
 //! disk, with group commit. [`crate::server`] serves it over TCP as
-//! `bgf statelog`; it is **single-node** — multi-host deployments use the
-//! Redis Streams backend.
+//! `bgf statelog`; it is **single-node** — multi-host deployments use
+//! JetStream (or Redis Streams).
 //!
 //! Layout (one fjall database in the data directory):
 //! - keyspace `records`: key = instance id, `0x00`, seq (big-endian u64);
@@ -79,6 +79,11 @@ pub trait StoreObserver: Send + Sync {
     fn request(&self, _op: &'static str) {}
     /// A client connected (`true`) or left (`false`).
     fn connection(&self, _opened: bool) {}
+    /// The server refused something: `connections` (at the limit),
+    /// `handshake` (TLS failed: no or untrusted certificate), `identity`
+    /// (a certificate naming no client role), `rights` (a request the
+    /// peer's role may not make).
+    fn refused(&self, _what: &'static str) {}
 }
 
 /// One instance's log as the store holds it (durable values).

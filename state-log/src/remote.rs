@@ -15,11 +15,17 @@
 //! own timeout on top) → [`LogError::Timeout`]. A lost connection fails the
 //! requests in flight with [`LogError::Unavailable`]; the next request
 //! connects again. Single-node: see [`crate::server`].
+//!
+//! The connection is mutual TLS ([`ClientTls`]): the client checks the
+//! server's certificate against the CA and presents its own, whose common
+//! name is its role (`active:<instance>`, `standby:<name>`,
+//! `operator:<name>`); the server decides what that role may do.
 
 use crate::record::{Epoch, Record, Seq};
-use crate::server::{
-    decode_frames, encode_frame, read_frame, write_frames, Op, ReadError, Reply, Request, Response,
-    WireError, MAX_WAIT_MS,
+use crate::tls::TlsFiles;
+use crate::wire::{
+    decode_frames, decode_response, encode_frame, read_frame, write_frames, Op, ReadError, Reply,
+    Request, WireError, MAX_WAIT_MS, MAX_WIRE_FRAME,
 };
 use crate::store::{check_instance, LogError, LogStore};
 use serde_bytes::ByteBuf;
@@ -47,6 +53,46 @@ impl Default for Timeouts {
             connect: Duration::from_secs(1),
             request: Duration::from_secs(1),
         }
+    }
+}
+
+/// The client's TLS: its configuration (CA, certificate, key) and the
+/// name the server's certificate must carry.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// rustls client configuration ([`crate::tls::client_config`]).
+    pub config: Arc<rustls::ClientConfig>,
+    /// Name checked against the server's certificate (host or IP).
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl ClientTls {
+    /// From PEM files; the server is checked against `server_name`, or
+    /// against the host part of `addr` when `None`.
+    pub fn from_files(
+        files: &TlsFiles,
+        server_name: Option<&str>,
+        addr: &str,
+    ) -> Result<ClientTls, String> {
+        let host = match server_name {
+            Some(n) => n.to_string(),
+            None => addr
+                .rsplit_once(':')
+                .map(|(h, _)| h.to_string())
+                .unwrap_or_else(|| addr.to_string()),
+        };
+        Ok(ClientTls {
+            config: crate::tls::client_config(files)?,
+            server_name: crate::tls::server_name(&host)?,
+        })
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -86,6 +132,7 @@ fn kill(pending: &PendingMap) {
 /// Client of a `bgf statelog` server.
 pub struct RemoteStore {
     addr: String,
+    tls: ClientTls,
     timeouts: Timeouts,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     next_id: AtomicU64,
@@ -94,9 +141,10 @@ pub struct RemoteStore {
 impl RemoteStore {
     /// Connect to `addr` (`host:port`). Fails with `Unavailable` or `Timeout`
     /// if the server cannot be reached now; later losses reconnect.
-    pub async fn connect(addr: &str, timeouts: Timeouts) -> Result<Self, LogError> {
+    pub async fn connect(addr: &str, tls: ClientTls, timeouts: Timeouts) -> Result<Self, LogError> {
         let s = RemoteStore {
             addr: addr.to_string(),
+            tls,
             timeouts,
             conn: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
@@ -118,20 +166,31 @@ impl RemoteStore {
             return Ok(c.clone());
         }
         *g = None;
-        let stream =
-            match tokio::time::timeout(self.timeouts.connect, TcpStream::connect(&self.addr)).await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    return Err(LogError::Unavailable(format!(
-                        "cannot connect to the state log server at {}: {e} (is `bgf statelog` running there?)",
-                        self.addr
-                    )))
-                }
-                Err(_) => return Err(LogError::Timeout(self.timeouts.connect)),
-            };
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let connector = tokio_rustls::TlsConnector::from(self.tls.config.clone());
+        let connect = async {
+            let tcp = TcpStream::connect(&self.addr).await.map_err(|e| {
+                LogError::Unavailable(format!(
+                    "cannot connect to the state log server at {}: {e} (is `bgf statelog` running there?)",
+                    self.addr
+                ))
+            })?;
+            let _ = tcp.set_nodelay(true);
+            connector
+                .connect(self.tls.server_name.clone(), tcp)
+                .await
+                .map_err(|e| {
+                    LogError::Unavailable(format!(
+                        "TLS with the state log server at {} failed: {e} — check that its certificate is signed by our CA and names {:?}, and that ours is signed by the CA it trusts",
+                        self.addr, self.tls.server_name
+                    ))
+                })
+        };
+        let stream = match tokio::time::timeout(self.timeouts.connect, connect).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(LogError::Timeout(self.timeouts.connect)),
+        };
+        let (rd, wr) = tokio::io::split(stream);
         let pending: PendingMap = Arc::new(Mutex::new(Some(HashMap::new())));
         let (out, out_rx) = mpsc::channel::<Vec<u8>>(4096);
         {
@@ -148,7 +207,7 @@ impl RemoteStore {
             tokio::spawn(async move {
                 let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
                 loop {
-                    let payload = match read_frame(&mut rd).await {
+                    let payload = match read_frame(&mut rd, MAX_WIRE_FRAME).await {
                         Ok(f) => f,
                         Err(ReadError::Closed) => {
                             debug!(server = %addr, "state log server closed the connection");
@@ -159,7 +218,7 @@ impl RemoteStore {
                             break;
                         }
                     };
-                    let resp: Response = match rmp_serde::from_slice(&payload) {
+                    let resp = match decode_response(&payload) {
                         Ok(r) => r,
                         Err(e) => {
                             warn!(server = %addr, error = %e, "state log server sent an undecodable response (version mismatch?); dropping the connection");

@@ -64,6 +64,11 @@ pub enum LogError {
     /// Invalid request (bad instance id, empty batch, ...).
     #[error("invalid log request: {0}")]
     Invalid(String),
+    /// The store refused the operation to this client's identity (its
+    /// role does not allow it, or not on this instance). Not retried: fix
+    /// the credentials or the configuration.
+    #[error("log store refused the operation: {0}")]
+    Denied(String),
 }
 
 /// Validate an instance id: `[A-Za-z0-9_-]{1,32}` (same rule as the config).
