@@ -184,8 +184,8 @@ impl SecretFile {
     /// keys, one that others can read.
     pub fn read(path: &Path, field: &str) -> Result<Secret, String> {
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path)
-            .map_err(|e| format!("{field} {}: {e}", path.display()))?;
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("{field} {}: {e}", path.display()))?;
         if meta.permissions().mode() & 0o007 != 0 {
             return Err(format!(
                 "{field} {}: readable by every user — chmod o-rwx it",
@@ -390,7 +390,6 @@ fn port_range(field: &str, value: &str, errs: &mut Vec<String>) -> Option<(u16, 
     }
     Some((min, max))
 }
-
 
 fn ha(h: HaSection, errs: &mut Vec<String>) -> Option<HaSettings> {
     let heartbeat = match &h.heartbeat {
@@ -1134,11 +1133,8 @@ fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErr
     }
     let (log_format, log_level) = log_settings(&file.log, &mut errs);
     let admin = admin_settings(file.admin, &[], &mut errs);
-    let mut credentials = crate::store::credentials(
-        file.statelog.unwrap_or_default(),
-        "statelog",
-        &mut errs,
-    );
+    let mut credentials =
+        crate::store::credentials(file.statelog.unwrap_or_default(), "statelog", &mut errs);
     credentials.resolve(base);
     let needs_tls = protects.iter().any(|p| {
         matches!(
@@ -1500,7 +1496,8 @@ token = "0123456789abcdef"
     }
 
     /// The lab certificates of bgf1 (`bgf gen-certs` names).
-    const TLS: &str = "ca = \"pki/ca.pem\"\ncert = \"pki/active-bgf1.pem\"\nkey = \"pki/active-bgf1.key\"\n";
+    const TLS: &str =
+        "ca = \"pki/ca.pem\"\ncert = \"pki/active-bgf1.pem\"\nkey = \"pki/active-bgf1.key\"\n";
 
     const HA: &str = r#"
 [statelog]

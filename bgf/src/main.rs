@@ -454,7 +454,8 @@ fn statelog(args: StatelogArgs, log_format: LogFormat, log_level: Option<String>
         tls,
         limits: args.limits,
     };
-    let admin = match args.admin
+    let admin = match args
+        .admin
         .map(|(a, f)| statelog_role::read_token(&f).map(|t| (a, t)))
         .transpose()
     {

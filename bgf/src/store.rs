@@ -209,7 +209,9 @@ pub fn credentials(c: CredentialsSection, section: &str, errs: &mut Vec<String>)
     };
     let user = c.redis_user.map(|u| u.trim().to_string());
     if user.as_deref() == Some("") {
-        errs.push(format!("{section}.redis_user: empty — remove it or name the ACL user"));
+        errs.push(format!(
+            "{section}.redis_user: empty — remove it or name the ACL user"
+        ));
     }
     Credentials {
         tls,
@@ -325,9 +327,13 @@ pub async fn connect(s: &StatelogSettings) -> Result<Arc<dyn LogStore>, String> 
                 connect: s.append_timeout,
                 request: s.append_timeout,
             };
-            let files = c.tls.as_ref().ok_or("statelog.ca/cert/key missing: the embedded store takes only mutual TLS")?;
+            let files = c
+                .tls
+                .as_ref()
+                .ok_or("statelog.ca/cert/key missing: the embedded store takes only mutual TLS")?;
             let a = addr.to_string();
-            let tls = state_log::remote::ClientTls::from_files(files, c.server_name.as_deref(), &a)?;
+            let tls =
+                state_log::remote::ClientTls::from_files(files, c.server_name.as_deref(), &a)?;
             let store = state_log::remote::RemoteStore::connect(&a, tls, t)
                 .await
                 .map_err(|e| {
@@ -341,7 +347,10 @@ pub async fn connect(s: &StatelogSettings) -> Result<Arc<dyn LogStore>, String> 
             let cfg = state_log::redis_store::RedisConfig {
                 url: url.clone(),
                 username: c.redis_user.clone(),
-                password: c.redis_password.as_ref().map(|p| p.expose_str().to_string()),
+                password: c
+                    .redis_password
+                    .as_ref()
+                    .map(|p| p.expose_str().to_string()),
                 tls: c.tls.clone(),
                 replicas: *replicas,
                 wait_timeout: s.append_timeout,
@@ -375,7 +384,11 @@ mod tests {
         );
         assert_eq!(
             state_log::redis_store::split_url("redis://bgf:p@ss@h:6379"),
-            ("redis://h:6379".into(), Some("bgf".into()), Some("p@ss".into()))
+            (
+                "redis://h:6379".into(),
+                Some("bgf".into()),
+                Some("p@ss".into())
+            )
         );
         let mut errs = Vec::new();
         let s = statelog(
@@ -403,7 +416,10 @@ mod tests {
         let s: StatelogSection =
             toml::from_str("backend = \"embedded\"\naddr = \"127.0.0.1:7400\"\n").unwrap();
         statelog(s, &mut errs);
-        assert!(errs.iter().any(|e| e.contains("only mutual TLS")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.contains("only mutual TLS")),
+            "{errs:?}"
+        );
         let mut errs = Vec::new();
         let s: StatelogSection = toml::from_str(
             "backend = \"embedded\"\naddr = \"127.0.0.1:7400\"\nca = \"pki/ca.pem\"\n",

@@ -30,10 +30,19 @@ fn pki(data: &Path) -> PathBuf {
     let out = Command::new(BIN)
         .arg("gen-certs")
         .arg(&dir)
-        .args(["--server", "statelog=127.0.0.1,localhost", "--standby", "sb1"])
+        .args([
+            "--server",
+            "statelog=127.0.0.1,localhost",
+            "--standby",
+            "sb1",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir
 }
 
@@ -258,7 +267,14 @@ fn no_tls_no_store_and_a_client_certificate_is_not_a_server_one() {
     let out = Command::new(BIN)
         .args(["statelog", "--listen", &addr, "--data"])
         .arg(dir.join("data"))
-        .args(["--ca", &f("ca.pem"), "--cert", &f("standby-sb1.pem"), "--key", &f("standby-sb1.key")])
+        .args([
+            "--ca",
+            &f("ca.pem"),
+            "--cert",
+            &f("standby-sb1.pem"),
+            "--key",
+            &f("standby-sb1.key"),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

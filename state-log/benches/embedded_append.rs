@@ -179,9 +179,13 @@ fn main() {
             let _ = stop_rx.await;
         }));
         let remote: Arc<dyn LogStore> = Arc::new(
-            RemoteStore::connect(&addr, certs.client("standby:sb1", &addr), Timeouts::default())
-                .await
-                .unwrap(),
+            RemoteStore::connect(
+                &addr,
+                certs.client("standby:sb1", &addr),
+                Timeouts::default(),
+            )
+            .await
+            .unwrap(),
         );
         run(remote.clone(), "t", 1, n)
             .await

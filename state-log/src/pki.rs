@@ -15,8 +15,8 @@
 
 use crate::tls::{Identity, Role};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::path::{Path, PathBuf};
 
@@ -94,11 +94,11 @@ fn validity(p: &mut CertificateParams) {
 fn ca(dir: &Path) -> Result<(Issuer<'static, KeyPair>, bool), String> {
     let (cert_p, key_p) = (ca_file(dir), dir.join("ca.key"));
     if cert_p.exists() && key_p.exists() {
-        let key_pem = std::fs::read_to_string(&key_p)
-            .map_err(|e| format!("{}: {e}", key_p.display()))?;
+        let key_pem =
+            std::fs::read_to_string(&key_p).map_err(|e| format!("{}: {e}", key_p.display()))?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| err(&key_p.display().to_string(), e))?;
-        let cert_pem = std::fs::read_to_string(&cert_p)
-            .map_err(|e| format!("{}: {e}", cert_p.display()))?;
+        let cert_pem =
+            std::fs::read_to_string(&cert_p).map_err(|e| format!("{}: {e}", cert_p.display()))?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
             .map_err(|e| err(&cert_p.display().to_string(), e))?;
         return Ok((issuer, false));
@@ -148,14 +148,16 @@ pub fn generate(dir: &Path, spec: &LabSpec) -> Result<Vec<PathBuf>, String> {
         p.distinguished_name = dn(&ident.common_name());
         p.subject_alt_names = hosts
             .iter()
-            .map(|h| match h.trim_start_matches('[').trim_end_matches(']').parse() {
-                Ok(ip) => Ok(SanType::IpAddress(ip)),
-                Err(_) => h
-                    .as_str()
-                    .try_into()
-                    .map(SanType::DnsName)
-                    .map_err(|e| err(&format!("host name {h:?}"), e)),
-            })
+            .map(
+                |h| match h.trim_start_matches('[').trim_end_matches(']').parse() {
+                    Ok(ip) => Ok(SanType::IpAddress(ip)),
+                    Err(_) => h
+                        .as_str()
+                        .try_into()
+                        .map(SanType::DnsName)
+                        .map_err(|e| err(&format!("host name {h:?}"), e)),
+                },
+            )
             .collect::<Result<_, _>>()?;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = if ident.role == Role::Server {
@@ -219,6 +221,13 @@ mod tests {
         assert_eq!(std::fs::read(ca_file(dir.path())).unwrap(), ca_before);
         crate::tls::client_config(&files_of(dir.path(), &id(Role::Active, "bgf3").unwrap()))
             .unwrap();
-        assert!(generate(dir.path(), &LabSpec { actives: vec!["bad name".into()], ..Default::default() }).is_err());
+        assert!(generate(
+            dir.path(),
+            &LabSpec {
+                actives: vec!["bad name".into()],
+                ..Default::default()
+            }
+        )
+        .is_err());
     }
 }

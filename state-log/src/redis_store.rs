@@ -446,9 +446,8 @@ fn client(cfg: &RedisConfig) -> Result<Client, LogError> {
         None => Client::open(info).map_err(invalid),
         Some(t) => {
             let read = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|e| {
-                    LogError::Invalid(format!("redis TLS: {}: {e}", p.display()))
-                })
+                std::fs::read(p)
+                    .map_err(|e| LogError::Invalid(format!("redis TLS: {}: {e}", p.display())))
             };
             let certs = redis::TlsCertificates {
                 client_tls: Some(redis::ClientTlsConfig {

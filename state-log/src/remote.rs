@@ -22,12 +22,12 @@
 //! `operator:<name>`); the server decides what that role may do.
 
 use crate::record::{Epoch, Record, Seq};
+use crate::store::{check_instance, LogError, LogStore};
 use crate::tls::TlsFiles;
 use crate::wire::{
     decode_frames, decode_response, encode_frame, read_frame, write_frames, Op, ReadError, Reply,
     Request, WireError, MAX_WAIT_MS, MAX_WIRE_FRAME,
 };
-use crate::store::{check_instance, LogError, LogStore};
 use serde_bytes::ByteBuf;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

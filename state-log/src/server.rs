@@ -158,7 +158,10 @@ pub fn authorize(who: &Identity, op: &Op) -> Result<(), LogError> {
         return Ok(());
     }
     let hint = match who.role {
-        Role::Active => format!("an active may only use its own instance's log ({})", who.name),
+        Role::Active => format!(
+            "an active may only use its own instance's log ({})",
+            who.name
+        ),
         Role::Operator => "an operator may read and truncate, not append or fence".into(),
         _ => "a store node certificate is not a client credential".into(),
     };
@@ -401,7 +404,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     let (rd, wr) = tokio::io::split(stream);
     let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
     let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
-    let writer = tokio::spawn(write_frames_bounded(wr, out_rx, shared.limits.write_timeout));
+    let writer = tokio::spawn(write_frames_bounded(
+        wr,
+        out_rx,
+        shared.limits.write_timeout,
+    ));
     let permits = Arc::new(Semaphore::new(shared.limits.max_in_flight));
     let store = shared.store.clone();
     let mut tasks = JoinSet::new();
@@ -644,11 +651,20 @@ mod tests {
         }
         for op in ops("bgf2") {
             let e = authorize(&a, &op).unwrap_err();
-            assert!(matches!(e, LogError::Denied(ref m) if m.contains("own instance")), "{e}");
+            assert!(
+                matches!(e, LogError::Denied(ref m) if m.contains("own instance")),
+                "{e}"
+            );
             assert!(authorize(&s, &op).is_ok(), "{op:?}");
             let allowed = !matches!(op, Op::Append { .. } | Op::Fence { .. });
             assert_eq!(authorize(&o, &op).is_ok(), allowed, "{op:?}");
         }
-        assert!(authorize(&who("server:n1"), &Op::LastSeq { instance: inst("x") }).is_err());
+        assert!(authorize(
+            &who("server:n1"),
+            &Op::LastSeq {
+                instance: inst("x")
+            }
+        )
+        .is_err());
     }
 }

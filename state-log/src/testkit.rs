@@ -312,7 +312,10 @@ impl LabCerts {
 
     /// The files of `cn` (`role:name`).
     pub fn files(&self, cn: &str) -> crate::tls::TlsFiles {
-        crate::pki::files_of(&self.dir, &crate::tls::Identity::parse(cn).expect("identity"))
+        crate::pki::files_of(
+            &self.dir,
+            &crate::tls::Identity::parse(cn).expect("identity"),
+        )
     }
 
     /// Server settings with default limits.

@@ -74,10 +74,13 @@ impl Identity {
             .split_once(':')
             .ok_or_else(|| format!("certificate common name {cn:?} is not role:name"))?;
         let role = Role::parse(role).ok_or_else(|| {
-            format!("certificate common name {cn:?}: role must be active, standby, operator or server")
+            format!(
+                "certificate common name {cn:?}: role must be active, standby, operator or server"
+            )
         })?;
-        crate::store::check_instance(name)
-            .map_err(|_| format!("certificate common name {cn:?}: name must be 1-32 characters of [A-Za-z0-9_-]"))?;
+        crate::store::check_instance(name).map_err(|_| {
+            format!("certificate common name {cn:?}: name must be 1-32 characters of [A-Za-z0-9_-]")
+        })?;
         Ok(Identity {
             role,
             name: name.to_string(),
@@ -120,8 +123,7 @@ impl TlsFiles {
     /// The identity named in this endpoint's own certificate.
     pub fn identity(&self) -> Result<Identity, String> {
         let certs = load_certs(&self.cert)?;
-        Identity::of_certificate(&certs[0])
-            .map_err(|e| format!("{}: {e}", self.cert.display()))
+        Identity::of_certificate(&certs[0]).map_err(|e| format!("{}: {e}", self.cert.display()))
     }
 }
 
@@ -172,10 +174,12 @@ fn roots(ca: &Path) -> Result<rustls::RootCertStore, String> {
 
 /// A server that requires a client certificate signed by `files.ca`.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String> {
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&files.ca)?), provider())
-            .build()
-            .map_err(|e| format!("{}: cannot verify clients with it: {e}", files.ca.display()))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(&files.ca)?),
+        provider(),
+    )
+    .build()
+    .map_err(|e| format!("{}: cannot verify clients with it: {e}", files.ca.display()))?;
     let cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
@@ -269,7 +273,14 @@ mod tests {
         assert_eq!((i.role, i.name.as_str()), (Role::Active, "bgf1"));
         assert_eq!(i.to_string(), "active:bgf1");
         assert_eq!(Identity::parse("standby:sb-1").unwrap().role, Role::Standby);
-        for bad in ["bgf1", "admin:x", "active:", "active:a b", "active:a:b", ":x"] {
+        for bad in [
+            "bgf1",
+            "admin:x",
+            "active:",
+            "active:a b",
+            "active:a:b",
+            ":x",
+        ] {
             assert!(Identity::parse(bad).is_err(), "{bad}");
         }
     }

@@ -294,10 +294,7 @@ pub async fn read_payload<R: AsyncRead + Unpin>(
 }
 
 /// Read one frame's payload (at most `max` bytes).
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max: usize,
-) -> Result<Vec<u8>, ReadError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Vec<u8>, ReadError> {
     let len = frame_len(read_header(r).await?, max)?;
     read_payload(r, len).await
 }

@@ -361,15 +361,25 @@ async fn each_role_has_its_rights() {
     let denied = |r: Result<u64, LogError>| matches!(r, Err(LogError::Denied(_)));
     // An active: its own log, fenced by itself at start.
     assert_eq!(a1.fence("bgf1").await, Ok(1));
-    a1.append("bgf1", 1, &[testkit::rec("bgf1", 1, 1), testkit::rec("bgf1", 2, 1)])
-        .await
-        .unwrap();
+    a1.append(
+        "bgf1",
+        1,
+        &[testkit::rec("bgf1", 1, 1), testkit::rec("bgf1", 2, 1)],
+    )
+    .await
+    .unwrap();
     // ... never another's.
     assert!(denied(m1.fence("bgf1").await));
     assert!(denied(m1.last_seq("bgf1").await));
     let r = m1.append("bgf1", 1, &[testkit::rec("bgf1", 3, 1)]).await;
-    assert!(matches!(r, Err(LogError::Denied(ref m)) if m.contains("active:m1")), "{r:?}");
-    assert!(matches!(m1.read("bgf1", 1, 10).await, Err(LogError::Denied(_))));
+    assert!(
+        matches!(r, Err(LogError::Denied(ref m)) if m.contains("active:m1")),
+        "{r:?}"
+    );
+    assert!(matches!(
+        m1.read("bgf1", 1, 10).await,
+        Err(LogError::Denied(_))
+    ));
     // Truncation by a writer only at a checkpoint.
     assert!(denied(a1.truncate_before("bgf1", 2).await));
     let cp = state_log::Record {
@@ -420,14 +430,19 @@ async fn connections_waiters_frames_and_idle_peers_are_bounded() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let third = sb.wait_for("w", 0, Duration::from_secs(3)).await;
-    assert!(matches!(third, Err(LogError::Unavailable(ref m)) if m.contains("waiters")), "{third:?}");
+    assert!(
+        matches!(third, Err(LogError::Unavailable(ref m)) if m.contains("waiters")),
+        "{third:?}"
+    );
     sb.append("w", 0, &[testkit::rec("w", 1, 0)]).await.unwrap();
     for w in waits {
         assert_eq!(w.await.unwrap(), Ok(true));
     }
     // A frame above the limit closes the connection.
     let mut s = srv.raw("standby:sb1").await;
-    s.write_all(&(64 * 1024 + 1u32).to_be_bytes()).await.unwrap();
+    s.write_all(&(64 * 1024 + 1u32).to_be_bytes())
+        .await
+        .unwrap();
     s.flush().await.unwrap();
     expect_closed(&mut s).await;
     // Idle peers are closed: a TLS connection that says nothing, and a

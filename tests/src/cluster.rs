@@ -241,7 +241,7 @@ drills = true
 backend = "embedded"
 addr = "{store}:7400"
 append_timeout_ms = 1000
-
+{creds}
 [ha]
 heartbeat = "{mgmt}:7500"
 standby = "{sb}:{sb_port}"
@@ -253,7 +253,20 @@ miss_count = {miss}
         next_hop = bracket(net.core_peer(), uas_port),
         store = net.store(),
         sb_port = 7500 + u16::from(k),
+        creds = PKI_LINES.replace("ROLE-NAME", &format!("active-bgf{k}")),
     )
+}
+
+/// The credential lines of a cluster file (relative to the test's
+/// directory, where [`start_statelog`] made the lab PKI).
+pub const PKI_LINES: &str =
+    "ca = \"pki/ca.pem\"\ncert = \"pki/ROLE-NAME.pem\"\nkey = \"pki/ROLE-NAME.key\"\n";
+
+/// The test's lab PKI (made by [`start_statelog`]).
+pub fn pki(dir: &TestDir) -> crate::pki::Pki {
+    crate::pki::Pki {
+        dir: dir.join("pki"),
+    }
 }
 
 /// The standby's config: `mode` hot/cold, `extra` more `[standby]` lines.
@@ -287,9 +300,12 @@ level = "info"
 [admin]
 listen = "{}:8080"
 token = "{TOKEN}"
-"#,
+
+[statelog]
+{creds}"#,
         net.standby_mgmt(),
         step = net.address_step(),
+        creds = PKI_LINES.replace("ROLE-NAME", "standby-sb1"),
     )
 }
 
@@ -374,12 +390,15 @@ pub fn start_bgf(
 }
 
 /// `bgf statelog` (the embedded store) on `ip:7400` with its data in
-/// `<dir>/store`, run by `cmd`, once it logs that it started.
+/// `<dir>/store` and the lab PKI in `<dir>/pki` (made here), run by `cmd`,
+/// once it logs that it started.
 pub fn start_statelog(cmd: Command, ip: IpAddr, dir: &TestDir) -> Result<Proc, String> {
     std::fs::create_dir_all(dir.join("store")).map_err(|e| format!("store dir: {e}"))?;
+    let pki = crate::pki::Pki::lab(&dir.join("pki"), &[ip])?;
     let listen = bracket(ip, 7400);
     let data = dir.join("store").display().to_string();
-    let args = s(&["statelog", "--listen", &listen, "--data", &data]);
+    let mut args = s(&["statelog", "--listen", &listen, "--data", &data]);
+    args.extend(pki.server_args());
     started(
         Proc::spawn(cmd, &args, dir.path(), "statelog")?,
         "bgf statelog started",

@@ -1043,6 +1043,18 @@ fn unit_capabilities_suffice_for_takeover_and_fencing_as_non_root() {
     let data = dir.join("data");
     std::fs::create_dir(&data).unwrap();
     run(Command::new("chown").arg("64123:64123").arg(&data));
+    // The store's and its clients' certificates, readable by the bgf user
+    // only (as the package's /etc/bgf/pki would be).
+    let pki = dir.join("pki");
+    run(Command::new(&bgf).args(["gen-certs"]).arg(&pki).args([
+        "--server",
+        "statelog=198.18.30.99",
+        "--active",
+        "bgf1",
+        "--standby",
+        "sb1",
+    ]));
+    run(Command::new("chown").arg("-R").arg("64123:64123").arg(&pki));
 
     let tag = std::process::id() % 100_000;
     let (a, s) = (format!("dplA{tag}"), format!("dplS{tag}"));
@@ -1081,13 +1093,15 @@ fn unit_capabilities_suffice_for_takeover_and_fencing_as_non_root() {
          [access]\nsip = \"198.18.10.11:5060\"\nrtp_ports = \"20000-20099\"\n\
          [core]\nsip = \"198.18.20.11:5060\"\nrtp_ports = \"30000-30099\"\nnext_hop = \"198.18.20.5:5060\"\n\
          [statelog]\nbackend = \"embedded\"\naddr = \"198.18.30.99:7400\"\n\
+         ca = \"pki/ca.pem\"\ncert = \"pki/active-bgf1.pem\"\nkey = \"pki/active-bgf1.key\"\n\
          [ha]\nheartbeat = \"198.18.30.11:7500\"\nstandby = \"198.18.30.99:7501\"\n",
     )
     .unwrap();
     std::fs::write(
         dir.join("standby.toml"),
         "[instance]\nname = \"sb1\"\n[standby]\naccess_interface = \"dpla1\"\ncore_interface = \"dplc1\"\n\
-         [[standby.protect]]\nconfig = \"bgf1.toml\"\n",
+         [[standby.protect]]\nconfig = \"bgf1.toml\"\n\
+         [statelog]\nca = \"pki/ca.pem\"\ncert = \"pki/standby-sb1.pem\"\nkey = \"pki/standby-sb1.key\"\n",
     )
     .unwrap();
     for f in ["bgf1.toml", "standby.toml"] {
@@ -1099,6 +1113,12 @@ fn unit_capabilities_suffice_for_takeover_and_fencing_as_non_root() {
         dir.join("standby.log"),
     );
     let data_s = data.to_str().unwrap().to_string();
+    let pem = |n: &str| pki.join(n).to_str().unwrap().to_string();
+    let (ca, cert, key) = (
+        pem("ca.pem"),
+        pem("server-statelog.pem"),
+        pem("server-statelog.key"),
+    );
     lab.children.push(spawn_as_unit(
         &s,
         &bgf,
@@ -1109,6 +1129,12 @@ fn unit_capabilities_suffice_for_takeover_and_fencing_as_non_root() {
             "198.18.30.99:7400",
             "--data",
             &data_s,
+            "--ca",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
         ],
         &log_store,
     ));
