@@ -320,7 +320,7 @@ impl EmbeddedStore {
         v
     }
 
-    async fn submit<T>(
+    async fn submit_cmd<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, LogError>>) -> Cmd,
     ) -> Result<oneshot::Receiver<Result<T, LogError>>, LogError> {
@@ -370,7 +370,7 @@ impl EmbeddedStore {
             )));
         }
         let rx = self
-            .submit(|reply| Cmd::Append {
+            .submit_cmd(|reply| Cmd::Append {
                 instance: instance.to_string(),
                 epoch,
                 first,
@@ -787,18 +787,20 @@ impl LogStore for EmbeddedStore {
         records: &[Record],
     ) -> Result<(), LogError> {
         check_instance(instance)?;
-        let first = records
-            .first()
-            .map(|r| r.seq)
-            .ok_or_else(|| LogError::Invalid("append of no records".into()))?;
-        for (i, r) in records.iter().enumerate() {
-            check_record(instance, epoch, first, i, r)?;
-        }
-        let frames = records.iter().map(Record::encode).collect();
-        self.enqueue_append(instance, epoch, first, frames)
-            .await?
-            .wait()
-            .await
+        let batch = Arc::new(crate::store::Batch::encode(epoch, records)?);
+        LogStore::submit(self, instance, batch).await?.await
+    }
+
+    async fn submit(
+        &self,
+        instance: &str,
+        batch: Arc<crate::store::Batch>,
+    ) -> Result<crate::store::Ack, LogError> {
+        let frames = batch.frames().iter().map(|f| f.to_vec()).collect();
+        let ack = self
+            .enqueue_append(instance, batch.epoch(), batch.first(), frames)
+            .await?;
+        Ok(Box::pin(ack.wait()))
     }
 
     async fn read(&self, instance: &str, from: Seq, max: usize) -> Result<Vec<Record>, LogError> {
@@ -833,7 +835,7 @@ impl LogStore for EmbeddedStore {
     async fn truncate_before(&self, instance: &str, before: Seq) -> Result<u64, LogError> {
         check_instance(instance)?;
         let rx = self
-            .submit(|reply| Cmd::Truncate {
+            .submit_cmd(|reply| Cmd::Truncate {
                 instance: instance.to_string(),
                 before,
                 reply,
@@ -845,7 +847,7 @@ impl LogStore for EmbeddedStore {
     async fn fence(&self, instance: &str) -> Result<Epoch, LogError> {
         check_instance(instance)?;
         let rx = self
-            .submit(|reply| Cmd::Fence {
+            .submit_cmd(|reply| Cmd::Fence {
                 instance: instance.to_string(),
                 reply,
             })

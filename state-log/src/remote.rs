@@ -22,7 +22,7 @@
 //! `operator:<name>`); the server decides what that role may do.
 
 use crate::record::{Epoch, Record, Seq};
-use crate::store::{check_instance, LogError, LogStore};
+use crate::store::{check_instance, Ack, Batch, LogError, LogStore};
 use crate::tls::TlsFiles;
 use crate::wire::{
     decode_frames, decode_response, encode_frame, read_frame, write_frames, Op, ReadError, Reply,
@@ -127,6 +127,30 @@ impl Drop for Conn {
 fn kill(pending: &PendingMap) {
     // Dropping the senders wakes their callers with Unavailable.
     lock(pending).take();
+}
+
+/// A request on the wire, awaiting its response.
+struct PendingReply {
+    id: u64,
+    rx: oneshot::Receiver<Result<Reply, WireError>>,
+    conn: Arc<Conn>,
+    lost: LogError,
+}
+
+impl PendingReply {
+    /// The reply within `left` (reported as a timeout of `deadline`).
+    async fn wait(self, left: Duration, deadline: Duration) -> Result<Reply, LogError> {
+        match tokio::time::timeout(left, self.rx).await {
+            Ok(Ok(r)) => r.map_err(LogError::from),
+            Ok(Err(_)) => Err(self.lost),
+            Err(_) => {
+                if let Some(m) = lock(&self.conn.pending).as_mut() {
+                    m.remove(&self.id);
+                }
+                Err(LogError::Timeout(deadline))
+            }
+        }
+    }
 }
 
 /// Client of a `bgf statelog` server.
@@ -243,40 +267,37 @@ impl RemoteStore {
     }
 
     async fn call(&self, op: Op, deadline: Duration) -> Result<Reply, LogError> {
+        let started = tokio::time::Instant::now();
+        let reply = tokio::time::timeout(deadline, self.start(op))
+            .await
+            .map_err(|_| LogError::Timeout(deadline))??;
+        reply
+            .wait(deadline.saturating_sub(started.elapsed()), deadline)
+            .await
+    }
+
+    /// Queue `op` on the connection (under the connection lock: requests
+    /// started one after another go out in that order) and return the
+    /// pending reply.
+    async fn start(&self, op: Op) -> Result<PendingReply, LogError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_frame(&Request { id, op }).map_err(LogError::Invalid)?;
         let (tx, rx) = oneshot::channel();
-        let mut sent_on = None;
-        let res = tokio::time::timeout(deadline, async {
-            // Queue under the connection lock: requests issued one after
-            // another go out in that order (appends pipeline in order).
-            {
-                let mut g = self.conn.lock().await;
-                let conn = self.conn_locked(&mut g).await?;
-                match lock(&conn.pending).as_mut() {
-                    Some(m) => {
-                        m.insert(id, tx);
-                    }
-                    None => return Err(self.lost()),
-                }
-                sent_on = Some(conn.clone());
-                conn.out.send(frame).await.map_err(|_| self.lost())?;
+        let mut g = self.conn.lock().await;
+        let conn = self.conn_locked(&mut g).await?;
+        match lock(&conn.pending).as_mut() {
+            Some(m) => {
+                m.insert(id, tx);
             }
-            rx.await.map_err(|_| self.lost())
-        })
-        .await;
-        match res {
-            Ok(Ok(r)) => r.map_err(LogError::from),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                if let Some(conn) = sent_on {
-                    if let Some(m) = lock(&conn.pending).as_mut() {
-                        m.remove(&id);
-                    }
-                }
-                Err(LogError::Timeout(deadline))
-            }
+            None => return Err(self.lost()),
         }
+        conn.out.send(frame).await.map_err(|_| self.lost())?;
+        Ok(PendingReply {
+            id,
+            rx,
+            conn: conn.clone(),
+            lost: self.lost(),
+        })
     }
 
     fn lost(&self) -> LogError {
@@ -308,20 +329,31 @@ impl LogStore for RemoteStore {
         epoch: Epoch,
         records: &[Record],
     ) -> Result<(), LogError> {
+        let batch = Arc::new(Batch::encode(epoch, records)?);
+        self.submit(instance, batch).await?.await
+    }
+
+    async fn submit(&self, instance: &str, batch: Arc<Batch>) -> Result<Ack, LogError> {
         check_instance(instance)?;
-        if records.is_empty() {
-            return Err(LogError::Invalid("append of no records".into()));
-        }
-        let frames = records.iter().map(|r| ByteBuf::from(r.encode())).collect();
         let op = Op::Append {
             instance: instance.to_string(),
-            epoch,
-            frames,
+            epoch: batch.epoch(),
+            frames: batch
+                .frames()
+                .iter()
+                .map(|f| ByteBuf::from(f.to_vec()))
+                .collect(),
         };
-        match self.call(op, self.timeouts.request).await? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        let deadline = self.timeouts.request;
+        let reply = tokio::time::timeout(deadline, self.start(op))
+            .await
+            .map_err(|_| LogError::Timeout(deadline))??;
+        Ok(Box::pin(async move {
+            match reply.wait(deadline, deadline).await? {
+                Reply::Done => Ok(()),
+                other => Err(unexpected(&other)),
+            }
+        }))
     }
 
     async fn read(&self, instance: &str, from: Seq, max: usize) -> Result<Vec<Record>, LogError> {
