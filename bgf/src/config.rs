@@ -1139,7 +1139,7 @@ fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErr
     let needs_tls = protects.iter().any(|p| {
         matches!(
             p.config.statelog.as_ref().map(|l| &l.backend),
-            Some(crate::store::Backend::Embedded { .. })
+            Some(crate::store::Backend::Embedded { .. } | crate::store::Backend::JetStream { .. })
         )
     });
     if needs_tls && credentials.tls.is_none() {

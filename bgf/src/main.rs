@@ -17,6 +17,7 @@ mod config;
 mod ha;
 mod media;
 mod metrics;
+mod pipeline;
 mod presync;
 mod runtime;
 mod standby_role;

@@ -28,6 +28,10 @@ pub struct StatelogSection {
     pub addr: Option<String>,
     pub redis_url: Option<String>,
     pub redis_replicas: Option<u64>,
+    /// JetStream: the cluster's client URLs.
+    pub servers: Option<Vec<String>>,
+    /// JetStream: replicas of each instance's stream.
+    pub stream_replicas: Option<u64>,
     pub append_timeout_ms: Option<u64>,
     pub max_held: Option<u64>,
     pub checkpoint_every: Option<u64>,
@@ -83,6 +87,11 @@ pub enum Backend {
     Embedded { addr: SocketAddr },
     /// Redis Streams; `url` has no password (see [`Credentials`]).
     Redis { url: String, replicas: u32 },
+    /// NATS JetStream (mutual TLS, users mapped from certificates).
+    JetStream {
+        servers: Vec<String>,
+        replicas: usize,
+    },
 }
 
 impl Backend {
@@ -91,6 +100,7 @@ impl Backend {
         match self {
             Backend::Embedded { .. } => "embedded",
             Backend::Redis { .. } => "redis",
+            Backend::JetStream { .. } => "jetstream",
         }
     }
 
@@ -99,6 +109,7 @@ impl Backend {
         match self {
             Backend::Embedded { addr } => addr.to_string(),
             Backend::Redis { url, .. } => url.clone(),
+            Backend::JetStream { servers, .. } => servers.join(","),
         }
     }
 }
@@ -227,7 +238,7 @@ pub fn statelog(mut l: StatelogSection, errs: &mut Vec<String>) -> Option<Statel
     let mut creds = credentials(l.take_credentials(), "statelog", errs);
     let backend = match l.backend.as_deref().map(str::trim) {
         None => {
-            errs.push("statelog.backend missing — set \"embedded\" (a `bgf statelog` server) or \"redis\"".into());
+            errs.push("statelog.backend missing — set \"jetstream\" (a NATS cluster), \"embedded\" (a `bgf statelog` server) or \"redis\"".into());
             None
         }
         Some("embedded") => {
@@ -286,13 +297,53 @@ pub fn statelog(mut l: StatelogSection, errs: &mut Vec<String>) -> Option<Statel
                 }
             }
         }
+        Some("jetstream") => {
+            if l.addr.is_some() || l.redis_url.is_some() || l.redis_replicas.is_some() {
+                errs.push("statelog.addr/redis_url/redis_replicas: not valid with backend = \"jetstream\" — list the cluster in statelog.servers".into());
+            }
+            if creds.tls.is_none() {
+                errs.push("statelog.ca/cert/key missing — JetStream takes only mutual TLS: give the CA and this process's certificate and key (`bgf gen-certs DIR`)".into());
+            }
+            let replicas = l.stream_replicas.unwrap_or(3);
+            if !(1..=5).contains(&replicas) {
+                errs.push(format!(
+                    "statelog.stream_replicas: {replicas} is out of range — use 1-5 (default 3; 1 only for a single node)"
+                ));
+            }
+            match l.servers.clone() {
+                Some(v) if !v.is_empty() => {
+                    let mut ok = true;
+                    for u in &v {
+                        let u = u.trim();
+                        let host = u
+                            .strip_prefix("tls://")
+                            .or_else(|| u.strip_prefix("nats://"));
+                        if host.is_none_or(|h| !h.contains(':')) {
+                            errs.push(format!("statelog.servers: \"{u}\" is not a NATS URL — write tls://host:port"));
+                            ok = false;
+                        }
+                    }
+                    ok.then(|| Backend::JetStream {
+                        servers: v.iter().map(|u| u.trim().to_string()).collect(),
+                        replicas: replicas.clamp(1, 5) as usize,
+                    })
+                }
+                _ => {
+                    errs.push("statelog.servers missing — list the JetStream cluster, e.g. servers = [\"tls://198.18.30.51:4222\", \"tls://198.18.30.52:4222\", \"tls://198.18.30.53:4222\"]".into());
+                    None
+                }
+            }
+        }
         Some(b) => {
             errs.push(format!(
-                "statelog.backend: \"{b}\" is not a backend — use \"embedded\" or \"redis\""
+                "statelog.backend: \"{b}\" is not a backend — use \"jetstream\", \"embedded\" or \"redis\""
             ));
             None
         }
     };
+    if l.servers.is_some() && !matches!(l.backend.as_deref().map(str::trim), Some("jetstream")) {
+        errs.push("statelog.servers: only valid with backend = \"jetstream\"".into());
+    }
     let timeout = l.append_timeout_ms.unwrap_or(1000);
     if !(10..=60_000).contains(&timeout) {
         errs.push(format!(
@@ -340,6 +391,22 @@ pub async fn connect(s: &StatelogSettings) -> Result<Arc<dyn LogStore>, String> 
                     format!(
                         "cannot reach the state log at {addr}: {e} — check statelog.addr and that `bgf statelog --listen {addr}` is running"
                     )
+                })?;
+            Ok(Arc::new(store))
+        }
+        Backend::JetStream { servers, replicas } => {
+            let files = c
+                .tls
+                .as_ref()
+                .ok_or("statelog.ca/cert/key missing: JetStream takes only mutual TLS")?;
+            let mut cfg =
+                state_log::jetstream::JetStreamConfig::new(servers.clone(), files.clone());
+            cfg.replicas = *replicas;
+            cfg.request_timeout = s.append_timeout;
+            let store = state_log::jetstream::JetStreamStore::connect(cfg)
+                .await
+                .map_err(|e| {
+                    format!("cannot reach the state log in JetStream at {}: {e} — check statelog.servers, the certificates and that nats-server runs there", servers.join(", "))
                 })?;
             Ok(Arc::new(store))
         }
@@ -408,6 +475,39 @@ mod tests {
             toml::from_str("backend = \"redis\"\nredis_url = \"http://u:hunter2@x\"\n").unwrap();
         assert!(statelog(bad, &mut errs).is_none());
         assert!(!errs.join(" ").contains("hunter2"), "{errs:?}");
+    }
+
+    #[test]
+    fn jetstream_section() {
+        let mut errs = Vec::new();
+        let s: StatelogSection = toml::from_str(
+            "backend = \"jetstream\"\nservers = [\"tls://127.0.0.1:4222\", \"tls://127.0.0.1:4223\"]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
+        )
+        .unwrap();
+        let s = statelog(s, &mut errs).unwrap();
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            s.backend,
+            Backend::JetStream {
+                servers: vec!["tls://127.0.0.1:4222".into(), "tls://127.0.0.1:4223".into()],
+                replicas: 3
+            }
+        );
+        assert_eq!(
+            s.backend.location(),
+            "tls://127.0.0.1:4222,tls://127.0.0.1:4223"
+        );
+        for (body, expect) in [
+            ("backend = \"jetstream\"\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n", "statelog.servers missing"),
+            ("backend = \"jetstream\"\nservers = [\"x\"]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n", "is not a NATS URL"),
+            ("backend = \"jetstream\"\nservers = [\"tls://h:1\"]\n", "JetStream takes only mutual TLS"),
+            ("backend = \"jetstream\"\nservers = [\"tls://h:1\"]\nstream_replicas = 9\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n", "statelog.stream_replicas"),
+            ("backend = \"embedded\"\naddr = \"127.0.0.1:1\"\nservers = [\"tls://h:1\"]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n", "only valid with backend = \"jetstream\""),
+        ] {
+            let mut errs = Vec::new();
+            statelog(toml::from_str(body).unwrap(), &mut errs);
+            assert!(errs.iter().any(|e| e.contains(expect)), "{expect} not in {errs:?}");
+        }
     }
 
     #[test]

@@ -68,6 +68,25 @@ impl Batch {
         })
     }
 
+    /// A batch of frames encoded by the caller: `frames[i]` must be the
+    /// frame of seq `first + i` under `epoch` (the store checks what it can:
+    /// the embedded server decodes every frame; a mismatch is refused
+    /// there, written as is elsewhere — build batches from
+    /// [`Record::encode`] only). `checkpoint`: the last checkpoint's seq.
+    pub fn from_encoded(
+        epoch: Epoch,
+        first: Seq,
+        frames: Vec<bytes::Bytes>,
+        checkpoint: Option<Seq>,
+    ) -> Batch {
+        Batch {
+            epoch,
+            first,
+            frames,
+            checkpoint,
+        }
+    }
+
     /// Epoch of every record.
     pub fn epoch(&self) -> Epoch {
         self.epoch
