@@ -191,6 +191,10 @@ impl JetStreamStore {
             .custom_inbox_prefix(format!("_INBOX_{}_{}", id.role.as_str(), id.name))
             .connection_timeout(cfg.request_timeout.max(Duration::from_millis(500)))
             .request_timeout(Some(cfg.request_timeout))
+            // A node cut off (or frozen) keeps its TCP connection open:
+            // three unanswered pings (~1.5 s) and the client moves to
+            // another node instead of waiting the default 2 minutes.
+            .ping_interval(Duration::from_millis(500))
             .name(id.to_string());
         let servers: Vec<async_nats::ServerAddr> = cfg
             .servers
