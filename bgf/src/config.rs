@@ -296,6 +296,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     Ok(c)
 }
 
+/// An active's file as a standby reads it: its `[statelog]` credentials are
+/// the active's own (the standby uses its own, from its file) and are not
+/// loaded — the standby's host has the active's file but not its key.
+fn load_protected(path: &Path) -> Result<Config, ConfigErrors> {
+    let mut c = parse(&read(path)?)?;
+    if let Some(l) = &mut c.statelog {
+        l.credentials
+            .resolve(path.parent().unwrap_or(Path::new(".")));
+    }
+    Ok(c)
+}
+
 /// Parse and validate configuration text.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let file: FileConfig = toml::from_str(text).map_err(|e| {
@@ -1083,7 +1095,7 @@ fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErr
             continue;
         };
         let file_path = base.join(rel.trim());
-        match load(&file_path) {
+        match load_protected(&file_path) {
             Err(e) => {
                 for m in e.0 {
                     errs.push(format!("{}: {m}", file_path.display()));

@@ -138,6 +138,11 @@ enum Cmd {
         /// Re-issue certificates that exist already.
         #[arg(long)]
         overwrite: bool,
+        /// Also write a Heat environment file with every certificate and
+        /// key of DIR but the CA key, base64 (parameter `pki_files` of
+        /// ops/openstack/bgf-cluster.yaml).
+        #[arg(long, value_name = "FILE")]
+        heat_env: Option<PathBuf>,
     },
     /// Validate a configuration file and print a summary (exit 2 on errors).
     CheckConfig {
@@ -200,7 +205,23 @@ fn main() -> ExitCode {
             standby,
             operator,
             overwrite,
-        } => gen_certs(&dir, server, active, standby, operator, overwrite),
+            heat_env,
+        } => {
+            let code = gen_certs(&dir, server, active, standby, operator, overwrite);
+            match heat_env {
+                Some(f) if code == ExitCode::SUCCESS => match state_log::pki::heat_env(&dir, &f) {
+                    Ok(n) => {
+                        eprintln!("bgf gen-certs: {n} file(s) in {} (parameter pki_files; keep it as secret as the keys)", f.display());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("bgf gen-certs: {e}");
+                        ExitCode::from(1)
+                    }
+                },
+                _ => code,
+            }
+        }
     }
 }
 

@@ -181,6 +181,48 @@ pub fn generate(dir: &Path, spec: &LabSpec) -> Result<Vec<PathBuf>, String> {
     Ok(written)
 }
 
+/// Write a Heat environment file (`parameters: pki_files: {name: base64}`)
+/// with every `*.pem` / `*.key` of `dir` but the CA's key; returns how many.
+/// Mode 0600: it holds private keys.
+pub fn heat_env(dir: &Path, out: &Path) -> Result<usize, String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| (n.ends_with(".pem") || n.ends_with(".key")) && n != "ca.key")
+        .collect();
+    names.sort();
+    let mut text = String::from(
+        "# Written by `bgf gen-certs --heat-env`: the store credentials for\n# ops/openstack/bgf-cluster.yaml (second -e file). Secret: it holds keys.\nparameters:\n  pki_files:\n",
+    );
+    for n in &names {
+        let p = dir.join(n);
+        let b = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        text += &format!("    {n}: {}\n", base64(&b));
+    }
+    write_file(out, &text, true)?;
+    Ok(names.len())
+}
+
+/// Standard base64 with padding (what cloud-init's `encoding: b64` reads).
+fn base64(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for (i, sh) in [18, 12, 6, 0].iter().enumerate() {
+            if i <= c.len() {
+                out.push(A[((n >> sh) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn id(role: Role, name: &str) -> Result<Identity, String> {
     Identity::parse(&format!("{}:{name}", role.as_str()))
 }
