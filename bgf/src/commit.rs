@@ -52,6 +52,11 @@ impl HeldSends {
         self.q.len()
     }
 
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
     /// Drop everything held; returns how many.
     pub fn clear(&mut self) -> usize {
         let n = self.q.len();

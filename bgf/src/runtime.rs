@@ -183,6 +183,11 @@ impl TimerQueue {
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
+
+    /// Whether no timer is armed.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
 }
 
 /// Everything the loop owns.

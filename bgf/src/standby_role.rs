@@ -66,7 +66,7 @@ const MARK_WATCH: Duration = Duration::from_secs(120);
 
 /// Entry point of `bgf standby`.
 pub fn main(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>) -> ExitCode {
-    let (cfg, rt) = match crate::start_role(
+    let (cfg, rt) = match crate::process::start_role(
         path,
         log_format,
         log_level,
@@ -358,7 +358,7 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
         cfg.summary()
     );
 
-    let mut signals = tokio::spawn(crate::wait_for_signal());
+    let mut signals = tokio::spawn(crate::process::wait_for_signal());
     let mut takeover: Option<Takeover<Serving>> = None;
     let mut final_logged = false;
     let mut alarms: Vec<String> = Vec::new();
