@@ -133,6 +133,12 @@ enum Cmd {
         /// ops/openstack/bgf-cluster.yaml).
         #[arg(long, value_name = "FILE")]
         heat_env: Option<PathBuf>,
+        /// Also write `nats-<name>.conf` for every --server: the JetStream
+        /// node configuration (client port 4222, cluster port 6222 on its
+        /// first host, TLS with users mapped from these certificates and
+        /// their rights, data in /var/lib/nats, PKI in /etc/bgf/pki).
+        #[arg(long)]
+        nats_conf: bool,
     },
     /// Validate a configuration file and print a summary (exit 2 on errors).
     CheckConfig {
@@ -196,8 +202,21 @@ fn main() -> ExitCode {
             operator,
             overwrite,
             heat_env,
+            nats_conf,
         } => {
-            let code = gen_certs(&dir, server, active, standby, operator, overwrite);
+            let users = state_log::natsconf::Users {
+                actives: active.clone(),
+                standbys: standby.clone(),
+                operators: operator.clone(),
+            };
+            let nodes = server.clone();
+            let mut code = gen_certs(&dir, server, active, standby, operator, overwrite);
+            if nats_conf && code == ExitCode::SUCCESS {
+                if let Err(e) = write_nats_confs(&dir, &nodes, &users) {
+                    eprintln!("bgf gen-certs: {e}");
+                    code = ExitCode::from(1);
+                }
+            }
             match heat_env {
                 Some(f) if code == ExitCode::SUCCESS => match state_log::pki::heat_env(&dir, &f) {
                     Ok(n) => {
@@ -346,6 +365,47 @@ fn gen_certs(
             ExitCode::from(1)
         }
     }
+}
+
+/// `nats-<name>.conf` for each `NAME=HOST,...` node (`--nats-conf`).
+fn write_nats_confs(
+    dir: &Path,
+    servers: &[String],
+    users: &state_log::natsconf::Users,
+) -> Result<(), String> {
+    let nodes: Vec<state_log::natsconf::Node> = servers
+        .iter()
+        .filter_map(|s| s.split_once('='))
+        .map(|(name, hosts)| {
+            let host = hosts.split(',').next().unwrap_or("127.0.0.1").trim();
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.to_string()
+            };
+            state_log::natsconf::Node {
+                name: name.to_string(),
+                client: format!("{host}:4222"),
+                cluster: format!("{host}:6222"),
+                monitor: Some("127.0.0.1:8222".into()),
+            }
+        })
+        .collect();
+    for me in &nodes {
+        let text = state_log::natsconf::server_config(
+            me,
+            &nodes,
+            Path::new("/etc/bgf/pki"),
+            Path::new("/var/lib/nats"),
+            users,
+            "BGFLOG",
+            "bgf.log",
+        );
+        let p = dir.join(format!("nats-{}.conf", me.name));
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+        println!("{}", p.display());
+    }
+    Ok(())
 }
 
 /// `bgf statelog`'s settings.
