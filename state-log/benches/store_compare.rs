@@ -108,7 +108,8 @@ fn main() {
     println!("|---|---|---|---|---|---|");
     rt.block_on(async {
         {
-            let store = Arc::new(state_log::embedded::EmbeddedStore::open(&dir.join("emb")).unwrap());
+            let store =
+                Arc::new(state_log::embedded::EmbeddedStore::open(&dir.join("emb")).unwrap());
             let certs = state_log::testkit::LabCerts::generate(&dir.join("pki"), &[]);
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap().to_string();

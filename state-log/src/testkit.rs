@@ -336,3 +336,38 @@ impl LabCerts {
         crate::remote::ClientTls::from_files(&self.files(cn), None, addr).expect("client TLS")
     }
 }
+
+/// A store whose truncations go through a second connection: the contract
+/// suite truncates at arbitrary seqs, which only an operator credential may
+/// (`main` is a standby's connection, `truncator` an operator's).
+pub struct SplitRights {
+    /// Everything but truncation.
+    pub main: Arc<dyn LogStore>,
+    /// Truncation.
+    pub truncator: Arc<dyn LogStore>,
+}
+
+#[async_trait::async_trait]
+impl LogStore for SplitRights {
+    async fn append(&self, i: &str, e: Epoch, r: &[Record]) -> Result<(), LogError> {
+        self.main.append(i, e, r).await
+    }
+    async fn read(&self, i: &str, f: Seq, m: usize) -> Result<Vec<Record>, LogError> {
+        self.main.read(i, f, m).await
+    }
+    async fn wait_for(&self, i: &str, a: Seq, t: Duration) -> Result<bool, LogError> {
+        self.main.wait_for(i, a, t).await
+    }
+    async fn last_seq(&self, i: &str) -> Result<Seq, LogError> {
+        self.main.last_seq(i).await
+    }
+    async fn truncate_before(&self, i: &str, b: Seq) -> Result<u64, LogError> {
+        self.truncator.truncate_before(i, b).await
+    }
+    async fn fence(&self, i: &str) -> Result<Epoch, LogError> {
+        self.main.fence(i).await
+    }
+    async fn epoch(&self, i: &str) -> Result<Epoch, LogError> {
+        self.main.epoch(i).await
+    }
+}

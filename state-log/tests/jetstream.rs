@@ -35,44 +35,14 @@ async fn store(c: &NatsCluster, cn: &str) -> JetStreamStore {
 }
 
 /// The standby's connection for everything but truncation, the operator's
-/// for that (the suite truncates at arbitrary seqs).
-struct SplitRights {
-    main: JetStreamStore,
-    op: JetStreamStore,
-}
-
-#[async_trait::async_trait]
-impl LogStore for SplitRights {
-    async fn append(&self, i: &str, e: u64, r: &[Record]) -> Result<(), LogError> {
-        self.main.append(i, e, r).await
-    }
-    async fn read(&self, i: &str, f: u64, m: usize) -> Result<Vec<Record>, LogError> {
-        self.main.read(i, f, m).await
-    }
-    async fn wait_for(&self, i: &str, a: u64, t: Duration) -> Result<bool, LogError> {
-        self.main.wait_for(i, a, t).await
-    }
-    async fn last_seq(&self, i: &str) -> Result<u64, LogError> {
-        self.main.last_seq(i).await
-    }
-    async fn truncate_before(&self, i: &str, b: u64) -> Result<u64, LogError> {
-        self.op.truncate_before(i, b).await
-    }
-    async fn fence(&self, i: &str) -> Result<u64, LogError> {
-        self.main.fence(i).await
-    }
-    async fn epoch(&self, i: &str) -> Result<u64, LogError> {
-        self.main.epoch(i).await
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_suite_on_r3() {
     let dir = tempfile::tempdir().unwrap();
     let Some(c) = cluster(dir.path()) else { return };
-    let s: Arc<dyn LogStore> = Arc::new(SplitRights {
-        main: store(&c, "standby:sb1").await,
-        op: store(&c, "operator:ops").await,
+    let s: Arc<dyn LogStore> = Arc::new(testkit::SplitRights {
+        main: Arc::new(store(&c, "standby:sb1").await),
+        truncator: Arc::new(store(&c, "operator:ops").await),
     });
     testkit::run_all(s, "js").await;
 }

@@ -74,44 +74,14 @@ async fn client(srv: &Server) -> RemoteStore {
 
 /// The contract suite's store over TCP: the standby's connection for
 /// everything but truncation, the operator's for that (the suite truncates
-/// at arbitrary seqs, which only an operator may).
-struct SplitRights {
-    main: RemoteStore,
-    op: RemoteStore,
-}
-
-#[async_trait::async_trait]
-impl LogStore for SplitRights {
-    async fn append(&self, i: &str, e: u64, r: &[state_log::Record]) -> Result<(), LogError> {
-        self.main.append(i, e, r).await
-    }
-    async fn read(&self, i: &str, f: u64, m: usize) -> Result<Vec<state_log::Record>, LogError> {
-        self.main.read(i, f, m).await
-    }
-    async fn wait_for(&self, i: &str, a: u64, t: Duration) -> Result<bool, LogError> {
-        self.main.wait_for(i, a, t).await
-    }
-    async fn last_seq(&self, i: &str) -> Result<u64, LogError> {
-        self.main.last_seq(i).await
-    }
-    async fn truncate_before(&self, i: &str, b: u64) -> Result<u64, LogError> {
-        self.op.truncate_before(i, b).await
-    }
-    async fn fence(&self, i: &str) -> Result<u64, LogError> {
-        self.main.fence(i).await
-    }
-    async fn epoch(&self, i: &str) -> Result<u64, LogError> {
-        self.main.epoch(i).await
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_over_tcp() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Server::start(dir.path()).await;
-    let store: Arc<dyn LogStore> = Arc::new(SplitRights {
-        main: client(&srv).await,
-        op: srv.client_as("operator:ops").await,
+    let store: Arc<dyn LogStore> = Arc::new(testkit::SplitRights {
+        main: Arc::new(client(&srv).await),
+        truncator: Arc::new(srv.client_as("operator:ops").await),
     });
     testkit::run_all(store, "tcp").await;
     srv.stop().await;
