@@ -244,9 +244,7 @@ fn store_faults_lose_nothing_and_calls_carry_on() {
     })
     .unwrap_or_else(|| panic!("active 2 never caught up: {:?}", statelog(&c, 2)));
 
-    // 5. The calls survive: through the standby with the takeover's gap
-    //    (which waited for the store's election), through active 2 with
-    //    no gap at all (media never waits on the log).
+    // 5. The calls survive, through the standby and through active 2.
     signal(uac1.pid(), libc::SIGUSR1);
     signal(uac2.pid(), libc::SIGUSR1);
     let (code1, r1) = cluster::finish(&mut uac1, &c.dir, Duration::from_secs(90)).unwrap();
