@@ -81,6 +81,8 @@ pub struct MediaSection {
     pub inactivity_timeout_s: Option<u64>,
     /// `[media.dpdk]` (backend = "dpdk"; see docs/DPDK.md).
     pub dpdk: Option<crate::media::DpdkSection>,
+    /// `[media.xdp]` (backend = "xdp"; see docs/CONFIG.md).
+    pub xdp: Option<crate::media_xdp::XdpSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,10 +112,13 @@ pub enum LogFormat {
 /// Media plane settings (mapped to `media_plane::MediaConfig` at start).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MediaSettings {
-    /// Packet I/O backend: `kernel`, or `dpdk` (built with `--features dpdk`).
+    /// Packet I/O backend: `kernel`, `xdp` (falls back to `kernel` where it
+    /// cannot attach), or `dpdk` (built with `--features dpdk`).
     pub backend: &'static str,
     /// The DPDK ports and owned media addresses (backend `dpdk`).
     pub dpdk: Option<crate::media::DpdkMedia>,
+    /// The XDP interfaces, limits and media ranges (backend `xdp`).
+    pub xdp: Option<crate::media_xdp::XdpMedia>,
     /// Forwarding worker threads.
     pub workers: usize,
     /// A session without media in either direction for this long is reported inactive.
@@ -692,6 +697,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
     let m = &file.media;
     let backend = match m.backend.as_deref().map(str::trim) {
         None | Some("kernel") => Some("kernel"),
+        Some("xdp") => Some("xdp"),
         Some("dpdk") if cfg!(feature = "dpdk") => Some("dpdk"),
         Some("dpdk") => {
             errs.push(
@@ -701,7 +707,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
         }
         Some(b) => {
             errs.push(format!(
-                "media.backend: \"{b}\" is not a backend — use \"kernel\""
+                "media.backend: \"{b}\" is not a backend — use \"kernel\", \"xdp\" or \"dpdk\""
             ));
             None
         }
@@ -730,6 +736,31 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
         ),
         _ => None,
     };
+    let xdp = match (backend, &access.cfg, &core.cfg) {
+        (Some("xdp"), Some(a), Some(c)) => {
+            use crate::media_xdp::SideMedia;
+            crate::media_xdp::xdp_settings(
+                m.xdp.as_ref(),
+                [
+                    SideMedia {
+                        side: sip_control::Side::Access,
+                        ip: a.media_ip,
+                        ports: (a.rtp_port_min, a.rtp_port_max),
+                    },
+                    SideMedia {
+                        side: sip_control::Side::Core,
+                        ip: c.media_ip,
+                        ports: (c.rtp_port_min, c.rtp_port_max),
+                    },
+                ],
+                &mut errs,
+            )
+        }
+        _ => None,
+    };
+    if m.xdp.is_some() && backend != Some("xdp") {
+        errs.push("[media.xdp]: only valid with media.backend = \"xdp\"".into());
+    }
     let inactivity = m.inactivity_timeout_s.unwrap_or(60);
     if inactivity == 0 {
         errs.push("media.inactivity_timeout_s: must be > 0 (default 60)".into());
@@ -796,6 +827,7 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
             media: MediaSettings {
                 backend,
                 dpdk,
+                xdp,
                 workers,
                 inactivity_timeout: Duration::from_secs(inactivity),
             },
@@ -1374,7 +1406,15 @@ token = "0123456789abcdef"
                     "media.backend: \"dpdk\" is not built in this version"
                 },
             ),
-            ("[media]\nbackend = \"xdp\"\n", "media.backend"),
+            ("[media]\nbackend = \"afxdp\"\n", "media.backend"),
+            (
+                "[media]\nbackend = \"xdp\"\n[media.xdp]\nmode = \"turbo\"\n",
+                "media.xdp.mode",
+            ),
+            (
+                "[media.xdp]\nmode = \"native\"\n",
+                "[media.xdp]: only valid",
+            ),
             ("[media]\nworkers = 0\n", "media.workers"),
             (
                 "[media]\ninactivity_timeout_s = 0\n",

@@ -12,16 +12,20 @@
 //!
 //! Modules: [`config`] (TOML schema and validation), [`transport`] (SIP
 //! UDP/TCP sockets and framing), [`runtime`] (the core loop, timers and
-//! effects), [`media`] (media plane glue), [`admin`] (HTTP admin API),
+//! effects), [`media`] (media plane glue; [`media_xdp`] the XDP section,
+//! [`admission`] capacity-based 503s), [`admin`] (HTTP admin API),
 //! [`process`] (start-up shared by the roles), [`store`] (which state log
 //! and how to reach it: `[statelog]`, credentials), [`pipeline`] (the
 //! pipelined appender of output commit).
 
 pub mod admin;
+pub mod admission;
 pub mod commit;
 pub mod config;
 pub mod ha;
+pub mod ifaddrs;
 pub mod media;
+pub mod media_xdp;
 pub mod metrics;
 pub mod pipeline;
 pub mod presync;

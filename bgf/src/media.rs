@@ -1,6 +1,8 @@
 //! Glue between the core loop and `media_plane::MediaPlane`: starting the
-//! kernel or DPDK backend from the validated settings, the `[media.dpdk]`
-//! section, and the [`MediaOps`] adapter.
+//! kernel, XDP (falling back to kernel sockets when it cannot attach) or
+//! DPDK backend from the validated settings, the `[media.dpdk]` section,
+//! and the [`MediaOps`] adapter. Admission (capacity) is `admission.rs`,
+//! `[media.xdp]` is `media_xdp.rs`.
 
 use crate::config::MediaSettings;
 use crate::runtime::MediaOps;
@@ -101,10 +103,11 @@ pub fn dpdk_settings(
     })
 }
 
-/// Start a media plane for `settings`: the kernel backend, or the DPDK one
-/// (built with the `dpdk` feature). `answer`: a DPDK plane answers ARP/ND
-/// for its addresses at once (an active) or only after `announce` (a
-/// standby's idle plane).
+/// Start a media plane for `settings`: the kernel backend, the XDP one
+/// (kernel sockets if XDP cannot start), or the DPDK one (built with the
+/// `dpdk` feature). `answer`: an XDP or DPDK plane relays (DPDK: answers
+/// ARP/ND) for its addresses at once (an active) or only after `announce`
+/// (a standby's idle plane).
 pub fn start_plane(
     settings: &MediaSettings,
     keep_released: usize,
@@ -120,6 +123,7 @@ pub fn start_plane(
     match (settings.backend, &settings.dpdk) {
         ("kernel", _) => MediaPlane::start_kernel(cfg, Box::new(sink))
             .map_err(|e| format!("cannot start the media plane: {e}")),
+        ("xdp", _) => start_xdp_or_kernel(settings, cfg, answer, sink),
         #[cfg(feature = "dpdk")]
         ("dpdk", Some(d)) => {
             MediaPlane::start_dpdk(cfg, &d.settings, d.addrs.clone(), answer, Box::new(sink))
@@ -132,6 +136,37 @@ pub fn start_plane(
             ))
         }
     }
+}
+
+/// The XDP plane of `settings`, or — when XDP cannot start here (program
+/// not built in, kernel or driver refuses, another program attached) — the
+/// kernel-socket backend, with an ERROR line saying so: the calls still get
+/// media, at the kernel backend's cost and descriptor limit.
+fn start_xdp_or_kernel(
+    settings: &MediaSettings,
+    cfg: MediaConfig,
+    serve: bool,
+    sink: impl Fn(MediaEvent) + Send + Sync + 'static,
+) -> Result<MediaPlane, String> {
+    let sink = std::sync::Arc::new(sink);
+    let why = match &settings.xdp {
+        Some(x) => {
+            let s = sink.clone();
+            match crate::media_xdp::start(cfg.clone(), x, serve, move |e| s(e)) {
+                Ok(p) => {
+                    tracing::info!(attached = ?p.xdp_attached().iter().map(|a| format!("{} {}", a.name, a.mode)).collect::<Vec<_>>(),
+                        "media plane: XDP fast path");
+                    return Ok(p);
+                }
+                Err(e) => e,
+            }
+        }
+        None => "no [media.xdp] settings".to_string(),
+    };
+    tracing::error!(error = %why, "media.backend = \"xdp\" cannot start here: FALLING BACK to the kernel-socket backend (one descriptor per media port, ~5 µs CPU per packet) — fix the cause and restart to get the XDP fast path");
+    MediaPlane::start_kernel(cfg, Box::new(move |e| sink(e))).map_err(|e| {
+        format!("cannot start the media plane (kernel fallback after XDP failed: {why}): {e}")
+    })
 }
 
 /// After a takeover: a DPDK plane takes its media addresses and sends the
@@ -172,48 +207,6 @@ pub fn kept_sockets(core: &sip_control::CoreConfig) -> usize {
     (ports(&core.access) + ports(&core.core)).min(MAX_KEPT_SOCKETS)
 }
 
-/// Sockets one pinhole may hold: RTP and RTCP on both sides.
-const SOCKETS_PER_PINHOLE: u64 = 4;
-/// Descriptors kept back for SIP sockets and TCP connections, the store
-/// client, the admin API, epoll and eventfds.
-const FD_RESERVE: u64 = 1024;
-/// Streams a new session may bring (audio + video).
-const STREAMS_PER_NEW_SESSION: u64 = 2;
-
-/// The process's open-files soft limit (the media plane raised it as far
-/// as allowed at start).
-fn nofile_limit() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return u64::MAX;
-    }
-    r.rlim_cur
-}
-
-/// How many pinholes the process's descriptors hold (all planes together),
-/// under the current open-files limit.
-pub fn pinhole_capacity() -> usize {
-    let cap = nofile_limit().saturating_sub(FD_RESERVE) / SOCKETS_PER_PINHOLE;
-    usize::try_from(cap).unwrap_or(usize::MAX)
-}
-
-/// Whether `plane` has descriptors left for one more session's sockets.
-pub fn admits_session(plane: &MediaPlane) -> bool {
-    admits(plane.pinhole_count(), nofile_limit())
-}
-
-/// Whether `pinholes` live pinholes leave room, under `nofile`, for the
-/// sockets of one more session. Kept (released) sockets do not count: the
-/// plane closes them when it runs out of descriptors.
-fn admits(pinholes: usize, nofile: u64) -> bool {
-    let capacity = nofile.saturating_sub(FD_RESERVE) / SOCKETS_PER_PINHOLE;
-    (pinholes as u64).saturating_add(STREAMS_PER_NEW_SESSION) <= capacity
-}
-
 /// Start the packet path; its events go to `sink` (which must never block).
 /// Up to `keep_released` released sockets stay bound for later calls on the
 /// same ports (no bind/epoll/close per call for those).
@@ -225,13 +218,42 @@ pub fn start(
     start_plane(settings, keep_released, true, sink).map(|p| Box::new(p) as Box<dyn MediaOps>)
 }
 
+/// The `media` object of `/v1/stats`: the totals, the backend actually
+/// running (after any fallback) and, for XDP, how it is attached, what it
+/// sent up to user space (and lost: ring full) and the room left in its
+/// maps.
+pub fn counters_json(plane: &MediaPlane) -> serde_json::Value {
+    let mut v = serde_json::to_value(plane.counters()).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("backend".into(), plane.backend_name().into());
+        if let Some(t) = plane.xdp_totals() {
+            let attached: Vec<serde_json::Value> = plane
+                .xdp_attached()
+                .iter()
+                .map(|a| serde_json::json!({"interface": a.name, "mode": a.mode}))
+                .collect();
+            o.insert(
+                "xdp".into(),
+                serde_json::json!({
+                    "attached": attached,
+                    "kernel_forwarded": t.fwd_pkts,
+                    "upcalls": t.upcalls,
+                    "upcalls_lost": t.upcalls_lost,
+                    "pinholes_free": plane.xdp_free_pinholes().unwrap_or(0),
+                }),
+            );
+        }
+    }
+    v
+}
+
 impl MediaOps for MediaPlane {
     fn apply(&self, op: &PinholeOp) -> Result<(), String> {
         MediaPlane::apply(self, op).map_err(|e| e.to_string())
     }
 
     fn counters(&self) -> serde_json::Value {
-        serde_json::to_value(MediaPlane::counters(self)).unwrap_or_default()
+        counters_json(self)
     }
 
     fn pinhole_counters(&self, id: PinholeId) -> Option<serde_json::Value> {
@@ -242,8 +264,8 @@ impl MediaOps for MediaPlane {
         MediaPlane::pinhole_count(self)
     }
 
-    fn admits_session(&self) -> bool {
-        admits_session(self)
+    fn refuses_session(&self) -> Option<crate::admission::Full> {
+        crate::admission::check(self)
     }
 
     fn shutdown(self: Box<Self>) {
@@ -253,7 +275,7 @@ impl MediaOps for MediaPlane {
 
 #[cfg(test)]
 mod tests {
-    use super::{admits, dpdk_settings, DpdkSection};
+    use super::{dpdk_settings, DpdkSection};
     use media_plane::Side;
     use std::net::IpAddr;
 
@@ -321,15 +343,5 @@ gateway = "198.18.1.1"
             assert!(all.contains(k), "{k} not in {all}");
         }
         assert!(toml::from_str::<DpdkSection>("lcores = 3\n").is_err());
-    }
-
-    #[test]
-    fn admission_leaves_room_for_a_session_s_sockets() {
-        // 20 000 descriptors: (20 000 - 1 024) / 4 = 4 744 pinholes.
-        assert!(admits(0, 20_000));
-        assert!(admits(4_742, 20_000));
-        assert!(!admits(4_743, 20_000));
-        assert!(!admits(0, 100), "below the reserve nothing is admitted");
-        assert!(admits(1_000_000, 1 << 30));
     }
 }

@@ -397,6 +397,26 @@ pub fn core_families(e: &mut Exposition, s: &StatsReply) {
             );
         }
     }
+    if s.media.get("xdp").is_some() {
+        e.counter(
+            "bgf_media_xdp_upcalls_total",
+            "Packets the XDP program sent up to user space (latches, unresolved next hops).",
+            &[],
+            u(&s.media, &["xdp", "upcalls"]),
+        );
+        e.counter(
+            "bgf_media_xdp_upcalls_lost_total",
+            "Packets dropped because the XDP upcall ring was full.",
+            &[],
+            u(&s.media, &["xdp", "upcalls_lost"]),
+        );
+        e.gauge(
+            "bgf_media_xdp_pinholes_free",
+            "Pinholes the XDP maps can still take (media.xdp.max_pinholes minus those in use).",
+            &[],
+            u(&s.media, &["xdp", "pinholes_free"]) as f64,
+        );
+    }
     if let Some(l) = &s.statelog {
         e.gauge(
             "bgf_log_epoch",

@@ -3,15 +3,17 @@
 //! While hot, the standby's replica knows every pinhole of the active's
 //! sessions. [`Presync`] installs them in the standby's (idle) plane ahead
 //! of a failure — bound with freebind on the active's service addresses,
-//! which the standby does not hold yet, so no packet can reach them — and
+//! which the standby does not hold yet, so no packet can reach them; with
+//! the XDP backend they go into the idle plane's part of the pinhole map (no
+//! socket), switched on at takeover — and
 //! follows the replica's snapshots with a diff (upsert what is new or
 //! changed, remove what ended). A takeover then applies only the delta of
 //! the records drained after the last snapshot ([`apply_diff`]), instead of
 //! binding every session's sockets on the critical path.
 //!
-//! The process's descriptors are shared by all protected actives' planes: a
-//! [`Budget`] caps the pre-installed pinholes; the rest are installed at
-//! takeover (logged).
+//! The process's descriptors (XDP: map entries) are shared by all protected
+//! actives' planes: a [`Budget`] caps the pre-installed pinholes; the rest
+//! are installed at takeover (logged).
 //!
 //! Not here: the events of the idle plane (gated in `standby_role`), the
 //! replica itself (`standby::replica`).
@@ -60,55 +62,7 @@ impl Budget {
     }
 }
 
-/// Whether `ip` is configured on an interface of this host (network
-/// namespace). A test bind would not do: with `ip_nonlocal_bind` it
-/// succeeds for any address. Loopback addresses count as local (all of
-/// 127.0.0.0/8 is, without being listed). `None` if the interfaces cannot
-/// be listed.
-pub fn is_local(ip: std::net::IpAddr) -> Option<bool> {
-    if ip.is_loopback() {
-        return Some(true);
-    }
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return None;
-    }
-    let mut found = false;
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points to a sockaddr whose family says its
-            // real type.
-            let fam = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-            let addr = match fam {
-                libc::AF_INET => {
-                    // SAFETY: AF_INET: a sockaddr_in.
-                    let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                    Some(std::net::IpAddr::from(
-                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                    ))
-                }
-                libc::AF_INET6 => {
-                    // SAFETY: AF_INET6: a sockaddr_in6.
-                    let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                    Some(std::net::IpAddr::from(sin6.sin6_addr.s6_addr))
-                }
-                _ => None,
-            };
-            if addr == Some(ip) {
-                found = true;
-                break;
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: freeing the list getifaddrs allocated.
-    unsafe { libc::freeifaddrs(head) };
-    Some(found)
-}
+pub use crate::ifaddrs::is_local;
 
 /// What one diff did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -306,13 +260,6 @@ mod tests {
     use super::*;
     use media_plane::{Leg, MediaConfig};
     use std::net::SocketAddr;
-
-    #[test]
-    fn loopback_is_local_and_a_test_range_address_is_not() {
-        assert_eq!(is_local("127.0.0.5".parse().unwrap()), Some(true));
-        assert_eq!(is_local("198.19.254.77".parse().unwrap()), Some(false));
-        assert_eq!(is_local("fd00:dead:beef::77".parse().unwrap()), Some(false));
-    }
 
     fn spec(session: u64, port: u16, remote: Option<&str>) -> PinholeSpec {
         let a: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();

@@ -45,10 +45,11 @@ pub trait MediaOps: Send {
     fn pinhole_counters(&self, id: PinholeId) -> Option<serde_json::Value>;
     /// Number of pinholes.
     fn pinhole_count(&self) -> usize;
-    /// Whether a new session's media can still be set up (descriptors left
-    /// for its sockets). Checked before a new INVITE reaches the core, so a
-    /// call is refused with 503 rather than answered without media.
-    fn admits_session(&self) -> bool;
+    /// `None` while a new session's media can still be installed (see
+    /// `admission.rs`), else what is full. Checked before a new INVITE
+    /// reaches the core, so a call is refused with 503 rather than answered
+    /// without media.
+    fn refuses_session(&self) -> Option<crate::admission::Full>;
     /// Stop forwarding and join the packet path's threads.
     fn shutdown(self: Box<Self>);
 }
@@ -362,12 +363,11 @@ impl CoreLoop {
                 return true;
             }
         }
-        let why = match &self.commit {
-            Some(c) if c.degraded() => "state log degraded",
-            Some(c) if c.congested() => "state log backlog past half of statelog.max_held",
-            _ if !self.media.admits_session() => {
-                "media plane has no descriptors left for another session"
-            }
+        let media_full = self.media.refuses_session();
+        let why = match (&self.commit, media_full) {
+            (Some(c), _) if c.degraded() => "state log degraded",
+            (Some(c), _) if c.congested() => "state log backlog past half of statelog.max_held",
+            (_, Some(full)) => full.reason(),
             _ => return false,
         };
         let Ok(msg) =
@@ -394,14 +394,19 @@ impl CoreLoop {
         if let Some(c) = self.commit.as_mut() {
             c.refused_503 += 1;
         }
-        if why.starts_with("media") {
+        if let Some(full) = media_full.filter(|f| why == f.reason()) {
             let n = self
                 .counters
                 .refused_media
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 + 1;
             if n.is_power_of_two() {
-                warn!(refused = n, pinholes = self.media.pinhole_count(), "ALARM new calls refused with 503: no file descriptors left for media sockets — raise LimitNOFILE / RLIMIT_NOFILE (4 per audio session) or spread load over more instances");
+                warn!(
+                    refused = n,
+                    pinholes = self.media.pinhole_count(),
+                    "ALARM new calls refused with 503: {}",
+                    full.advice()
+                );
             }
         }
         let t = Transmit {
@@ -654,8 +659,8 @@ mod tests {
         fn pinhole_count(&self) -> usize {
             self.ops.lock().unwrap().len()
         }
-        fn admits_session(&self) -> bool {
-            true
+        fn refuses_session(&self) -> Option<crate::admission::Full> {
+            None
         }
         fn shutdown(self: Box<Self>) {
             self.down.store(true, Ordering::SeqCst);

@@ -148,7 +148,8 @@ impl Premedia {
         let live: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
         let sink = runtime::media_event_sink(tx, counters.clone());
         let gate = live.clone();
-        // Kernel or DPDK; a DPDK plane answers no ARP/ND until it announces.
+        // Kernel, XDP or DPDK; an XDP plane relays nothing and a DPDK plane
+        // answers no ARP/ND until it announces.
         let plane = crate::media::start_plane(&cfg.media, 0, false, move |ev| match gate.get() {
             None => {}
             Some(t)
@@ -314,7 +315,7 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
             "protecting active");
         let mut media = Premedia::start(&c)?;
         let budget = budget
-            .get_or_insert_with(|| Budget::new(crate::media::pinhole_capacity()))
+            .get_or_insert_with(|| Budget::new(crate::admission::pinhole_capacity(&media.plane)))
             .clone();
         if let Some(h) = &hot {
             media.start_presync(&instance, &c, h, &budget);
@@ -938,7 +939,7 @@ impl MediaOps for SharedMedia {
         self.0.apply(op).map_err(|e| e.to_string())
     }
     fn counters(&self) -> serde_json::Value {
-        serde_json::to_value(self.0.counters()).unwrap_or_default()
+        crate::media::counters_json(&self.0)
     }
     fn pinhole_counters(&self, id: PinholeId) -> Option<serde_json::Value> {
         self.0
@@ -948,8 +949,8 @@ impl MediaOps for SharedMedia {
     fn pinhole_count(&self) -> usize {
         self.0.pinhole_count()
     }
-    fn admits_session(&self) -> bool {
-        crate::media::admits_session(&self.0)
+    fn refuses_session(&self) -> Option<crate::admission::Full> {
+        crate::admission::check(&self.0)
     }
     fn shutdown(self: Box<Self>) {
         match Arc::try_unwrap(self.0) {
@@ -1033,6 +1034,11 @@ async fn serve(
     // The pre-installed pinholes were idle by construction: their
     // inactivity timeout starts now, and the plane's events reach the core.
     plane.reset_activity();
+    // XDP: the idle map's pinholes start relaying (before the addresses
+    // are announced, so the first packets are relayed, not passed).
+    if let Err(e) = plane.serve() {
+        warn!(%instance, error = %e, "the XDP plane cannot start relaying; media of the taken-over calls is not relayed");
+    }
     let _ = live.set(Instant::now());
     let t_media = t0.elapsed();
     let mut timers = TimerQueue::default();

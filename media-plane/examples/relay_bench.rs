@@ -1,21 +1,32 @@
-//! System-level relay benchmark (loopback only). Two modes:
+//! System-level relay benchmark: the same generator against bgf's kernel,
+//! XDP and (feature `dpdk`) DPDK relays and against rtpengine. Two modes:
 //!
-//! `relay_bench serve --streams N [--workers W] [--batch B] [--max-seconds T]`
-//!   Starts the bgf kernel relay with N pinholes installed directly (no SIP):
-//!   stream i: access local 127.60.0.1:(20000+2i) ← remote 127.62.0.1:(20000+2i),
-//!   core local 127.61.0.1:(20000+2i) → remote 127.63.0.1:5000. Prints
-//!   `READY <pid>`, runs until stdin closes (or T seconds), prints counters.
+//! `relay_bench serve --streams N [--backend kernel|xdp|dpdk] [--net loopback|netns]
+//!   [--workers W] [--batch B] [--max-seconds T] [--xdp-mode auto|native|generic]
+//!   [--dpdk-access DEV --dpdk-core DEV --lcore L]`
+//!   Starts a bgf relay with N pinholes installed directly (no SIP): stream
+//!   i: access local A_k:(20000+2j) ← remote UE:(20000+2j), core local
+//!   C_k:(20000+2j) → remote PEER:5000, with k = i / 20000, j = i mod 20000
+//!   (so more than 20 000 streams use several media addresses). Addresses:
+//!   `loopback` A_k 127.60.k.1, C_k 127.61.k.1, UE 127.62.0.1, PEER
+//!   127.63.0.1; `netns` (media-plane/bench/xdp_vs_all.sh) A_k 198.18.0.(41+k),
+//!   C_k 198.18.1.(41+k), UE 198.18.0.200, PEER 198.18.1.200, XDP on r0/r1.
+//!   Prints `READY <pid>`, runs until stdin closes (or T seconds), prints
+//!   counters.
 //!
 //! `relay_bench gen --target bgf|rtpengine --pid PID --streams N --rate PPS
-//!   --seconds S [--ng 127.0.0.1:2223] [--warmup-ms 500]`
+//!   --seconds S [--net loopback|netns] [--ng 127.0.0.1:2223] [--warmup-ms 500]`
 //!   For rtpengine, first creates N calls over the ng protocol (offer from
-//!   127.62.0.1:(20000+2i), answer from 127.63.0.1:5000) and reads the ports
-//!   from the returned SDP. Then sends 172-byte PCMA RTP packets round-robin
-//!   over the N streams at PPS total (raw socket, batches of 64, so the
-//!   generator can source every stream's port cheaply), receives everything
-//!   on 127.63.0.1:5000, and reports sent/received/loss and the relay
-//!   process's CPU time (utime+stime from /proc/PID/stat) per received
-//!   packet, as one JSON line.
+//!   UE:(20000+2i), answer from PEER:5000) and reads the ports from the
+//!   returned SDP. Then sends 172-byte PCMA RTP packets round-robin over the
+//!   N streams at PPS total (raw socket, batches of 64, so the generator can
+//!   source every stream's port cheaply), receives everything on PEER:5000,
+//!   and reports as one JSON line: sent/received/loss, the relay process's
+//!   CPU time (utime+stime from /proc/PID/stat) per received packet, the
+//!   whole machine's busy CPU and softirq time per received packet
+//!   (/proc/stat, the same window), and — when an XDP program named
+//!   `bgf_relay` is loaded and `kernel.bpf_stats_enabled` is 1 — its run
+//!   time per run (BPF stats).
 
 use media_plane::{Leg, MediaConfig, MediaPlane, PinholeId, PinholeOp, PinholeSpec};
 use std::collections::HashMap;
@@ -27,13 +38,61 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ACCESS_LOCAL: Ipv4Addr = Ipv4Addr::new(127, 60, 0, 1);
-const CORE_LOCAL: Ipv4Addr = Ipv4Addr::new(127, 61, 0, 1);
-const UE: Ipv4Addr = Ipv4Addr::new(127, 62, 0, 1);
-const CORE_PEER: Ipv4Addr = Ipv4Addr::new(127, 63, 0, 1);
 const BASE_PORT: u16 = 20000;
-const MAX_STREAMS: usize = 20000;
+/// Streams per media address (ports 20000-59999).
+const PER_IP: usize = 20000;
+const MAX_STREAMS: usize = 100_000;
 const PKT: usize = 172;
+
+/// The benchmark's addresses (see the header).
+#[derive(Clone, Copy)]
+struct Net {
+    netns: bool,
+}
+
+impl Net {
+    fn of(m: &HashMap<String, String>) -> Res<Net> {
+        match m.get("net").map(String::as_str) {
+            None | Some("loopback") => Ok(Net { netns: false }),
+            Some("netns") => Ok(Net { netns: true }),
+            Some(o) => Err(format!("--net {o}: use loopback or netns")),
+        }
+    }
+
+    fn access_local(self, i: usize) -> Ipv4Addr {
+        let k = (i / PER_IP) as u8;
+        if self.netns {
+            Ipv4Addr::new(198, 18, 0, 41 + k)
+        } else {
+            Ipv4Addr::new(127, 60, k, 1)
+        }
+    }
+
+    fn core_local(self, i: usize) -> Ipv4Addr {
+        let k = (i / PER_IP) as u8;
+        if self.netns {
+            Ipv4Addr::new(198, 18, 1, 41 + k)
+        } else {
+            Ipv4Addr::new(127, 61, k, 1)
+        }
+    }
+
+    fn ue(self) -> Ipv4Addr {
+        if self.netns {
+            Ipv4Addr::new(198, 18, 0, 200)
+        } else {
+            Ipv4Addr::new(127, 62, 0, 1)
+        }
+    }
+
+    fn core_peer(self) -> Ipv4Addr {
+        if self.netns {
+            Ipv4Addr::new(198, 18, 1, 200)
+        } else {
+            Ipv4Addr::new(127, 63, 0, 1)
+        }
+    }
+}
 
 type Res<T> = Result<T, String>;
 
@@ -70,7 +129,102 @@ fn main() {
 }
 
 fn port(i: usize) -> u16 {
-    BASE_PORT + 2 * i as u16
+    BASE_PORT + 2 * (i % PER_IP) as u16
+}
+
+/// The relay plane of `--backend`.
+fn start_plane(m: &HashMap<String, String>, net: Net, streams: usize) -> Res<MediaPlane> {
+    let cfg = MediaConfig {
+        workers: num(m, "workers", Some(1))?,
+        batch: num(m, "batch", Some(32))?,
+        inactivity_timeout: Duration::from_secs(3600),
+        ..MediaConfig::default()
+    };
+    let backend: String = num(m, "backend", Some("kernel".to_string()))?;
+    let ips = streams.div_ceil(PER_IP);
+    match backend.as_str() {
+        "kernel" => MediaPlane::start_kernel(cfg, Box::new(|_| {})).map_err(|e| e.to_string()),
+        "xdp" => {
+            use media_plane::xdp::{XdpAddr, XdpMode, XdpSettings};
+            let mode: String = num(m, "xdp-mode", Some("auto".to_string()))?;
+            let s = XdpSettings {
+                access_interface: num(m, "access-if", Some("r0".to_string()))?,
+                core_interface: num(m, "core-if", Some("r1".to_string()))?,
+                mode: XdpMode::parse(&mode).ok_or("--xdp-mode: auto, native or generic")?,
+                max_pinholes: (streams as u32).max(1024),
+                upcall_ring_kib: 8192,
+            };
+            let mut addrs = Vec::new();
+            for k in 0..ips {
+                for (side, ip) in [
+                    (media_plane::Side::Access, net.access_local(k * PER_IP)),
+                    (media_plane::Side::Core, net.core_local(k * PER_IP)),
+                ] {
+                    addrs.push(XdpAddr {
+                        side,
+                        ip: ip.into(),
+                        port_min: BASE_PORT,
+                        port_max: BASE_PORT + 2 * PER_IP as u16 - 1,
+                    });
+                }
+            }
+            let p = MediaPlane::start_xdp(cfg, &s, addrs, true, Box::new(|_| {}))
+                .map_err(|e| e.to_string())?;
+            eprintln!("xdp attached: {:?}", p.xdp_attached());
+            Ok(p)
+        }
+        #[cfg(feature = "dpdk")]
+        "dpdk" => {
+            use media_plane::dpdk::{DpdkPort, DpdkSettings};
+            let dev = |k: &str| -> Res<String> { num(m, k, None) };
+            let lcore: String = num(m, "lcore", Some("1".to_string()))?;
+            let s = DpdkSettings {
+                eal_args: [
+                    "-l",
+                    &lcore,
+                    "--no-huge",
+                    "-m",
+                    "512",
+                    "--no-pci",
+                    "--no-shconf",
+                    "--no-telemetry",
+                    "--log-level",
+                    "lib.eal:notice",
+                ]
+                .iter()
+                .map(|x| x.to_string())
+                .collect(),
+                access: DpdkPort {
+                    device: dev("dpdk-access")?,
+                    gateway: None,
+                },
+                core: DpdkPort {
+                    device: dev("dpdk-core")?,
+                    gateway: None,
+                },
+                mbufs: 16383,
+                ..DpdkSettings::default()
+            };
+            let mut addrs = Vec::new();
+            for k in 0..ips {
+                addrs.push((
+                    media_plane::Side::Access,
+                    net.access_local(k * PER_IP).into(),
+                ));
+                addrs.push((media_plane::Side::Core, net.core_local(k * PER_IP).into()));
+            }
+            MediaPlane::start_dpdk(cfg, &s, addrs, true, Box::new(|_| {}))
+                .map_err(|e| e.to_string())
+        }
+        b => Err(format!(
+            "--backend {b}: kernel, xdp{}",
+            if cfg!(feature = "dpdk") {
+                " or dpdk"
+            } else {
+                " (dpdk needs --features dpdk)"
+            }
+        )),
+    }
 }
 
 fn serve(m: &HashMap<String, String>) -> Res<()> {
@@ -78,14 +232,9 @@ fn serve(m: &HashMap<String, String>) -> Res<()> {
     if streams == 0 || streams > MAX_STREAMS {
         return Err(format!("--streams must be 1..={MAX_STREAMS}"));
     }
-    let cfg = MediaConfig {
-        workers: num(m, "workers", Some(1))?,
-        batch: num(m, "batch", Some(32))?,
-        inactivity_timeout: Duration::from_secs(3600),
-        ..MediaConfig::default()
-    };
+    let net = Net::of(m)?;
     let max = Duration::from_secs(num(m, "max-seconds", Some(600))?);
-    let plane = MediaPlane::start_kernel(cfg, Box::new(|_| {})).map_err(|e| e.to_string())?;
+    let plane = start_plane(m, net, streams)?;
     for i in 0..streams {
         let p = port(i);
         let spec = PinholeSpec {
@@ -94,15 +243,15 @@ fn serve(m: &HashMap<String, String>) -> Res<()> {
                 stream: 0,
             },
             access: Leg {
-                local: SocketAddr::new(ACCESS_LOCAL.into(), p),
-                remote_rtp: Some(SocketAddr::new(UE.into(), p)),
-                remote_rtcp: Some(SocketAddr::new(UE.into(), p + 1)),
+                local: SocketAddr::new(net.access_local(i).into(), p),
+                remote_rtp: Some(SocketAddr::new(net.ue().into(), p)),
+                remote_rtcp: Some(SocketAddr::new(net.ue().into(), p + 1)),
                 latch_ip: None,
             },
             core: Leg {
-                local: SocketAddr::new(CORE_LOCAL.into(), p),
-                remote_rtp: Some(SocketAddr::new(CORE_PEER.into(), 5000)),
-                remote_rtcp: Some(SocketAddr::new(CORE_PEER.into(), 5001)),
+                local: SocketAddr::new(net.core_local(i).into(), p),
+                remote_rtp: Some(SocketAddr::new(net.core_peer().into(), 5000)),
+                remote_rtcp: Some(SocketAddr::new(net.core_peer().into(), 5001)),
                 latch_ip: None,
             },
         };
@@ -146,6 +295,34 @@ fn cpu_seconds(pid: u32) -> Res<f64> {
     // SAFETY: sysconf with a constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok((ut + st) / hz)
+}
+
+/// The whole machine's busy and softirq CPU seconds (/proc/stat, all CPUs).
+fn machine_cpu() -> (f64, f64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let g = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    // SAFETY: sysconf with a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let busy = g(0) + g(1) + g(2) + g(5) + g(6) + g(7);
+    (busy / hz.max(1.0), g(6) / hz.max(1.0))
+}
+
+/// Run time (ns) and run count of the loaded XDP program `bgf_relay`, if
+/// any (zero unless `kernel.bpf_stats_enabled` is 1).
+fn bpf_stats() -> Option<(u64, u64)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.name_as_str() == Some("bgf_relay"))
+        .map(|p| (p.run_time().as_nanos() as u64, p.run_count()))
 }
 
 // ---- rtpengine ng protocol (bencode over UDP) ----
@@ -212,8 +389,8 @@ fn sdp_media(s: &str) -> Option<SocketAddrV4> {
     Some(SocketAddrV4::new(ip?, port?))
 }
 
-fn rtpengine_setup(ng: &str, streams: usize) -> Res<Vec<SocketAddrV4>> {
-    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+fn rtpengine_setup(ng: &str, streams: usize, net: Net) -> Res<Vec<SocketAddrV4>> {
+    let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
     sock.connect(ng)
         .map_err(|e| format!("ng connect {ng}: {e}"))?;
     sock.set_read_timeout(Some(Duration::from_millis(500)))
@@ -222,7 +399,7 @@ fn rtpengine_setup(ng: &str, streams: usize) -> Res<Vec<SocketAddrV4>> {
     let mut dests = Vec::with_capacity(streams);
     for i in 0..streams {
         let call = format!("bench-{run}-{i}");
-        let offer = sdp(UE, port(i), i);
+        let offer = sdp(net.ue(), port(i), i);
         let r = ng_request(
             &sock,
             &format!("o{i}"),
@@ -236,7 +413,7 @@ fn rtpengine_setup(ng: &str, streams: usize) -> Res<Vec<SocketAddrV4>> {
         if bget(&r, "result").as_deref() != Some("ok") {
             return Err(format!("rtpengine offer {i} failed: {r}"));
         }
-        let answer = sdp(CORE_PEER, 5000, i);
+        let answer = sdp(net.core_peer(), 5000, i);
         let r = ng_request(
             &sock,
             &format!("a{i}"),
@@ -288,17 +465,18 @@ fn gen(m: &HashMap<String, String>) -> Res<()> {
     let rate: f64 = num(m, "rate", None)?;
     let seconds: f64 = num(m, "seconds", Some(5.0))?;
     let warmup = Duration::from_millis(num(m, "warmup-ms", Some(500))?);
+    let net = Net::of(m)?;
     if streams == 0 || streams > MAX_STREAMS || !(1.0..=5e6).contains(&rate) || seconds > 60.0 {
-        return Err("bounds: streams 1..=20000, rate 1..=5e6, seconds <= 60".into());
+        return Err("bounds: streams 1..=100000, rate 1..=5e6, seconds <= 60".into());
     }
     let dests: Vec<SocketAddrV4> = match target.as_str() {
         "bgf" => (0..streams)
-            .map(|i| SocketAddrV4::new(ACCESS_LOCAL, port(i)))
+            .map(|i| SocketAddrV4::new(net.access_local(i), port(i)))
             .collect(),
         "rtpengine" => {
             let ng: String = num(m, "ng", Some("127.0.0.1:2223".to_string()))?;
             let t = Instant::now();
-            let d = rtpengine_setup(&ng, streams)?;
+            let d = rtpengine_setup(&ng, streams, net)?;
             eprintln!("rtpengine: {streams} calls set up in {:?}", t.elapsed());
             d
         }
@@ -306,8 +484,8 @@ fn gen(m: &HashMap<String, String>) -> Res<()> {
     };
 
     // Receiver: one socket for every stream's output.
-    let rx = UdpSocket::bind(SocketAddrV4::new(CORE_PEER, 5000))
-        .map_err(|e| format!("bind receiver 127.63.0.1:5000: {e}"))?;
+    let rx = UdpSocket::bind(SocketAddrV4::new(net.core_peer(), 5000))
+        .map_err(|e| format!("bind receiver {}:5000: {e}", net.core_peer()))?;
     set_int(
         rx.as_raw_fd(),
         libc::SOL_SOCKET,
@@ -384,7 +562,7 @@ fn gen(m: &HashMap<String, String>) -> Res<()> {
         let mut buf = vec![0u8; 20 + 8 + PKT];
         let n = media_plane::packet::build_udp(
             &mut buf,
-            SocketAddr::new(UE.into(), port(i)),
+            SocketAddr::new(net.ue().into(), port(i)),
             SocketAddr::V4(*d),
             &rtp,
         )
@@ -458,6 +636,8 @@ fn gen(m: &HashMap<String, String>) -> Res<()> {
     std::thread::sleep(Duration::from_millis(200));
     let r0 = received.load(Ordering::Relaxed);
     let c0 = cpu_seconds(pid)?;
+    let m0 = machine_cpu();
+    let b0 = bpf_stats();
     let t0 = Instant::now();
     let mut sent = 0u64;
     run(Duration::from_secs_f64(seconds), &mut sent);
@@ -474,6 +654,8 @@ fn gen(m: &HashMap<String, String>) -> Res<()> {
         last = now;
     }
     let c1 = cpu_seconds(pid)?;
+    let m1 = machine_cpu();
+    let b1 = bpf_stats();
     let r1 = received.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let _ = rx_thread.join();
@@ -489,11 +671,19 @@ fn gen(m: &HashMap<String, String>) -> Res<()> {
     };
     let cpu = c1 - c0;
     let us_per_pkt = if got > 0 { cpu * 1e6 / got as f64 } else { 0.0 };
+    let per = |x: f64| if got > 0 { x * 1e6 / got as f64 } else { 0.0 };
+    let (busy, softirq) = (m1.0 - m0.0, m1.1 - m0.1);
+    let bpf_ns_per_run = match (b0, b1) {
+        (Some((t0, n0)), Some((t1, n1))) if n1 > n0 => (t1 - t0) as f64 / (n1 - n0) as f64,
+        _ => 0.0,
+    };
     println!(
-        "{{\"target\":\"{target}\",\"rx_spin\":{rx_spin},\"streams\":{streams},\"rate_target\":{rate},\"sent\":{sent},\"sent_pps\":{:.0},\"received\":{got},\"forwarded_pps\":{:.0},\"loss_pct\":{loss:.4},\"relay_cpu_s\":{cpu:.3},\"relay_cores\":{:.3},\"cpu_us_per_pkt\":{us_per_pkt:.3},\"gen_send_errors\":{send_errors}}}",
+        "{{\"target\":\"{target}\",\"rx_spin\":{rx_spin},\"streams\":{streams},\"rate_target\":{rate},\"sent\":{sent},\"sent_pps\":{:.0},\"received\":{got},\"forwarded_pps\":{:.0},\"loss_pct\":{loss:.4},\"relay_cpu_s\":{cpu:.3},\"relay_cores\":{:.3},\"cpu_us_per_pkt\":{us_per_pkt:.3},\"machine_busy_us_per_pkt\":{:.3},\"softirq_us_per_pkt\":{:.3},\"bpf_ns_per_run\":{bpf_ns_per_run:.1},\"gen_send_errors\":{send_errors}}}",
         sent as f64 / send_secs,
         got as f64 / send_secs,
         cpu / send_secs,
+        per(busy),
+        per(softirq),
     );
     Ok(())
 }

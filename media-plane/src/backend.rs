@@ -4,12 +4,13 @@
 //! that feed received packets to [`Relay::process`] and send what it
 //! returns.
 
+use crate::counters::{MediaCounters, PinholeCounters};
 use crate::error::MediaError;
 use crate::model::PinholeSpec;
-use crate::table::Relay;
+use crate::table::{Clock, Pinhole, Relay};
 use std::sync::Arc;
 
-/// A packet I/O backend (kernel sockets; DPDK later).
+/// A packet I/O backend (kernel sockets, XDP, DPDK).
 pub trait PacketBackend: Send + Sync + 'static {
     /// Per-pinhole handles for its local ports (sockets, flow rules...).
     type Io: Send + Sync + 'static;
@@ -21,6 +22,20 @@ pub trait PacketBackend: Send + Sync + 'static {
     /// `prev` (an upsert of an existing pinhole) ports whose address did not
     /// change are reused, not rebound.
     fn open(&self, spec: &PinholeSpec, prev: Option<&Self::Io>) -> Result<Self::Io, MediaError>;
+
+    /// The plane installed or changed `ph` (an upsert), or the backend's
+    /// own worker latched it: bring state the backend keeps outside the
+    /// relay (the XDP pinhole map) in line with `ph.entry()`. Default:
+    /// nothing (sockets and the DPDK table need no copy).
+    fn sync(&self, _ph: &Arc<Pinhole<Self::Io>>) {}
+
+    /// Add what the backend counted outside the relay for the pinhole of
+    /// `io` (packets forwarded in the kernel, their last-packet time).
+    fn add_pinhole_counters(&self, _io: &Self::Io, _c: &mut PinholeCounters, _clock: &Clock) {}
+
+    /// Add the backend's own totals (packets forwarded or dropped in the
+    /// kernel) to the relay's.
+    fn add_totals(&self, _out: &mut MediaCounters) {}
 
     /// Stop receiving on the ports of `io` that are not also in `keep`, and
     /// release them (they close once no worker uses them any more).

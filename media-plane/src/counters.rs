@@ -51,7 +51,7 @@ impl DropCounters {
         }
     }
 
-    fn slot(&mut self, r: Reason) -> &mut u64 {
+    pub(crate) fn slot(&mut self, r: Reason) -> &mut u64 {
         match r {
             Reason::UnknownPort => &mut self.unknown_port,
             Reason::WrongSource => &mut self.wrong_source,

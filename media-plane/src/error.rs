@@ -47,6 +47,14 @@ pub enum MediaError {
         /// The limit.
         limit: usize,
     },
+    /// The in-kernel fast path's maps are full.
+    #[error(
+        "media pinhole limit of {limit} reached (media.xdp.max_pinholes); raise it or spread sessions over more instances"
+    )]
+    TooManyPinholes {
+        /// The limit.
+        limit: usize,
+    },
     /// A system call needed to run the plane failed.
     #[error("media plane: {what} failed: {source}")]
     Io {

@@ -3,7 +3,7 @@
 //! Owns the packet path of a BGF: the pinhole table (which local port relays
 //! to which remote), port pools, NAT rewrite and latching, RTP/RTCP sanity
 //! checks, per-pinhole counters and inactivity detection, and the packet I/O
-//! backends that move bytes (kernel sockets; DPDK with the `dpdk` feature,
+//! backends that move bytes (kernel sockets; XDP; DPDK with the `dpdk` feature,
 //! reusing the same lookup and rewrite code).
 //!
 //! It does not own session state: the session core (`sip-control`) decides
@@ -30,6 +30,9 @@
 //!   resolution and the takeover announcements for raw-frame backends.
 //! - [`dpdk`]: DPDK settings and, with the `dpdk` feature, the poll-mode
 //!   backend (`dpdk::backend`) — same table, decision and rewrite code.
+//! - [`xdp`]: the in-kernel fast path — an XDP program holding the
+//!   pinholes in a BPF map, with what it cannot decide going up to the same
+//!   [`Relay::process`] (built with clang where present; falls back).
 //! - [`plane`]: [`MediaPlane`], the handle the daemon uses, and the
 //!   inactivity scanner.
 
@@ -45,6 +48,7 @@ pub mod packet;
 pub mod plane;
 pub mod ports;
 pub mod table;
+pub mod xdp;
 
 pub use backend::PacketBackend;
 pub use counters::{DirCounters, DropCounters, MediaCounters, PinholeCounters};

@@ -157,6 +157,7 @@ impl<B: PacketBackend> Plane<B> {
                         pending: LatchPending::from_spec(spec),
                         io: io.clone(),
                     }));
+                    self.backend.sync(&ph);
                     for (_, _, a) in local_addrs(&old.spec) {
                         if !new_addrs.iter().any(|(_, _, n)| *n == a) {
                             table.unbind(a, spec.id);
@@ -177,6 +178,7 @@ impl<B: PacketBackend> Plane<B> {
                     for (side, kind, a) in local_addrs(spec) {
                         table.bind(a, side, kind, ph.clone());
                     }
+                    self.backend.sync(&ph);
                     ctl.pinholes.insert(spec.id, ph);
                     tracing::debug!(pinhole = %spec.id, access = %spec.access.local, core = %spec.core.local, "pinhole opened");
                 }
@@ -201,7 +203,16 @@ impl<B: PacketBackend> Plane<B> {
         for w in self.relay.workers.iter() {
             w.add_to(&mut out);
         }
+        self.backend.add_totals(&mut out);
         out
+    }
+
+    fn pinhole_counters(&self, id: PinholeId) -> Option<PinholeCounters> {
+        let ph = self.pinhole(id)?;
+        let mut c = ph.counters(&self.relay.clock);
+        self.backend
+            .add_pinhole_counters(&ph.entry().io, &mut c, &self.relay.clock);
+        Some(c)
     }
 
     fn pinhole(&self, id: PinholeId) -> Option<Arc<Pinhole<B::Io>>> {
@@ -272,6 +283,7 @@ fn scan_loop<H>(
 /// The backends a [`MediaPlane`] can run.
 enum Inner {
     Kernel(Plane<KernelBackend>),
+    Xdp(Plane<crate::xdp::backend::XdpBackend>),
     #[cfg(feature = "dpdk")]
     Dpdk(Plane<crate::dpdk::backend::DpdkBackend>),
 }
@@ -281,6 +293,7 @@ macro_rules! each {
     ($self:expr, $p:ident => $e:expr) => {
         match &$self.inner {
             Inner::Kernel($p) => $e,
+            Inner::Xdp($p) => $e,
             #[cfg(feature = "dpdk")]
             Inner::Dpdk($p) => $e,
         }
@@ -306,6 +319,91 @@ impl MediaPlane {
         Ok(MediaPlane {
             inner: Inner::Kernel(Plane::start(&cfg, backend, events)?),
         })
+    }
+
+    /// Start (or attach to) the process's XDP program for the media
+    /// addresses `addrs` (each with its port range) on the interfaces of
+    /// `xdp`: the first XDP plane of a process (per network namespace) loads
+    /// the program and attaches it to the interfaces (native mode where the
+    /// driver supports it, else generic — logged); later ones share it and
+    /// must pass the same settings. With `serve` the plane forwards at once
+    /// (an active); without, only after [`MediaPlane::announce`] (a
+    /// standby's idle plane, whose pinholes wait in the map). Fails — for the
+    /// caller to fall back to [`MediaPlane::start_kernel`] — when the program
+    /// is not built in, the kernel refuses it or it cannot attach.
+    pub fn start_xdp(
+        cfg: MediaConfig,
+        xdp: &crate::xdp::XdpSettings,
+        addrs: Vec<crate::xdp::XdpAddr>,
+        serve: bool,
+        events: EventSink,
+    ) -> Result<MediaPlane, MediaError> {
+        let backend =
+            crate::xdp::backend::XdpBackend::new(xdp.clone(), addrs, serve, cfg.scan_interval);
+        Ok(MediaPlane {
+            inner: Inner::Xdp(Plane::start(&cfg, backend, events)?),
+        })
+    }
+
+    /// XDP: the interfaces the program is attached to and in which mode
+    /// (`native`/`generic`); empty for other backends.
+    pub fn xdp_attached(&self) -> Vec<crate::xdp::backend::Attached> {
+        match &self.inner {
+            Inner::Xdp(p) => p.backend.attached(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// XDP: pinholes the maps hold in all (all planes of the process
+    /// together); `None` for other backends.
+    pub fn xdp_capacity(&self) -> Option<usize> {
+        match &self.inner {
+            Inner::Xdp(p) => Some(p.backend.capacity()),
+            _ => None,
+        }
+    }
+
+    /// XDP: pinholes the maps can still take (all planes of the process);
+    /// `None` for other backends.
+    pub fn xdp_free_pinholes(&self) -> Option<usize> {
+        match &self.inner {
+            Inner::Xdp(p) => Some(p.backend.free_pinholes()),
+            _ => None,
+        }
+    }
+
+    /// XDP: the program's own totals for this plane (packets forwarded in
+    /// the kernel, sent back out / redirected, sent up to user space, lost
+    /// because the upcall ring was full); `None` for other backends.
+    pub fn xdp_totals(&self) -> Option<crate::xdp::maps::Totals> {
+        match &self.inner {
+            Inner::Xdp(p) => Some(p.backend.totals()),
+            _ => None,
+        }
+    }
+
+    /// XDP: run the program once on the Ethernet `frame` as if it arrived
+    /// on interface `ifindex` (see `XdpBackend::test_run`); `None` for
+    /// other backends.
+    pub fn xdp_test_run(
+        &self,
+        frame: &[u8],
+        ifindex: u32,
+    ) -> Option<Result<(u32, Vec<u8>), MediaError>> {
+        match &self.inner {
+            Inner::Xdp(p) => Some(p.backend.test_run(frame, ifindex)),
+            _ => None,
+        }
+    }
+
+    /// XDP: the program's cumulative run time and run count from the
+    /// kernel's BPF statistics (non-zero only while `kernel.bpf_stats_enabled`
+    /// is 1); `None` for other backends.
+    pub fn xdp_program_stats(&self) -> Option<(Duration, u64)> {
+        match &self.inner {
+            Inner::Xdp(p) => p.backend.program_stats(),
+            _ => None,
+        }
     }
 
     /// Start (or attach to) the process's DPDK poll loop for the service
@@ -334,10 +432,11 @@ impl MediaPlane {
         })
     }
 
-    /// Which backend runs this plane (`kernel` or `dpdk`).
+    /// Which backend runs this plane (`kernel`, `xdp` or `dpdk`).
     pub fn backend_name(&self) -> &'static str {
         match &self.inner {
             Inner::Kernel(_) => "kernel",
+            Inner::Xdp(_) => "xdp",
             #[cfg(feature = "dpdk")]
             Inner::Dpdk(_) => "dpdk",
         }
@@ -355,8 +454,23 @@ impl MediaPlane {
                 let _ = schedule;
                 Ok(Vec::new())
             }
+            Inner::Xdp(p) => {
+                p.backend.serve()?;
+                Ok(Vec::new())
+            }
             #[cfg(feature = "dpdk")]
             Inner::Dpdk(p) => p.backend.announce(schedule),
+        }
+    }
+
+    /// Start relaying an idle plane's pinholes (XDP: a standby taking over,
+    /// before its addresses are announced). No-op for the kernel backend
+    /// (sockets relay once the addresses arrive) and DPDK (which starts
+    /// with [`MediaPlane::announce`]).
+    pub fn serve(&self) -> Result<(), MediaError> {
+        match &self.inner {
+            Inner::Xdp(p) => p.backend.serve(),
+            _ => Ok(()),
         }
     }
 
@@ -364,7 +478,7 @@ impl MediaPlane {
     /// time spent in rounds that had packets); `None` for the kernel backend.
     pub fn poll_totals(&self) -> Option<(u64, u64, Duration)> {
         match &self.inner {
-            Inner::Kernel(_) => None,
+            Inner::Kernel(_) | Inner::Xdp(_) => None,
             #[cfg(feature = "dpdk")]
             Inner::Dpdk(p) => Some(p.backend.poll_totals()),
         }
@@ -378,6 +492,7 @@ impl MediaPlane {
     pub fn set_freebind(&self, on: bool) {
         match &self.inner {
             Inner::Kernel(p) => p.backend.set_freebind(on),
+            Inner::Xdp(_) => {}
             #[cfg(feature = "dpdk")]
             Inner::Dpdk(_) => {}
         }
@@ -399,7 +514,7 @@ impl MediaPlane {
 
     /// Counters of one pinhole.
     pub fn pinhole_counters(&self, id: PinholeId) -> Option<PinholeCounters> {
-        each!(self, p => p.pinhole(id).map(|ph| ph.counters(&p.relay.clock)))
+        each!(self, p => p.pinhole_counters(id))
     }
 
     /// The pinhole as the packet path currently sees it (latched remotes

@@ -1,7 +1,8 @@
 //! Several planes on one EAL (feature `dpdk`; root): the way a standby
 //! protecting several actives runs. Two namespaces joined by two veth pairs
-//! (`dkm-gen`: UE 198.18.0.200 on g0, peer 198.18.1.200 on g1; `dkm-rel`:
-//! r0/r1 driven by net_af_packet, no addresses). Plane A owns its media
+//! (`<tag>-dkm-gen`: UE 198.18.0.200 on g0, peer 198.18.1.200 on g1;
+//! `<tag>-dkm-rel`: r0/r1 driven by net_af_packet, no addresses; tag =
+//! `BGF_NETNS_TAG` or the pid — see `netns/mod.rs`). Plane A owns its media
 //! addresses from the start; plane B is idle (answers no ARP) until it
 //! announces. Both share the process's one poll loop and ports; a packet
 //! goes to the plane whose table holds its destination.
@@ -12,85 +13,9 @@
 use media_plane::dpdk::{DpdkPort, DpdkSettings};
 use media_plane::{Leg, MediaConfig, MediaPlane, PinholeId, PinholeOp, PinholeSpec, Side};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-const GEN: &str = "dkm-gen";
-const REL: &str = "dkm-rel";
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {out:?}");
-}
-
-fn teardown() {
-    for n in [GEN, REL] {
-        let _ = Command::new("ip").args(["netns", "del", n]).output();
-    }
-}
-
-struct Net;
-impl Drop for Net {
-    fn drop(&mut self) {
-        teardown();
-    }
-}
-
-fn setup() -> Net {
-    teardown();
-    for n in [GEN, REL] {
-        sh(&["ip", "netns", "add", n]);
-        sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
-    }
-    for (g, r) in [("g0", "r0"), ("g1", "r1")] {
-        sh(&[
-            "ip", "-n", GEN, "link", "add", g, "type", "veth", "peer", "name", r, "netns", REL,
-        ]);
-        for (n, i) in [(GEN, g), (REL, r)] {
-            sh(&["ip", "-n", n, "link", "set", i, "up"]);
-            sh(&["ip", "netns", "exec", n, "ethtool", "-K", i, "tx", "off"]);
-        }
-    }
-    sh(&[
-        "ip",
-        "-n",
-        GEN,
-        "addr",
-        "add",
-        "198.18.0.200/24",
-        "dev",
-        "g0",
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        GEN,
-        "addr",
-        "add",
-        "198.18.1.200/24",
-        "dev",
-        "g1",
-    ]);
-    Net
-}
-
-/// Run `f` on a thread inside namespace `ns` (threads it spawns inherit it).
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            // SAFETY: setns on a valid namespace fd; affects this thread only.
-            assert_eq!(
-                unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
+mod netns;
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -192,9 +117,10 @@ fn two_planes_share_one_eal_and_an_idle_plane_answers_only_after_announcing() {
         eprintln!("SKIPPED: needs root for network namespaces");
         return;
     }
-    let _net = setup();
+    // Both veth pairs, no addresses on the relay's ends (DPDK owns them).
+    let net = netns::Net::up("dkm", false, &[]);
     let s = settings();
-    let (a, b) = in_ns(REL, || {
+    let (a, b) = net.in_rel(|| {
         let a = plane(["198.18.0.41", "198.18.1.41"], true, &s).unwrap();
         let b = plane(["198.18.0.42", "198.18.1.42"], false, &s).unwrap();
         // One EAL per process: other settings are refused with the reason.
@@ -231,7 +157,7 @@ fn two_planes_share_one_eal_and_an_idle_plane_answers_only_after_announcing() {
         "198.18.1.200:40004",
     )));
     assert!(e.is_err(), "{e:?}");
-    let (ue_a, sink_a, ue_b, sink_b) = in_ns(GEN, || {
+    let (ue_a, sink_a, ue_b, sink_b) = net.in_gen(|| {
         (
             UdpSocket::bind("198.18.0.200:41000").unwrap(),
             UdpSocket::bind("198.18.1.200:40000").unwrap(),

@@ -1,17 +1,14 @@
 //! The kernel relay over real sockets on loopback (127.77.T.x per test, ::1).
 
+mod support;
+
 use media_plane::{
-    Leg, MediaConfig, MediaError, MediaEvent, MediaPlane, PinholeId, PinholeOp, PinholeSpec, Side,
+    MediaConfig, MediaError, MediaEvent, MediaPlane, PinholeId, PinholeOp, PinholeSpec, Side,
 };
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(5);
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+use std::time::Duration;
+use support::{eventually, id, leg, recv, rtcp_rr, rtp, sa, WAIT};
 
 fn start(timeout: Duration, scan: Duration) -> (MediaPlane, mpsc::Receiver<MediaEvent>) {
     let (tx, rx) = mpsc::channel();
@@ -41,47 +38,6 @@ fn peer(addr: &str) -> UdpSocket {
     let s = UdpSocket::bind(addr).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     s
-}
-
-fn rtp(seq: u16) -> Vec<u8> {
-    let mut p = vec![0x80, 8, 0, 0, 0, 0, 0, 1, 0x11, 0x22, 0x33, 0x44];
-    p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&[0xd5; 160]);
-    p
-}
-
-fn rtcp_rr(ssrc: u8) -> Vec<u8> {
-    vec![0x80, 201, 0, 1, 0, 0, 0, ssrc]
-}
-
-fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
-    let mut buf = [0u8; 2048];
-    let (n, from) = s
-        .recv_from(&mut buf)
-        .expect("packet relayed within the bound");
-    (buf[..n].to_vec(), from)
-}
-
-fn id(session: u64) -> PinholeId {
-    PinholeId { session, stream: 0 }
-}
-
-fn leg(local: &str, rtp: Option<&str>, rtcp: Option<&str>) -> Leg {
-    Leg {
-        local: sa(local),
-        remote_rtp: rtp.map(sa),
-        remote_rtcp: rtcp.map(sa),
-        latch_ip: None,
-    }
-}
-
-/// Wait until `f` holds (counters are updated right after the send).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// An even port on `ip` whose +1 is free too (probe-and-release).

@@ -54,6 +54,9 @@ pub struct BgfConfig {
     /// Start the process with this open-files limit (soft and hard), to
     /// exercise media admission control.
     pub nofile: Option<u64>,
+    /// More `[media]` lines (e.g. `backend = "xdp"` and a `[media.xdp]`
+    /// section after them).
+    pub media_extra: String,
 }
 
 impl BgfConfig {
@@ -81,6 +84,7 @@ impl BgfConfig {
             admin_token: "test-token-0123456789".into(),
             statelog: None,
             nofile: None,
+            media_extra: String::new(),
         }
     }
 
@@ -123,8 +127,8 @@ impl BgfConfig {
             s += &format!("[sip]\ntimer_c_ms = {c}\n\n");
         }
         s += &format!(
-            "[media]\nworkers = {}\ninactivity_timeout_s = {}\n\n",
-            self.media_workers, self.inactivity_timeout_s
+            "[media]\nworkers = {}\ninactivity_timeout_s = {}\n{}\n",
+            self.media_workers, self.inactivity_timeout_s, self.media_extra
         );
         s += &format!(
             "[log]\nformat = \"json\"\nlevel = \"{}\"\n\n",

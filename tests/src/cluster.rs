@@ -366,6 +366,9 @@ pub struct ClusterOptions {
     pub miss: u32,
     /// The store: the embedded one, or JetStream R3 (loopback only).
     pub jetstream: bool,
+    /// More `[media]` lines for the actives (and so for the standby's
+    /// planes), e.g. `backend = "xdp"`; empty = kernel sockets.
+    pub media_extra: String,
 }
 
 impl Default for ClusterOptions {
@@ -379,6 +382,7 @@ impl Default for ClusterOptions {
             // through ICMP port unreachable).
             miss: 5,
             jetstream: false,
+            media_extra: String::new(),
         }
     }
 }
@@ -498,10 +502,14 @@ impl Cluster {
             (1u8, a1_v6, 5060u16),
             (2, !a1_v6 && net.is_namespaces(), 5070),
         ] {
-            write(
-                &format!("bgf{k}.toml"),
-                active_toml(&net, &kind, k, v6, port, o.miss),
-            )?;
+            let mut text = active_toml(&net, &kind, k, v6, port, o.miss);
+            if !o.media_extra.is_empty() {
+                text = text.replace(
+                    "[media]\nworkers = 1\n",
+                    &format!("[media]\nworkers = 1\n{}\n", o.media_extra.trim_end()),
+                );
+            }
+            write(&format!("bgf{k}.toml"), text)?;
         }
         write(
             "standby.toml",

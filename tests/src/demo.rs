@@ -99,7 +99,22 @@ pub fn run(o: &DemoOptions) -> Result<DemoOutcome, String> {
     };
     let dir = TestDir::new("demo");
     say("starting the embedded store (bgf statelog), bgf1, bgf2 and the hot standby sb1 ...");
-    let c = Cluster::start(net, dir, &ClusterOptions::default())?;
+    // In namespaces the BGFs relay media with the XDP fast path; where it
+    // cannot attach (program not built in: no clang/libbpf-dev at build
+    // time) they fall back to kernel sockets on their own, and say so.
+    let media_extra = if net.is_namespaces() {
+        "backend = \"xdp\"".to_string()
+    } else {
+        String::new()
+    };
+    let c = Cluster::start(
+        net,
+        dir,
+        &ClusterOptions {
+            media_extra,
+            ..ClusterOptions::default()
+        },
+    )?;
     let n = &c.net;
     let access = |k: u8, v6: bool| {
         if v6 {
@@ -116,6 +131,29 @@ pub fn run(o: &DemoOptions) -> Result<DemoOutcome, String> {
         access(2, !c.a1_v6 && n.is_namespaces()),
         n.service_v4(2, Lan::Core),
     ));
+    if let Some(st) = c.net.admin_get("a1", c.net.active_mgmt(1), "/v1/stats") {
+        let m = &st["media"];
+        let how = m["xdp"]["attached"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| {
+                        format!(
+                            "{} {}",
+                            i["interface"].as_str().unwrap_or("?"),
+                            i["mode"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        say(&match m["backend"].as_str() {
+            Some("xdp") => format!("media: XDP fast path in the kernel ({how}) — no socket per call"),
+            Some(b) => format!("media: {b} sockets (the XDP fast path is used in namespaces where bgf was built with clang and libbpf-dev; see the BGF's log for why not here)"),
+            None => "media: backend unknown (no /v1/stats)".to_string(),
+        });
+    }
     let cluster_file = c.write_cluster_file()?;
     std::fs::create_dir_all(&o.report_dir)
         .map_err(|e| format!("cannot create {}: {e}", o.report_dir.display()))?;

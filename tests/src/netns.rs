@@ -371,6 +371,30 @@ impl Topology {
                 self.ip(&sw, &["link", "set", &port, "master", lan.ifname()])?;
                 self.ip(&sw, &["link", "set", &port, "up"])?;
                 self.ip(&ns, &["link", "set", lan.ifname(), "up"])?;
+                // Native XDP on a node's veth (media.backend = "xdp") can
+                // only transmit to a peer end that has NAPI: GRO on.
+                run(
+                    "ip",
+                    &["netns", "exec", &sw, "ethtool", "-K", &port, "gro", "on"],
+                )?;
+                // The peers send complete UDP checksums (no partial
+                // checksum offload), as packets from a wire have: a relay
+                // that rewrites in place keeps the checksum it got.
+                if node == "ue" || node == "core" {
+                    run(
+                        "ip",
+                        &[
+                            "netns",
+                            "exec",
+                            &ns,
+                            "ethtool",
+                            "-K",
+                            lan.ifname(),
+                            "tx",
+                            "off",
+                        ],
+                    )?;
+                }
                 self.ip(
                     &ns,
                     &[

@@ -36,10 +36,13 @@ fn calls_beyond_the_descriptor_budget_get_503_not_silence() {
     let refused = bed.stat("transport.refused_media");
     assert_eq!(ok + failed, 60, "{}", uac.describe());
     assert_eq!(ok, 43, "sessions admitted: {s}\n{}", uac.describe());
-    assert_eq!(refused, 17, "refusals counted: {s}");
+    // 17 calls refused; an INVITE retransmitted before its 503 arrived (a
+    // loaded machine) is refused again and counted again.
+    assert_eq!(failed, 17, "{}", uac.describe());
+    assert!(refused >= 17, "refusals counted: {s}");
     assert_eq!(
         s["transport"]["sip_responses"]["sent"][4].as_u64(),
-        Some(17),
+        Some(refused),
         "every refusal is a 503 to the UE: {s}"
     );
     let logs = bed.bgf.logs();
