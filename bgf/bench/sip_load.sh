@@ -60,7 +60,10 @@ level = "warn"
 TOML
 case "$STATELOG" in
     "") ;;
-    embedded) printf '[statelog]\nbackend = "embedded"\naddr = "127.201.0.7:7400"\n' >> "$DIR/bgf.toml" ;;
+    embedded)
+        # The store takes mutual TLS only: the lab's certificates (bgf gen-certs).
+        "$BGF" gen-certs "$DIR/pki" --server statelog=127.201.0.7 --active load1 >/dev/null
+        printf '[statelog]\nbackend = "embedded"\naddr = "127.201.0.7:7400"\nca = "pki/ca.pem"\ncert = "pki/active-load1.pem"\nkey = "pki/active-load1.key"\n' >> "$DIR/bgf.toml" ;;
     *) echo "STATELOG=$STATELOG: only \"embedded\" is supported here" >&2; exit 2 ;;
 esac
 cleanup() { kill "${BGFPID:-}" "${UASPID:-}" "${LOGPID:-}" 2>/dev/null || true; }
@@ -70,7 +73,9 @@ printf '%-6s %-7s %-7s %-7s %-9s %-8s %s\n' rate ok failed retrans cpu_s "µs/ca
 for rate in $RATES; do
     LOGPID=
     if [ -n "$STATELOG" ]; then
-        "$BGF" statelog --listen 127.201.0.7:7400 --data "$DIR/log-$rate" --log-level warn 2>"$DIR/statelog-$rate.log" & LOGPID=$!
+        "$BGF" statelog --listen 127.201.0.7:7400 --data "$DIR/log-$rate" --ca "$DIR/pki/ca.pem" \
+            --cert "$DIR/pki/server-statelog.pem" --key "$DIR/pki/server-statelog.key" \
+            --log-level warn 2>"$DIR/statelog-$rate.log" & LOGPID=$!
         for _ in $(seq 50); do [ -n "$(ss -Hltn 'sport = :7400' src 127.201.0.7)" ] && break; sleep 0.1; done
     fi
     "$BGF" active --config "$DIR/bgf.toml" 2>"$DIR/bgf-$rate.log" & BGFPID=$!

@@ -3,105 +3,24 @@
 //! its record is durable (docs/ARCHITECTURE.md, "Output commit").
 //!
 //! The loop side ([`Commit`]) assigns sequence numbers, queues records to ONE
-//! sequential appender task ([`appender`]) and holds `Send` effects in a FIFO
-//! ([`HeldSends`]) tagged with the seq they wait for. The appender drains
-//! whatever is queued into one `append` call (group commit), retries the same
-//! batch in order until it is durable, and reports its progress through a
-//! `watch` channel the loop selects on. The loop never awaits the store.
+//! appender task (`crate::pipeline`: batches pipelined, several in flight,
+//! each record encoded once, retried in order until durable) and holds
+//! `Send` effects in a FIFO ([`HeldSends`]) tagged with the seq they wait
+//! for. The appender reports its progress through a `watch` channel the
+//! loop selects on. The loop never awaits the store.
 //!
 //! Not owned here: what changes state (the core says so), pinhole operations
 //! and timers (executed at once by the loop: media never waits on the log).
 
 use serde::Serialize;
 use sip_control::{Input, Transmit};
-use state_log::{Body, Epoch, LogError, LogStore, OperatorCommand, Record, Seq};
+use state_log::{Body, Epoch, LogStore, OperatorCommand, Record, Seq};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
 
-/// Largest number of records in one `append` call.
-const MAX_BATCH: usize = 1024;
-/// Backoff between retries of a failed append.
-const BACKOFF_MIN: Duration = Duration::from_millis(10);
-const BACKOFF_MAX: Duration = Duration::from_millis(500);
-
-/// Which store the log lives in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Backend {
-    /// A `bgf statelog` server.
-    Embedded { addr: SocketAddr },
-    /// Redis Streams.
-    Redis { url: String, replicas: u32 },
-}
-
-impl Backend {
-    /// Name for stats and logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Backend::Embedded { .. } => "embedded",
-            Backend::Redis { .. } => "redis",
-        }
-    }
-
-    /// Where the store is, for operator messages.
-    pub fn location(&self) -> String {
-        match self {
-            Backend::Embedded { addr } => addr.to_string(),
-            Backend::Redis { url, .. } => url.clone(),
-        }
-    }
-}
-
-/// Validated `[statelog]` settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StatelogSettings {
-    pub backend: Backend,
-    /// An append not durable within this is a failure (→ degraded).
-    pub append_timeout: Duration,
-    /// Bound on sends held awaiting durability (and on pending records);
-    /// past it new SIP input is dropped.
-    pub max_held: usize,
-    /// Write a checkpoint every this many records (0 = never).
-    pub checkpoint_every: u64,
-}
-
-/// Connect to the configured store.
-pub async fn connect(s: &StatelogSettings) -> Result<Arc<dyn LogStore>, String> {
-    match &s.backend {
-        Backend::Embedded { addr } => {
-            let t = state_log::remote::Timeouts {
-                connect: s.append_timeout,
-                request: s.append_timeout,
-            };
-            let store = state_log::remote::RemoteStore::connect(&addr.to_string(), t)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "cannot reach the state log at {addr}: {e} — check statelog.addr and that `bgf statelog --listen {addr}` is running"
-                    )
-                })?;
-            Ok(Arc::new(store))
-        }
-        Backend::Redis { url, replicas } => {
-            let cfg = state_log::redis_store::RedisConfig {
-                url: url.clone(),
-                replicas: *replicas,
-                wait_timeout: s.append_timeout,
-                command_timeout: s.append_timeout,
-                ..Default::default()
-            };
-            let store = state_log::redis_store::RedisStore::connect(cfg)
-                .await
-                .map_err(|e| {
-                    format!("cannot reach the state log in redis at {url}: {e} — check statelog.redis_url and that redis-server is running and reachable")
-                })?;
-            Ok(Arc::new(store))
-        }
-    }
-}
+pub use crate::store::StatelogSettings;
 
 /// Sends waiting for their record (or an earlier one) to be durable, in the
 /// order the core produced them. Tags never decrease.
@@ -441,7 +360,7 @@ impl Commit {
             durable: last,
             ..Default::default()
         });
-        tokio::spawn(appender(
+        tokio::spawn(crate::pipeline::run(
             store,
             instance,
             epoch,
@@ -449,10 +368,7 @@ impl Commit {
             latency.clone(),
             rec_rx,
             st_tx,
-            AppenderStatus {
-                durable: last,
-                ..Default::default()
-            },
+            last,
         ));
         let mut c = Commit {
             settings,
@@ -617,157 +533,11 @@ impl Commit {
     }
 }
 
-/// The sequential appender: records reach the store in seq order, one batch
-/// at a time; a failed batch is retried (same records, same order) until it
-/// is durable or the store fences us.
-#[allow(clippy::too_many_arguments)] // one task's inputs, passed once at spawn
-async fn appender(
-    store: Arc<dyn LogStore>,
-    instance: String,
-    epoch: Epoch,
-    bound: Duration,
-    latency: Arc<crate::metrics::Histogram>,
-    mut rx: mpsc::UnboundedReceiver<Record>,
-    tx: watch::Sender<AppenderStatus>,
-    mut st: AppenderStatus,
-) {
-    let mut batch: Vec<Record> = Vec::new();
-    // While idle, probe the store so that an outage raises the alarm (and
-    // new calls are refused) before the next call would be held.
-    let probe = bound.clamp(Duration::from_millis(100), Duration::from_secs(1));
-    loop {
-        let first = match tokio::time::timeout(probe, rx.recv()).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(_) => {
-                let res = match tokio::time::timeout(bound, store.last_seq(&instance)).await {
-                    Ok(r) => r.map(|_| ()),
-                    Err(_) => Err(LogError::Timeout(bound)),
-                };
-                match res {
-                    Ok(()) if st.failing => {
-                        st.failing = false;
-                        let _ = tx.send(st.clone());
-                    }
-                    Ok(()) => {}
-                    Err(e) => {
-                        if !st.failing || st.last_error.as_deref() != Some(&e.to_string()) {
-                            st.failing = true;
-                            st.failures += 1;
-                            st.last_error = Some(e.to_string());
-                            let _ = tx.send(st.clone());
-                        }
-                    }
-                }
-                continue;
-            }
-        };
-        batch.clear();
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let mut backoff = BACKOFF_MIN;
-        let mut failed_before = false;
-        while let Some(last) = batch.last().map(|r| r.seq) {
-            let t0 = std::time::Instant::now();
-            let res =
-                match tokio::time::timeout(bound, store.append(&instance, epoch, &batch)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(LogError::Timeout(bound)),
-                };
-            let err = match res {
-                Ok(()) => {
-                    latency.observe(t0.elapsed());
-                    st.durable = last;
-                    st.appends += 1;
-                    st.failing = false;
-                    let cp = batch.iter().rev().find_map(|r| match r.body {
-                        Body::Checkpoint(_) => Some(r.seq),
-                        _ => None,
-                    });
-                    if let Some(cp) = cp {
-                        // The batch is durable: release what waits on it now,
-                        // not after the truncation (which may take up to
-                        // `bound` and would hold every answer meanwhile).
-                        let _ = tx.send(st.clone());
-                        st.checkpoints += 1;
-                        st.last_checkpoint_seq = cp;
-                        match tokio::time::timeout(bound, store.truncate_before(&instance, cp))
-                            .await
-                        {
-                            Ok(Ok(n)) => {
-                                st.truncated += n;
-                                st.last_compaction_unix_ms = Some(
-                                    std::time::SystemTime::now()
-                                        .duration_since(std::time::UNIX_EPOCH)
-                                        .map_or(0, |d| d.as_millis() as u64),
-                                );
-                                debug!(checkpoint = cp, removed = n, "log truncated");
-                            }
-                            Ok(Err(e)) => {
-                                warn!(checkpoint = cp, error = %e, "log truncation failed; retried at the next checkpoint")
-                            }
-                            Err(_) => {
-                                warn!(
-                                    checkpoint = cp,
-                                    "log truncation timed out; retried at the next checkpoint"
-                                )
-                            }
-                        }
-                    }
-                    let _ = tx.send(st.clone());
-                    break;
-                }
-                Err(LogError::StaleEpoch {
-                    presented, current, ..
-                }) => {
-                    st.fenced = Some((presented, current));
-                    let _ = tx.send(st.clone());
-                    return;
-                }
-                Err(LogError::Gap { expected, .. }) if failed_before => {
-                    // A failed attempt may have landed after all.
-                    let landed = expected.saturating_sub(1);
-                    if landed >= last {
-                        st.durable = last;
-                        st.appends += 1;
-                        st.failing = false;
-                        let _ = tx.send(st.clone());
-                        break;
-                    }
-                    if landed >= batch[0].seq {
-                        batch.retain(|r| r.seq > landed);
-                        st.durable = landed;
-                        continue;
-                    }
-                    LogError::Gap {
-                        instance: instance.clone(),
-                        expected,
-                        got: batch[0].seq,
-                    }
-                }
-                Err(e) => e,
-            };
-            failed_before = true;
-            st.failures += 1;
-            st.failing = true;
-            st.last_error = Some(err.to_string());
-            debug!(error = %err, first = batch[0].seq, last, "append failed; retrying the same records");
-            let _ = tx.send(st.clone());
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use sip_control::{Side, Transport};
+    use state_log::LogError;
 
     fn t(n: u8) -> Transmit {
         Transmit {
@@ -886,9 +656,10 @@ mod tests {
 
     fn settings() -> StatelogSettings {
         StatelogSettings {
-            backend: Backend::Embedded {
+            backend: crate::store::Backend::Embedded {
                 addr: "127.0.0.1:1".parse().unwrap(),
             },
+            credentials: Default::default(),
             append_timeout: Duration::from_secs(5),
             max_held: 4,
             checkpoint_every: 0,

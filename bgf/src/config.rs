@@ -5,7 +5,7 @@
 //! Addresses, port ranges and enumerations are read as strings and checked
 //! here (not by serde) so that one bad value does not hide the others.
 
-use crate::commit::{Backend, StatelogSettings};
+use crate::store::{statelog, StatelogSection, StatelogSettings};
 use serde::Deserialize;
 use sip_control::{CoreConfig, SideConfig, TimerConfig, Transport};
 use std::fmt;
@@ -41,18 +41,6 @@ pub struct HaSection {
     pub standby: Option<String>,
     pub interval_ms: Option<u64>,
     pub miss_count: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatelogSection {
-    pub backend: Option<String>,
-    pub addr: Option<String>,
-    pub redis_url: Option<String>,
-    pub redis_replicas: Option<u64>,
-    pub append_timeout_ms: Option<u64>,
-    pub max_held: Option<u64>,
-    pub checkpoint_every: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,10 +183,46 @@ pub struct Config {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wrap a secret.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret as text (to hand to a client library, never to a log).
+    pub fn expose_str(&self) -> &str {
+        &self.0
+    }
+
     /// The secret's bytes (for keying).
     #[allow(dead_code)] // the heartbeat sender of `bgf active` / `bgf standby` (being wired)
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()
+    }
+}
+
+/// Secrets kept in files (a password file: the first line, trimmed).
+pub struct SecretFile;
+
+impl SecretFile {
+    /// Read `path` for `field`: refuses an empty file and, as ssh does for
+    /// keys, one that others can read.
+    pub fn read(path: &Path, field: &str) -> Result<Secret, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("{field} {}: {e}", path.display()))?;
+        if meta.permissions().mode() & 0o007 != 0 {
+            return Err(format!(
+                "{field} {}: readable by every user — chmod o-rwx it",
+                path.display()
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{field} {}: {e}", path.display()))?;
+        let s = text.lines().next().unwrap_or("").trim();
+        if s.is_empty() {
+            return Err(format!("{field} {}: the file is empty", path.display()));
+        }
+        Ok(Secret(s.to_string()))
     }
 }
 
@@ -285,7 +309,27 @@ impl std::error::Error for ConfigErrors {}
 
 /// Read and validate a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    parse(&read(path)?)
+    let mut c = parse(&read(path)?)?;
+    if let Some(l) = &mut c.statelog {
+        l.credentials
+            .resolve(path.parent().unwrap_or(Path::new(".")));
+        l.credentials
+            .load_files(&format!("active:{}", c.core.instance))
+            .map_err(|e| ConfigErrors(vec![e]))?;
+    }
+    Ok(c)
+}
+
+/// An active's file as a standby reads it: its `[statelog]` credentials are
+/// the active's own (the standby uses its own, from its file) and are not
+/// loaded — the standby's host has the active's file but not its key.
+fn load_protected(path: &Path) -> Result<Config, ConfigErrors> {
+    let mut c = parse(&read(path)?)?;
+    if let Some(l) = &mut c.statelog {
+        l.credentials
+            .resolve(path.parent().unwrap_or(Path::new(".")));
+    }
+    Ok(c)
 }
 
 /// Parse and validate configuration text.
@@ -348,7 +392,7 @@ fn name_ok(name: &str) -> bool {
 }
 
 /// Parse `IP:port` / `[v6]:port` with a non-zero port and a concrete IP.
-fn socket_addr(field: &str, value: &str, errs: &mut Vec<String>) -> Option<SocketAddr> {
+pub(crate) fn socket_addr(field: &str, value: &str, errs: &mut Vec<String>) -> Option<SocketAddr> {
     match value.trim().parse::<SocketAddr>() {
         Ok(a) if a.port() == 0 => {
             errs.push(format!(
@@ -411,86 +455,6 @@ fn port_range(field: &str, value: &str, errs: &mut Vec<String>) -> Option<(u16, 
         return None;
     }
     Some((min, max))
-}
-
-fn statelog(l: StatelogSection, errs: &mut Vec<String>) -> Option<StatelogSettings> {
-    let backend = match l.backend.as_deref().map(str::trim) {
-        None => {
-            errs.push("statelog.backend missing — set \"embedded\" (a `bgf statelog` server) or \"redis\"".into());
-            None
-        }
-        Some("embedded") => {
-            if l.redis_url.is_some() || l.redis_replicas.is_some() {
-                errs.push(
-                    "statelog.redis_url/redis_replicas: only valid with backend = \"redis\"".into(),
-                );
-            }
-            match &l.addr {
-                None => {
-                    errs.push("statelog.addr missing — set the `bgf statelog --listen` address, e.g. addr = \"127.0.0.1:7400\"".into());
-                    None
-                }
-                Some(a) => {
-                    socket_addr("statelog.addr", a, errs).map(|addr| Backend::Embedded { addr })
-                }
-            }
-        }
-        Some("redis") => {
-            if l.addr.is_some() {
-                errs.push("statelog.addr: only valid with backend = \"embedded\" — use statelog.redis_url".into());
-            }
-            let replicas = l.redis_replicas.unwrap_or(0);
-            if replicas > 16 {
-                errs.push(format!(
-                    "statelog.redis_replicas: {replicas} is out of range — use 0-16 (default 0)"
-                ));
-            }
-            match l.redis_url.as_deref().map(str::trim) {
-                Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
-                    Some(Backend::Redis {
-                        url: u.to_string(),
-                        replicas: replicas.min(16) as u32,
-                    })
-                }
-                Some(u) => {
-                    errs.push(format!("statelog.redis_url: \"{u}\" is not a redis URL — write redis://host:port[/db]"));
-                    None
-                }
-                None => {
-                    errs.push("statelog.redis_url missing — set it, e.g. redis_url = \"redis://127.0.0.1:6379/0\"".into());
-                    None
-                }
-            }
-        }
-        Some(b) => {
-            errs.push(format!(
-                "statelog.backend: \"{b}\" is not a backend — use \"embedded\" or \"redis\""
-            ));
-            None
-        }
-    };
-    let timeout = l.append_timeout_ms.unwrap_or(1000);
-    if !(10..=60_000).contains(&timeout) {
-        errs.push(format!(
-            "statelog.append_timeout_ms: {timeout} is out of range — use 10-60000 (default 1000)"
-        ));
-    }
-    let max_held = l.max_held.unwrap_or(10_000);
-    if !(1..=10_000_000).contains(&max_held) {
-        errs.push(format!(
-            "statelog.max_held: {max_held} is out of range — use 1-10000000 (default 10000)"
-        ));
-    }
-    let checkpoint_every = l.checkpoint_every.unwrap_or(20_000);
-    if checkpoint_every > 0 && checkpoint_every < 100 {
-        errs.push(format!("statelog.checkpoint_every: {checkpoint_every} is too small — use 0 (never) or at least 100 (default 20000)"));
-    }
-    Some(StatelogSettings {
-        backend: backend?,
-        append_timeout: Duration::from_millis(timeout),
-        max_held: max_held as usize,
-        checkpoint_every,
-    })
 }
 
 fn ha(h: HaSection, errs: &mut Vec<String>) -> Option<HaSettings> {
@@ -952,6 +916,8 @@ pub fn validate(file: FileConfig) -> Result<Config, ConfigErrors> {
 pub struct StandbyFile {
     pub instance: Option<InstanceSection>,
     pub standby: Option<StandbySection>,
+    /// The standby's own store credentials (`standby:<name>`).
+    pub statelog: Option<crate::store::CredentialsSection>,
     #[serde(default)]
     pub log: LogSection,
     pub admin: Option<AdminSection>,
@@ -1032,6 +998,10 @@ pub struct StandbyConfig {
     pub log_level: String,
     /// The standby's admin server.
     pub admin: Option<AdminSettings>,
+    /// Its own credentials for the protected actives' store (`[statelog]`
+    /// of the standby's file): the standby reads, fences and takes over
+    /// every protected log with its identity, never an active's.
+    pub credentials: crate::store::Credentials,
 }
 
 impl StandbyConfig {
@@ -1218,7 +1188,7 @@ fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErr
             continue;
         };
         let file_path = base.join(rel.trim());
-        match load(&file_path) {
+        match load_protected(&file_path) {
             Err(e) => {
                 for m in e.0 {
                     errs.push(format!("{}: {m}", file_path.display()));
@@ -1268,6 +1238,23 @@ fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErr
     }
     let (log_format, log_level) = log_settings(&file.log, &mut errs);
     let admin = admin_settings(file.admin, &[], &mut errs);
+    let mut credentials =
+        crate::store::credentials(file.statelog.unwrap_or_default(), "statelog", &mut errs);
+    credentials.resolve(base);
+    let needs_tls = protects.iter().any(|p| {
+        matches!(
+            p.config.statelog.as_ref().map(|l| &l.backend),
+            Some(crate::store::Backend::Embedded { .. } | crate::store::Backend::JetStream { .. })
+        )
+    });
+    if needs_tls && credentials.tls.is_none() {
+        errs.push("statelog.ca/cert/key missing — the standby reaches the protected actives' store with its own certificate (standby:<name>): add a [statelog] section with ca, cert and key (`bgf gen-certs DIR --standby NAME` makes the lab's)".into());
+    }
+    if let (Some(n), true) = (&name, errs.is_empty()) {
+        if let Err(e) = credentials.load_files(&format!("standby:{n}")) {
+            errs.push(e);
+        }
+    }
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
     }
@@ -1284,6 +1271,7 @@ fn load_standby_text(text: &str, path: &Path) -> Result<StandbyConfig, ConfigErr
             log_format,
             log_level,
             admin,
+            credentials,
         }),
         _ => Err(ConfigErrors(vec![
             "standby configuration incomplete — see docs/CONFIG.md".into(),
@@ -1574,13 +1562,13 @@ token = "0123456789abcdef"
     fn statelog_section() {
         assert!(parse(GOOD).unwrap().statelog.is_none());
         let c = parse(&format!(
-            "{GOOD}\n[statelog]\nbackend = \"embedded\"\naddr = \"127.0.0.1:7400\"\n"
+            "{GOOD}\n[statelog]\nbackend = \"embedded\"\naddr = \"127.0.0.1:7400\"\n{TLS}"
         ))
         .unwrap();
         let l = c.statelog.unwrap();
         assert_eq!(
             l.backend,
-            Backend::Embedded {
+            crate::store::Backend::Embedded {
                 addr: "127.0.0.1:7400".parse().unwrap()
             }
         );
@@ -1590,7 +1578,7 @@ token = "0123456789abcdef"
         let l = c.statelog.unwrap();
         assert_eq!(
             l.backend,
-            Backend::Redis {
+            crate::store::Backend::Redis {
                 url: "redis://127.0.0.1:6379/0".into(),
                 replicas: 1
             }
@@ -1610,15 +1598,15 @@ token = "0123456789abcdef"
                 "statelog.redis_url",
             ),
             (
-                "backend = \"embedded\"\naddr = \"127.0.0.1:7400\"\nappend_timeout_ms = 5\n",
+                "backend = \"embedded\"\naddr = \"127.0.0.1:7400\"\nappend_timeout_ms = 5\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n",
                 "statelog.append_timeout_ms",
             ),
             (
-                "backend = \"embedded\"\naddr = \"127.0.0.1:7400\"\nmax_held = 0\n",
+                "backend = \"embedded\"\naddr = \"127.0.0.1:7400\"\nmax_held = 0\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n",
                 "statelog.max_held",
             ),
             (
-                "backend = \"embedded\"\naddr = \"127.0.0.1:7400\"\ncheckpoint_every = 5\n",
+                "backend = \"embedded\"\naddr = \"127.0.0.1:7400\"\ncheckpoint_every = 5\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n",
                 "statelog.checkpoint_every",
             ),
         ];
@@ -1645,10 +1633,17 @@ token = "0123456789abcdef"
         assert!(e[0].starts_with("access.next_hop"), "{e:?}");
     }
 
+    /// The lab certificates of bgf1 (`bgf gen-certs` names).
+    const TLS: &str =
+        "ca = \"pki/ca.pem\"\ncert = \"pki/active-bgf1.pem\"\nkey = \"pki/active-bgf1.key\"\n";
+
     const HA: &str = r#"
 [statelog]
 backend = "embedded"
 addr = "198.18.9.200:7400"
+ca = "pki/ca.pem"
+cert = "pki/active-bgf1.pem"
+key = "pki/active-bgf1.key"
 [ha]
 heartbeat = "198.18.9.101:7001"
 standby = "198.18.9.99:7101"
@@ -1665,7 +1660,7 @@ standby = "198.18.9.99:7101"
         assert_eq!(format!("{:?}", c.secret), "Secret(..)");
 
         let no_log = HA.replace(
-            "[statelog]\nbackend = \"embedded\"\naddr = \"198.18.9.200:7400\"\n",
+            &format!("[statelog]\nbackend = \"embedded\"\naddr = \"198.18.9.200:7400\"\n{TLS}"),
             "",
         );
         let e = errors_of(&format!("{GOOD}{no_log}"));
@@ -1692,6 +1687,15 @@ standby = "198.18.9.99:7101"
     fn standby_file_loads_every_protected_active() {
         let dir = std::env::temp_dir().join(format!("bgf-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        state_log::pki::generate(
+            &dir.join("pki"),
+            &state_log::pki::LabSpec {
+                actives: vec!["bgf1".into(), "bgf2".into()],
+                standbys: vec!["sb".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let a1 = format!("{GOOD}{HA}");
         let a2 = a1
             .replace("bgf1", "bgf2")
@@ -1711,6 +1715,10 @@ core_interface = "cor"
 config = "a1.toml"
 [[standby.protect]]
 config = "a2.toml"
+[statelog]
+ca = "pki/ca.pem"
+cert = "pki/standby-sb.pem"
+key = "pki/standby-sb.key"
 "#;
         let path = write(&dir, "sb.toml", sb);
         let AnyConfig::Standby(c) = load_any(&path).unwrap() else {

@@ -14,7 +14,9 @@
 //! UDP/TCP sockets and framing), [`runtime`] (the core loop, timers and
 //! effects), [`media`] (media plane glue; [`media_xdp`] the XDP section,
 //! [`admission`] capacity-based 503s), [`admin`] (HTTP admin API),
-//! [`process`] (start-up shared by the roles).
+//! [`process`] (start-up shared by the roles), [`store`] (which state log
+//! and how to reach it: `[statelog]`, credentials), [`pipeline`] (the
+//! pipelined appender of output commit).
 
 pub mod admin;
 pub mod admission;
@@ -27,10 +29,12 @@ pub mod ifaddrs;
 pub mod media;
 pub mod media_xdp;
 pub mod metrics;
+pub mod pipeline;
 pub mod presync;
 pub mod process;
 pub mod runtime;
 pub mod standby_role;
 pub mod statelog_role;
+pub mod store;
 pub mod transport;
 pub mod udp;

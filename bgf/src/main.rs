@@ -12,7 +12,9 @@
 //! `tests/fuzz` drive too.
 
 use bgf::process::{init_logging, start_role, wait_for_signal};
-use bgf::{admin, commit, config, ha, media, runtime, standby_role, statelog_role, transport};
+use bgf::{
+    admin, commit, config, ha, media, runtime, standby_role, statelog_role, store, transport,
+};
 
 use clap::{Parser, Subcommand};
 use config::{Config, LogFormat};
@@ -62,7 +64,8 @@ enum Cmd {
         log_level: Option<String>,
     },
     /// Run the embedded state log server (single node: one process, one data
-    /// directory; multi-host deployments use the Redis backend).
+    /// directory; multi-host deployments use JetStream or Redis). Clients
+    /// connect over mutual TLS only.
     Statelog {
         /// TCP address to serve the state log on (e.g. 127.0.0.1:7400).
         #[arg(long, value_name = "ADDR")]
@@ -70,6 +73,23 @@ enum Cmd {
         /// Data directory (created if missing; one server per directory).
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        /// CA certificate (PEM) whose client certificates are accepted.
+        #[arg(long, value_name = "FILE")]
+        ca: PathBuf,
+        /// This server's certificate (PEM, `server:<name>`, naming the
+        /// addresses clients reach it by).
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// Its private key (PEM).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Most client connections at once.
+        #[arg(long, value_name = "N", default_value_t = 512)]
+        max_connections: usize,
+        /// Seconds a connection may stay idle (nothing in progress, no
+        /// request) before it is closed.
+        #[arg(long, value_name = "S", default_value_t = 300)]
+        idle_timeout_s: u64,
         /// Admin API address (`/health`, `/metrics`; off without it).
         #[arg(long, value_name = "ADDR", requires = "admin_token_file")]
         admin: Option<std::net::SocketAddr>,
@@ -87,6 +107,42 @@ enum Cmd {
     /// Print a fresh instance secret (256 bits from the OS random source,
     /// base64url) for `[instance] secret`.
     GenSecret,
+    /// Make the lab's keys and certificates in DIR: a CA (reused when DIR
+    /// has one), a server certificate per store node, a client certificate
+    /// per active, standby and operator (docs/CONFIG.md, "State log
+    /// credentials"). Existing certificates are kept unless --overwrite.
+    GenCerts {
+        /// Output directory (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// A store node: NAME=HOST[,HOST...] (addresses or DNS names its
+        /// clients use). Repeatable.
+        #[arg(long, value_name = "NAME=HOSTS")]
+        server: Vec<String>,
+        /// An active instance id. Repeatable.
+        #[arg(long, value_name = "INSTANCE")]
+        active: Vec<String>,
+        /// A standby name. Repeatable.
+        #[arg(long, value_name = "NAME")]
+        standby: Vec<String>,
+        /// An operator name. Repeatable.
+        #[arg(long, value_name = "NAME")]
+        operator: Vec<String>,
+        /// Re-issue certificates that exist already.
+        #[arg(long)]
+        overwrite: bool,
+        /// Also write a Heat environment file with every certificate and
+        /// key of DIR but the CA key, base64 (parameter `pki_files` of
+        /// ops/openstack/bgf-cluster.yaml).
+        #[arg(long, value_name = "FILE")]
+        heat_env: Option<PathBuf>,
+        /// Also write `nats-<name>.conf` for every --server: the JetStream
+        /// node configuration (client port 4222, cluster port 6222 on its
+        /// first host, TLS with users mapped from these certificates and
+        /// their rights, data in /var/lib/nats, PKI in /etc/bgf/pki).
+        #[arg(long)]
+        nats_conf: bool,
+    },
     /// Validate a configuration file and print a summary (exit 2 on errors).
     CheckConfig {
         /// Configuration file (TOML).
@@ -128,17 +184,67 @@ fn main() -> ExitCode {
         Cmd::Statelog {
             listen,
             data,
+            ca,
+            cert,
+            key,
+            max_connections,
+            idle_timeout_s,
             admin,
             admin_token_file,
             log_format,
             log_level,
         } => statelog(
-            listen,
-            &data,
-            admin.zip(admin_token_file),
+            StatelogArgs {
+                listen,
+                data,
+                tls: state_log::tls::TlsFiles { ca, cert, key },
+                limits: state_log::server::Limits {
+                    max_connections,
+                    idle_timeout: Duration::from_secs(idle_timeout_s.max(1)),
+                    ..Default::default()
+                },
+                admin: admin.zip(admin_token_file),
+            },
             log_format,
             log_level,
         ),
+        Cmd::GenCerts {
+            dir,
+            server,
+            active,
+            standby,
+            operator,
+            overwrite,
+            heat_env,
+            nats_conf,
+        } => {
+            let users = state_log::natsconf::Users {
+                actives: active.clone(),
+                standbys: standby.clone(),
+                operators: operator.clone(),
+            };
+            let nodes = server.clone();
+            let mut code = gen_certs(&dir, server, active, standby, operator, overwrite);
+            if nats_conf && code == ExitCode::SUCCESS {
+                if let Err(e) = write_nats_confs(&dir, &nodes, &users) {
+                    eprintln!("bgf gen-certs: {e}");
+                    code = ExitCode::from(1);
+                }
+            }
+            match heat_env {
+                Some(f) if code == ExitCode::SUCCESS => match state_log::pki::heat_env(&dir, &f) {
+                    Ok(n) => {
+                        eprintln!("bgf gen-certs: {n} file(s) in {} (parameter pki_files; keep it as secret as the keys)", f.display());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("bgf gen-certs: {e}");
+                        ExitCode::from(1)
+                    }
+                },
+                _ => code,
+            }
+        }
     }
 }
 
@@ -229,18 +335,129 @@ fn active(path: &Path, log_format: Option<LogFormat>, log_level: Option<String>)
     }
 }
 
-fn statelog(
-    listen: std::net::SocketAddr,
-    data: &Path,
-    admin: Option<(std::net::SocketAddr, PathBuf)>,
-    log_format: LogFormat,
-    log_level: Option<String>,
+/// `bgf gen-certs`.
+fn gen_certs(
+    dir: &Path,
+    server: Vec<String>,
+    active: Vec<String>,
+    standby: Vec<String>,
+    operator: Vec<String>,
+    overwrite: bool,
 ) -> ExitCode {
+    let mut servers = Vec::new();
+    for s in server {
+        let Some((name, hosts)) = s.split_once('=') else {
+            eprintln!("bgf gen-certs: --server {s:?}: write NAME=HOST[,HOST...], e.g. --server statelog=127.0.0.1,localhost");
+            return ExitCode::from(2);
+        };
+        servers.push((
+            name.to_string(),
+            hosts.split(',').map(|h| h.trim().to_string()).collect(),
+        ));
+    }
+    let spec = state_log::pki::LabSpec {
+        servers,
+        actives: active,
+        standbys: standby,
+        operators: operator,
+        overwrite,
+    };
+    match state_log::pki::generate(dir, &spec) {
+        Ok(written) => {
+            for f in &written {
+                println!("{}", f.display());
+            }
+            eprintln!(
+                "bgf gen-certs: {} file(s) written in {} (existing ones kept); private keys are mode 0600 — copy each host only its own",
+                written.len(),
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bgf gen-certs: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `nats-<name>.conf` for each `NAME=HOST,...` node (`--nats-conf`).
+fn write_nats_confs(
+    dir: &Path,
+    servers: &[String],
+    users: &state_log::natsconf::Users,
+) -> Result<(), String> {
+    let nodes: Vec<state_log::natsconf::Node> = servers
+        .iter()
+        .filter_map(|s| s.split_once('='))
+        .map(|(name, hosts)| {
+            let host = hosts.split(',').next().unwrap_or("127.0.0.1").trim();
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.to_string()
+            };
+            state_log::natsconf::Node {
+                name: name.to_string(),
+                client: format!("{host}:4222"),
+                cluster: format!("{host}:6222"),
+                monitor: Some("127.0.0.1:8222".into()),
+            }
+        })
+        .collect();
+    for me in &nodes {
+        let text = state_log::natsconf::server_config(
+            me,
+            &nodes,
+            Path::new("/etc/bgf/pki"),
+            Path::new("/var/lib/nats"),
+            users,
+            "BGFLOG",
+            "bgf.log",
+        );
+        let p = dir.join(format!("nats-{}.conf", me.name));
+        std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))?;
+        println!("{}", p.display());
+    }
+    Ok(())
+}
+
+/// `bgf statelog`'s settings.
+struct StatelogArgs {
+    listen: std::net::SocketAddr,
+    data: PathBuf,
+    tls: state_log::tls::TlsFiles,
+    limits: state_log::server::Limits,
+    admin: Option<(std::net::SocketAddr, PathBuf)>,
+}
+
+fn statelog(args: StatelogArgs, log_format: LogFormat, log_level: Option<String>) -> ExitCode {
     if let Err(e) = init_logging(log_format, log_level.as_deref(), "info") {
         eprintln!("bgf: {e}");
         return ExitCode::from(1);
     }
-    let admin = match admin
+    let listen = args.listen;
+    let tls = match args.tls.identity().and_then(|id| {
+        if id.role != state_log::tls::Role::Server {
+            return Err(format!(
+                "--cert {}: the certificate is {id}, a client's — the store needs a server certificate (server:<name>; `bgf gen-certs DIR --server NAME=HOST`)",
+                args.tls.cert.display()
+            ));
+        }
+        state_log::tls::server_config(&args.tls)
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let settings = state_log::server::ServerSettings {
+        tls,
+        limits: args.limits,
+    };
+    let admin = match args
+        .admin
         .map(|(a, f)| statelog_role::read_token(&f).map(|t| (a, t)))
         .transpose()
     {
@@ -262,7 +479,7 @@ fn statelog(
     };
     let span = tracing::info_span!("statelog", listen = %listen);
     let result =
-        rt.block_on(run_statelog(listen, data.to_path_buf(), admin).instrument(span.clone()));
+        rt.block_on(run_statelog(listen, args.data, settings, admin).instrument(span.clone()));
     rt.shutdown_timeout(Duration::from_secs(2));
     let _enter = span.enter();
     match result {
@@ -280,6 +497,7 @@ fn statelog(
 async fn run_statelog(
     listen: std::net::SocketAddr,
     data: PathBuf,
+    settings: state_log::server::ServerSettings,
     admin: Option<(std::net::SocketAddr, String)>,
 ) -> Result<(), String> {
     // Bind first: a wrong or busy address is the most common startup error.
@@ -320,14 +538,22 @@ async fn run_statelog(
     });
     let signals = tokio::spawn(wait_for_signal());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(state_log::server::serve(listener, store.clone(), async {
-        let _ = stop_rx.await;
-    }));
+    let limits = settings.limits;
+    let server = tokio::spawn(state_log::server::serve(
+        listener,
+        store.clone(),
+        settings,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     info!(
         data = %data.display(),
         version = env!("CARGO_PKG_VERSION"),
         admin = %admin_task.as_ref().map_or("off".to_string(), |_| "on".to_string()),
-        "bgf statelog started (single node; multi-host deployments use the Redis backend)"
+        max_connections = limits.max_connections,
+        idle_timeout_s = limits.idle_timeout.as_secs(),
+        "bgf statelog started: mutual TLS, clients by certificate role (single node; multi-host deployments use JetStream or Redis)"
     );
     // Only the server and the admin API hold the store from here: the
     // server's is the last handle (the admin API stops first).
@@ -381,7 +607,7 @@ async fn run_active(cfg: Config, span: tracing::Span) -> Result<Stopped, String>
     let mut log_store = None;
     let commit = match &cfg.statelog {
         Some(s) => {
-            let store = commit::connect(s).await?;
+            let store = store::connect(s).await?;
             log_store = Some(store.clone());
             let started =
                 commit::Commit::start(s.clone(), store, cfg.core.instance.clone(), || {

@@ -23,7 +23,7 @@
 //! Not here: detection, replay, fencing and announcement mechanics (the
 //! `standby` crate), the core loop (`runtime`), the active's end (`ha`).
 
-use crate::commit::{self, Commit, Owner};
+use crate::commit::{Commit, Owner};
 use crate::config::{self, AddressStep, Config, LogFormat, StandbyConfig, StandbyMode};
 use crate::ha;
 use crate::presync::{self, Budget, Presync};
@@ -269,7 +269,7 @@ async fn run(cfg: StandbyConfig) -> Result<(), String> {
                 p.path.display()
             ));
         };
-        let store = commit::connect(sl).await?;
+        let store = crate::store::connect(&sl.with_credentials(&cfg.credentials)).await?;
         let plan = TakeoverPlan {
             instance: instance.clone(),
             addresses: ha::service_ips(&c.core)

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 /// Request kinds counted (besides appends).
 const OPS: [&str; 6] = ["read", "wait_for", "last_seq", "truncate", "fence", "epoch"];
+/// What the server refuses (see `StoreObserver::refused`).
+const REFUSED: [&str; 4] = ["connections", "handshake", "identity", "rights"];
 
 /// The store's numbers, fed by its observer hooks.
 #[derive(Debug, Default)]
@@ -43,6 +45,7 @@ pub struct StatelogMetrics {
     requests: [AtomicU64; OPS.len()],
     clients: AtomicI64,
     connections: AtomicU64,
+    refused: [AtomicU64; REFUSED.len()],
 }
 
 impl StoreObserver for StatelogMetrics {
@@ -73,6 +76,12 @@ impl StoreObserver for StatelogMetrics {
     fn request(&self, op: &'static str) {
         if let Some(k) = OPS.iter().position(|o| *o == op) {
             self.requests[k].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn refused(&self, what: &'static str) {
+        if let Some(k) = REFUSED.iter().position(|o| *o == what) {
+            self.refused[k].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -192,6 +201,14 @@ pub fn exposition(st: &StatelogAdmin) -> Exposition {
         &[],
         g(&m.connections),
     );
+    for (k, what) in REFUSED.iter().enumerate() {
+        e.counter(
+            "bgf_statelog_refused_total",
+            "Refused by the server: connections (at the limit), handshake (TLS failed: no or untrusted client certificate), identity (certificate naming no client role), rights (a request the role may not make).",
+            &[("what", what)],
+            g(&m.refused[k]),
+        );
+    }
     let logs = st.store.instances();
     e.gauge(
         "bgf_statelog_instances",

@@ -1,8 +1,8 @@
 //! Process-level tests of `bgf statelog`: kill -9 loses no acknowledged
 //! record, SIGTERM shuts down cleanly (exit 0), a busy address exits 1 with
-//! a message.
+//! a message, `bgf gen-certs` makes what the server and its clients load.
 
-use state_log::remote::{RemoteStore, Timeouts};
+use state_log::remote::{ClientTls, RemoteStore, Timeouts};
 use state_log::{testkit, LogStore, Record};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,42 @@ fn free_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
+/// `bgf gen-certs` into `<data>/../pki`: the server and the standby sb1.
+fn pki(data: &Path) -> PathBuf {
+    let dir = data.parent().unwrap().join("pki");
+    let out = Command::new(BIN)
+        .arg("gen-certs")
+        .arg(&dir)
+        .args([
+            "--server",
+            "statelog=127.0.0.1,localhost",
+            "--standby",
+            "sb1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+fn tls_args(pki: &Path) -> Vec<String> {
+    let f = |n: &str| pki.join(n).display().to_string();
+    vec![
+        "--ca".into(),
+        f("ca.pem"),
+        "--cert".into(),
+        f("server-statelog.pem"),
+        "--key".into(),
+        f("server-statelog.key"),
+    ]
+}
+
 fn start(addr: &str, data: &Path, log: &Path) -> Child {
+    let pki = pki(data);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -33,6 +68,7 @@ fn start(addr: &str, data: &Path, log: &Path) -> Child {
     Command::new(BIN)
         .args(["statelog", "--listen", addr, "--data"])
         .arg(data)
+        .args(tls_args(&pki))
         .args(["--log-format", "json"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -41,14 +77,21 @@ fn start(addr: &str, data: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
-async fn connect(addr: &str) -> RemoteStore {
+async fn connect(addr: &str, data: &Path) -> RemoteStore {
+    let dir = data.parent().unwrap().join("pki");
+    let files = state_log::tls::TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("standby-sb1.pem"),
+        key: dir.join("standby-sb1.key"),
+    };
+    let tls = ClientTls::from_files(&files, None, addr).unwrap();
     let t = Timeouts {
         connect: Duration::from_secs(1),
         request: Duration::from_secs(5),
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        match RemoteStore::connect(addr, t).await {
+        match RemoteStore::connect(addr, tls.clone(), t).await {
             Ok(c) => return c,
             Err(e) if Instant::now() > deadline => panic!("bgf statelog not reachable: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -86,7 +129,7 @@ async fn kill_9_loses_no_acknowledged_record() {
     let log = dir.join("statelog.log");
     let addr = free_addr();
     let mut child = start(&addr, &data, &log);
-    let client = Arc::new(connect(&addr).await);
+    let client = Arc::new(connect(&addr, &data).await);
 
     // Some acknowledged sequentially first.
     for s in 1..=50 {
@@ -136,7 +179,7 @@ async fn kill_9_loses_no_acknowledged_record() {
 
     // Restart on the same data directory and read everything back.
     let mut child = start(&addr, &data, &log);
-    let client = connect(&addr).await;
+    let client = connect(&addr, &data).await;
     for (name, last) in &acked {
         let stored = client.last_seq(name).await.unwrap();
         assert!(
@@ -164,7 +207,7 @@ async fn sigterm_exits_0_and_keeps_data() {
     let log = dir.join("statelog.log");
     let addr = free_addr();
     let mut child = start(&addr, &data, &log);
-    let client = connect(&addr).await;
+    let client = connect(&addr, &data).await;
     client.append("t1", 0, &[big_rec("t1", 1)]).await.unwrap();
     assert_eq!(client.fence("t1").await.unwrap(), 1);
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -175,7 +218,7 @@ async fn sigterm_exits_0_and_keeps_data() {
     assert!(text.contains("single node"), "{text}");
 
     let mut child = start(&addr, &data, &log);
-    let client = connect(&addr).await;
+    let client = connect(&addr, &data).await;
     assert_eq!(client.epoch("t1").await.unwrap(), 1);
     assert_eq!(
         client.read("t1", 1, 10).await.unwrap(),
@@ -194,14 +237,59 @@ fn busy_address_exits_1_with_advice() {
     let dir = tmpdir("busy");
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
+    let pki = pki(&dir.join("data"));
     let out = Command::new(BIN)
         .args(["statelog", "--listen", &addr, "--data"])
         .arg(dir.join("data"))
+        .args(tls_args(&pki))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
     assert!(err.contains("pick a free local address"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn no_tls_no_store_and_a_client_certificate_is_not_a_server_one() {
+    let dir = tmpdir("notls");
+    let addr = free_addr();
+    // Without certificates the store does not start (no insecure mode).
+    let out = Command::new(BIN)
+        .args(["statelog", "--listen", &addr, "--data"])
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap refuses the missing --ca");
+    let pki = pki(&dir.join("data"));
+    let f = |n: &str| pki.join(n).display().to_string();
+    let out = Command::new(BIN)
+        .args(["statelog", "--listen", &addr, "--data"])
+        .arg(dir.join("data"))
+        .args([
+            "--ca",
+            &f("ca.pem"),
+            "--cert",
+            &f("standby-sb1.pem"),
+            "--key",
+            &f("standby-sb1.key"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a server certificate"), "{err}");
+    // gen-certs again keeps what exists and lists nothing new.
+    let out = Command::new(BIN)
+        .arg("gen-certs")
+        .arg(&pki)
+        .args(["--standby", "sb1", "--active", "bgf7"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.contains("active-bgf7.pem"), "{listed}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -96,6 +96,9 @@ token = "lab-admin-token-0123456"
 [statelog]
 backend = "embedded"
 addr = "198.18.30.99:7400"
+ca = "/etc/bgf/pki/ca.pem"
+cert = "/etc/bgf/pki/active-bgf1.pem"
+key = "/etc/bgf/pki/active-bgf1.key"
 [ha]
 heartbeat = "198.18.30.11:7500"
 standby = "198.18.30.99:7501"
@@ -111,7 +114,15 @@ config = "bgf1.toml"
 [admin]
 listen = "198.18.30.99:8080"
 token = "lab-admin-token-0123456"
+[statelog]
+ca = "/etc/bgf/pki/ca.pem"
+cert = "/etc/bgf/pki/standby-sb1.pem"
+key = "/etc/bgf/pki/standby-sb1.key"
 EOF
+# The store's and its clients' credentials (the unit reads server-statelog).
+chroot "$R" bgf gen-certs /etc/bgf/pki --server statelog=198.18.30.99 --active bgf1 --standby sb1 >/dev/null
+chroot "$R" chgrp -R bgf /etc/bgf/pki
+chmod 0640 "$R"/etc/bgf/pki/*.key
 chroot "$R" chgrp bgf /etc/bgf/bgf1.toml /etc/bgf/standby.toml
 chmod 0640 "$R/etc/bgf/bgf1.toml" "$R/etc/bgf/standby.toml"
 rm -rf "$R/var/lib/bgf/statelog"

@@ -174,20 +174,25 @@ fn main() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let srv = tokio::spawn(state_log::server::serve(l, store, async {
+        let certs = state_log::testkit::LabCerts::generate(&dir.join("pki"), &[]);
+        let srv = tokio::spawn(state_log::server::serve(l, store, certs.server(), async {
             let _ = stop_rx.await;
         }));
         let remote: Arc<dyn LogStore> = Arc::new(
-            RemoteStore::connect(&addr, Timeouts::default())
-                .await
-                .unwrap(),
+            RemoteStore::connect(
+                &addr,
+                certs.client("standby:sb1", &addr),
+                Timeouts::default(),
+            )
+            .await
+            .unwrap(),
         );
         run(remote.clone(), "t", 1, n)
             .await
-            .print("TCP, 1 appender");
+            .print("TCP + TLS, 1 appender");
         run(remote.clone(), "u", 8, n)
             .await
-            .print("TCP, 8 appenders (one connection)");
+            .print("TCP + TLS, 8 appenders (one connection)");
         drop(remote);
         let _ = stop_tx.send(());
         let _ = srv.await;

@@ -1,7 +1,7 @@
 //! The embedded log store: per-instance logs in a [fjall] keyspace on local
 //! disk, with group commit. [`crate::server`] serves it over TCP as
-//! `bgf statelog`; it is **single-node** — multi-host deployments use the
-//! Redis Streams backend.
+//! `bgf statelog`; it is **single-node** — multi-host deployments use
+//! JetStream (or Redis Streams).
 //!
 //! Layout (one fjall database in the data directory):
 //! - keyspace `records`: key = instance id, `0x00`, seq (big-endian u64);
@@ -79,6 +79,11 @@ pub trait StoreObserver: Send + Sync {
     fn request(&self, _op: &'static str) {}
     /// A client connected (`true`) or left (`false`).
     fn connection(&self, _opened: bool) {}
+    /// The server refused something: `connections` (at the limit),
+    /// `handshake` (TLS failed: no or untrusted certificate), `identity`
+    /// (a certificate naming no client role), `rights` (a request the
+    /// peer's role may not make).
+    fn refused(&self, _what: &'static str) {}
 }
 
 /// One instance's log as the store holds it (durable values).
@@ -315,7 +320,7 @@ impl EmbeddedStore {
         v
     }
 
-    async fn submit<T>(
+    async fn submit_cmd<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, LogError>>) -> Cmd,
     ) -> Result<oneshot::Receiver<Result<T, LogError>>, LogError> {
@@ -365,7 +370,7 @@ impl EmbeddedStore {
             )));
         }
         let rx = self
-            .submit(|reply| Cmd::Append {
+            .submit_cmd(|reply| Cmd::Append {
                 instance: instance.to_string(),
                 epoch,
                 first,
@@ -782,18 +787,20 @@ impl LogStore for EmbeddedStore {
         records: &[Record],
     ) -> Result<(), LogError> {
         check_instance(instance)?;
-        let first = records
-            .first()
-            .map(|r| r.seq)
-            .ok_or_else(|| LogError::Invalid("append of no records".into()))?;
-        for (i, r) in records.iter().enumerate() {
-            check_record(instance, epoch, first, i, r)?;
-        }
-        let frames = records.iter().map(Record::encode).collect();
-        self.enqueue_append(instance, epoch, first, frames)
-            .await?
-            .wait()
-            .await
+        let batch = Arc::new(crate::store::Batch::encode(epoch, records)?);
+        LogStore::submit(self, instance, batch).await?.await
+    }
+
+    async fn submit(
+        &self,
+        instance: &str,
+        batch: Arc<crate::store::Batch>,
+    ) -> Result<crate::store::Ack, LogError> {
+        let frames = batch.frames().iter().map(|f| f.to_vec()).collect();
+        let ack = self
+            .enqueue_append(instance, batch.epoch(), batch.first(), frames)
+            .await?;
+        Ok(Box::pin(ack.wait()))
     }
 
     async fn read(&self, instance: &str, from: Seq, max: usize) -> Result<Vec<Record>, LogError> {
@@ -828,7 +835,7 @@ impl LogStore for EmbeddedStore {
     async fn truncate_before(&self, instance: &str, before: Seq) -> Result<u64, LogError> {
         check_instance(instance)?;
         let rx = self
-            .submit(|reply| Cmd::Truncate {
+            .submit_cmd(|reply| Cmd::Truncate {
                 instance: instance.to_string(),
                 before,
                 reply,
@@ -840,7 +847,7 @@ impl LogStore for EmbeddedStore {
     async fn fence(&self, instance: &str) -> Result<Epoch, LogError> {
         check_instance(instance)?;
         let rx = self
-            .submit(|reply| Cmd::Fence {
+            .submit_cmd(|reply| Cmd::Fence {
                 instance: instance.to_string(),
                 reply,
             })

@@ -24,13 +24,19 @@
 
 pub mod client;
 pub mod embedded;
+pub mod jetstream;
+pub mod natsconf;
+pub mod natsproc;
+pub mod pki;
 pub mod record;
 pub mod redis_store;
 pub mod remote;
 pub mod server;
 pub mod store;
 pub mod testkit;
+pub mod tls;
+pub mod wire;
 
 pub use client::{in_order, replay_all, Drained, LogClient, Replay, ReplayError, Replayer, Tail};
 pub use record::{Body, Epoch, FrameError, OperatorCommand, Record, Seq, FORMAT_VERSION};
-pub use store::{check_instance, LogError, LogStore};
+pub use store::{check_instance, Ack, Batch, LogError, LogStore};

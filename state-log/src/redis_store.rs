@@ -68,11 +68,20 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Configuration of the Redis Streams backend.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RedisConfig {
     /// Redis URL of the primary, e.g. `redis://127.0.0.1:6379/0`
-    /// (`redis://:password@host:port/db` with AUTH).
+    /// (`rediss://` for TLS). A user and password written in it are taken
+    /// out at connect ([`split_url`]) and never shown.
     pub url: String,
+    /// ACL user (AUTH user password); `None`: the default user.
+    pub username: Option<String>,
+    /// Password (never logged, never in an error).
+    pub password: Option<String>,
+    /// TLS with `rediss://`: the CA that signs the server's certificate, and
+    /// this client's certificate and key (presented when the server asks:
+    /// `tls-auth-clients yes`).
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Replicas that must acknowledge every append (`WAIT`); 0 = none (then
     /// durability relies on the primary's `appendfsync always`).
     pub replicas: u32,
@@ -91,10 +100,53 @@ pub struct RedisConfig {
     pub idle_wait_connections: usize,
 }
 
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &split_url(&self.url).0)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "(set)"))
+            .field("tls", &self.tls)
+            .field("replicas", &self.replicas)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("key_prefix", &self.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Take the user and password out of a Redis URL: returns the URL without
+/// them, the user and the password. `redis://u:pw@host:6379/0` →
+/// (`redis://host:6379/0`, `u`, `pw`).
+pub fn split_url(url: &str) -> (String, Option<String>, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None, None);
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((a, h)) if !a.contains('/') => (Some(a), h),
+        _ => (None, rest),
+    };
+    let clean = format!("{scheme}://{host}");
+    match auth {
+        None => (clean, None, None),
+        Some(a) => {
+            let (u, p) = match a.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (a, None),
+            };
+            let u = (!u.is_empty()).then(|| u.to_string());
+            (clean, u, p.map(str::to_string))
+        }
+    }
+}
+
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379/0".into(),
+            username: None,
+            password: None,
+            tls: None,
             replicas: 0,
             wait_timeout: Duration::from_millis(200),
             command_timeout: Duration::from_millis(500),
@@ -160,19 +212,18 @@ impl RedisStore {
     /// Connect to the primary named by `cfg.url`. Fails with
     /// [`LogError::Unavailable`] when it cannot be reached within
     /// `command_timeout`.
-    pub async fn connect(cfg: RedisConfig) -> Result<RedisStore, LogError> {
+    pub async fn connect(mut cfg: RedisConfig) -> Result<RedisStore, LogError> {
+        let (clean, user, pw) = split_url(&cfg.url);
+        cfg.url = clean;
+        cfg.username = cfg.username.take().or(user);
+        cfg.password = cfg.password.take().or(pw);
         if cfg.key_prefix.is_empty() || cfg.key_prefix.contains(['{', '}']) {
             return Err(LogError::Invalid(format!(
                 "redis key prefix {:?} must be non-empty and contain no braces",
                 cfg.key_prefix
             )));
         }
-        let client = Client::open(cfg.url.as_str()).map_err(|e| {
-            LogError::Invalid(format!(
-                "redis url {:?} is not valid ({e}); expected redis://[:password@]host:port[/db]",
-                cfg.url
-            ))
-        })?;
+        let client = client(&cfg)?;
         let append_bound = cfg.command_timeout + cfg.wait_timeout;
         let mcfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.command_timeout))
@@ -373,11 +424,53 @@ impl RedisStore {
     }
 }
 
+/// The client of `cfg` (credentials and TLS applied; `cfg.url` holds none).
+fn client(cfg: &RedisConfig) -> Result<Client, LogError> {
+    use redis::IntoConnectionInfo;
+    let invalid = |e: RedisError| {
+        LogError::Invalid(format!(
+            "redis url {:?} is not valid ({e}); expected redis://host:port[/db] or rediss://host:port[/db]",
+            cfg.url
+        ))
+    };
+    let info = cfg.url.as_str().into_connection_info().map_err(invalid)?;
+    let mut rs = info.redis_settings().clone();
+    if let Some(u) = &cfg.username {
+        rs = rs.set_username(u);
+    }
+    if let Some(p) = &cfg.password {
+        rs = rs.set_password(p);
+    }
+    let info = info.set_redis_settings(rs);
+    match &cfg.tls {
+        None => Client::open(info).map_err(invalid),
+        Some(t) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p)
+                    .map_err(|e| LogError::Invalid(format!("redis TLS: {}: {e}", p.display())))
+            };
+            let certs = redis::TlsCertificates {
+                client_tls: Some(redis::ClientTlsConfig {
+                    client_cert: read(&t.cert)?,
+                    client_key: read(&t.key)?,
+                }),
+                root_cert: Some(read(&t.ca)?),
+            };
+            Client::build_with_tls(info, certs).map_err(|e| {
+                LogError::Invalid(format!(
+                    "redis TLS for {}: {e} (TLS needs a rediss:// url and PEM files)",
+                    cfg.url
+                ))
+            })
+        }
+    }
+}
+
 fn unavailable(url: &str, what: &str, e: &RedisError) -> LogError {
     let hint = if e.code() == Some("READONLY") {
         "the url points at a replica; point it at the primary"
     } else if e.code() == Some("NOAUTH") || e.code() == Some("WRONGPASS") {
-        "check the password in the redis url"
+        "check statelog.redis_user and the password (redis_password_file) against the server's ACL"
     } else if e.is_connection_refusal() || e.is_io_error() || e.is_connection_dropped() {
         "check that redis-server is running and reachable; appends resume once it is back"
     } else {

@@ -15,13 +15,19 @@
 //! own timeout on top) → [`LogError::Timeout`]. A lost connection fails the
 //! requests in flight with [`LogError::Unavailable`]; the next request
 //! connects again. Single-node: see [`crate::server`].
+//!
+//! The connection is mutual TLS ([`ClientTls`]): the client checks the
+//! server's certificate against the CA and presents its own, whose common
+//! name is its role (`active:<instance>`, `standby:<name>`,
+//! `operator:<name>`); the server decides what that role may do.
 
 use crate::record::{Epoch, Record, Seq};
-use crate::server::{
-    decode_frames, encode_frame, read_frame, write_frames, Op, ReadError, Reply, Request, Response,
-    WireError, MAX_WAIT_MS,
+use crate::store::{check_instance, Ack, Batch, LogError, LogStore};
+use crate::tls::TlsFiles;
+use crate::wire::{
+    decode_frames, decode_response, encode_frame, read_frame, write_frames, Op, ReadError, Reply,
+    Request, WireError, MAX_WAIT_MS, MAX_WIRE_FRAME,
 };
-use crate::store::{check_instance, LogError, LogStore};
 use serde_bytes::ByteBuf;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +53,46 @@ impl Default for Timeouts {
             connect: Duration::from_secs(1),
             request: Duration::from_secs(1),
         }
+    }
+}
+
+/// The client's TLS: its configuration (CA, certificate, key) and the
+/// name the server's certificate must carry.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// rustls client configuration ([`crate::tls::client_config`]).
+    pub config: Arc<rustls::ClientConfig>,
+    /// Name checked against the server's certificate (host or IP).
+    pub server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl ClientTls {
+    /// From PEM files; the server is checked against `server_name`, or
+    /// against the host part of `addr` when `None`.
+    pub fn from_files(
+        files: &TlsFiles,
+        server_name: Option<&str>,
+        addr: &str,
+    ) -> Result<ClientTls, String> {
+        let host = match server_name {
+            Some(n) => n.to_string(),
+            None => addr
+                .rsplit_once(':')
+                .map(|(h, _)| h.to_string())
+                .unwrap_or_else(|| addr.to_string()),
+        };
+        Ok(ClientTls {
+            config: crate::tls::client_config(files)?,
+            server_name: crate::tls::server_name(&host)?,
+        })
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,9 +129,34 @@ fn kill(pending: &PendingMap) {
     lock(pending).take();
 }
 
+/// A request on the wire, awaiting its response.
+struct PendingReply {
+    id: u64,
+    rx: oneshot::Receiver<Result<Reply, WireError>>,
+    conn: Arc<Conn>,
+    lost: LogError,
+}
+
+impl PendingReply {
+    /// The reply within `left` (reported as a timeout of `deadline`).
+    async fn wait(self, left: Duration, deadline: Duration) -> Result<Reply, LogError> {
+        match tokio::time::timeout(left, self.rx).await {
+            Ok(Ok(r)) => r.map_err(LogError::from),
+            Ok(Err(_)) => Err(self.lost),
+            Err(_) => {
+                if let Some(m) = lock(&self.conn.pending).as_mut() {
+                    m.remove(&self.id);
+                }
+                Err(LogError::Timeout(deadline))
+            }
+        }
+    }
+}
+
 /// Client of a `bgf statelog` server.
 pub struct RemoteStore {
     addr: String,
+    tls: ClientTls,
     timeouts: Timeouts,
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
     next_id: AtomicU64,
@@ -94,9 +165,10 @@ pub struct RemoteStore {
 impl RemoteStore {
     /// Connect to `addr` (`host:port`). Fails with `Unavailable` or `Timeout`
     /// if the server cannot be reached now; later losses reconnect.
-    pub async fn connect(addr: &str, timeouts: Timeouts) -> Result<Self, LogError> {
+    pub async fn connect(addr: &str, tls: ClientTls, timeouts: Timeouts) -> Result<Self, LogError> {
         let s = RemoteStore {
             addr: addr.to_string(),
+            tls,
             timeouts,
             conn: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
@@ -118,20 +190,31 @@ impl RemoteStore {
             return Ok(c.clone());
         }
         *g = None;
-        let stream =
-            match tokio::time::timeout(self.timeouts.connect, TcpStream::connect(&self.addr)).await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    return Err(LogError::Unavailable(format!(
-                        "cannot connect to the state log server at {}: {e} (is `bgf statelog` running there?)",
-                        self.addr
-                    )))
-                }
-                Err(_) => return Err(LogError::Timeout(self.timeouts.connect)),
-            };
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let connector = tokio_rustls::TlsConnector::from(self.tls.config.clone());
+        let connect = async {
+            let tcp = TcpStream::connect(&self.addr).await.map_err(|e| {
+                LogError::Unavailable(format!(
+                    "cannot connect to the state log server at {}: {e} (is `bgf statelog` running there?)",
+                    self.addr
+                ))
+            })?;
+            let _ = tcp.set_nodelay(true);
+            connector
+                .connect(self.tls.server_name.clone(), tcp)
+                .await
+                .map_err(|e| {
+                    LogError::Unavailable(format!(
+                        "TLS with the state log server at {} failed: {e} — check that its certificate is signed by our CA and names {:?}, and that ours is signed by the CA it trusts",
+                        self.addr, self.tls.server_name
+                    ))
+                })
+        };
+        let stream = match tokio::time::timeout(self.timeouts.connect, connect).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(LogError::Timeout(self.timeouts.connect)),
+        };
+        let (rd, wr) = tokio::io::split(stream);
         let pending: PendingMap = Arc::new(Mutex::new(Some(HashMap::new())));
         let (out, out_rx) = mpsc::channel::<Vec<u8>>(4096);
         {
@@ -148,7 +231,7 @@ impl RemoteStore {
             tokio::spawn(async move {
                 let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
                 loop {
-                    let payload = match read_frame(&mut rd).await {
+                    let payload = match read_frame(&mut rd, MAX_WIRE_FRAME).await {
                         Ok(f) => f,
                         Err(ReadError::Closed) => {
                             debug!(server = %addr, "state log server closed the connection");
@@ -159,7 +242,7 @@ impl RemoteStore {
                             break;
                         }
                     };
-                    let resp: Response = match rmp_serde::from_slice(&payload) {
+                    let resp = match decode_response(&payload) {
                         Ok(r) => r,
                         Err(e) => {
                             warn!(server = %addr, error = %e, "state log server sent an undecodable response (version mismatch?); dropping the connection");
@@ -184,40 +267,37 @@ impl RemoteStore {
     }
 
     async fn call(&self, op: Op, deadline: Duration) -> Result<Reply, LogError> {
+        let started = tokio::time::Instant::now();
+        let reply = tokio::time::timeout(deadline, self.start(op))
+            .await
+            .map_err(|_| LogError::Timeout(deadline))??;
+        reply
+            .wait(deadline.saturating_sub(started.elapsed()), deadline)
+            .await
+    }
+
+    /// Queue `op` on the connection (under the connection lock: requests
+    /// started one after another go out in that order) and return the
+    /// pending reply.
+    async fn start(&self, op: Op) -> Result<PendingReply, LogError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_frame(&Request { id, op }).map_err(LogError::Invalid)?;
         let (tx, rx) = oneshot::channel();
-        let mut sent_on = None;
-        let res = tokio::time::timeout(deadline, async {
-            // Queue under the connection lock: requests issued one after
-            // another go out in that order (appends pipeline in order).
-            {
-                let mut g = self.conn.lock().await;
-                let conn = self.conn_locked(&mut g).await?;
-                match lock(&conn.pending).as_mut() {
-                    Some(m) => {
-                        m.insert(id, tx);
-                    }
-                    None => return Err(self.lost()),
-                }
-                sent_on = Some(conn.clone());
-                conn.out.send(frame).await.map_err(|_| self.lost())?;
+        let mut g = self.conn.lock().await;
+        let conn = self.conn_locked(&mut g).await?;
+        match lock(&conn.pending).as_mut() {
+            Some(m) => {
+                m.insert(id, tx);
             }
-            rx.await.map_err(|_| self.lost())
-        })
-        .await;
-        match res {
-            Ok(Ok(r)) => r.map_err(LogError::from),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                if let Some(conn) = sent_on {
-                    if let Some(m) = lock(&conn.pending).as_mut() {
-                        m.remove(&id);
-                    }
-                }
-                Err(LogError::Timeout(deadline))
-            }
+            None => return Err(self.lost()),
         }
+        conn.out.send(frame).await.map_err(|_| self.lost())?;
+        Ok(PendingReply {
+            id,
+            rx,
+            conn: conn.clone(),
+            lost: self.lost(),
+        })
     }
 
     fn lost(&self) -> LogError {
@@ -249,20 +329,31 @@ impl LogStore for RemoteStore {
         epoch: Epoch,
         records: &[Record],
     ) -> Result<(), LogError> {
+        let batch = Arc::new(Batch::encode(epoch, records)?);
+        self.submit(instance, batch).await?.await
+    }
+
+    async fn submit(&self, instance: &str, batch: Arc<Batch>) -> Result<Ack, LogError> {
         check_instance(instance)?;
-        if records.is_empty() {
-            return Err(LogError::Invalid("append of no records".into()));
-        }
-        let frames = records.iter().map(|r| ByteBuf::from(r.encode())).collect();
         let op = Op::Append {
             instance: instance.to_string(),
-            epoch,
-            frames,
+            epoch: batch.epoch(),
+            frames: batch
+                .frames()
+                .iter()
+                .map(|f| ByteBuf::from(f.to_vec()))
+                .collect(),
         };
-        match self.call(op, self.timeouts.request).await? {
-            Reply::Done => Ok(()),
-            other => Err(unexpected(&other)),
-        }
+        let deadline = self.timeouts.request;
+        let reply = tokio::time::timeout(deadline, self.start(op))
+            .await
+            .map_err(|_| LogError::Timeout(deadline))??;
+        Ok(Box::pin(async move {
+            match reply.wait(deadline, deadline).await? {
+                Reply::Done => Ok(()),
+                other => Err(unexpected(&other)),
+            }
+        }))
     }
 
     async fn read(&self, instance: &str, from: Seq, max: usize) -> Result<Vec<Record>, LogError> {

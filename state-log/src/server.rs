@@ -1,15 +1,11 @@
-//! The embedded store served over TCP (`bgf statelog`), and the wire
-//! protocol shared with [`crate::remote::RemoteStore`].
+//! The embedded store served over mutual TLS (`bgf statelog`): accepting,
+//! authenticating and bounding connections, and deciding what each peer
+//! may do. The protocol itself is [`crate::wire`] (re-exported here).
 //!
 //! `bgf statelog` is **single-node**: one process, one data directory, no
-//! replication. Multi-host deployments (a standby on another host) use the
-//! Redis Streams backend.
+//! replication. Multi-host deployments use JetStream (or Redis).
 //!
-//! # Protocol
-//!
-//! Both directions carry frames: a big-endian `u32` payload length, then the
-//! payload, a MessagePack value (rmp-serde, structs as arrays). A length above
-//! [`MAX_WIRE_FRAME`] is a protocol error.
+//! # Requests
 //!
 //! - Client → server: [`Request`] `{ id: u64, op: Op }`. `id` is chosen by the
 //!   client and echoed in the response; requests pipeline on one connection
@@ -17,21 +13,49 @@
 //! - Server → client: [`Response`] `{ id: u64, res: Result<Reply, WireError> }`.
 //!
 //! Operations ([`Op`]) mirror [`LogStore`]: `Append { instance, epoch,
-//! frames }` (each frame a record encoded with [`Record::encode`], checked by
-//! the server — CRC, contiguous seqs, epoch — and stored byte for byte, so the
-//! CRC travels end to end), `Read { instance, from, max }` (replies with
-//! frames; the reply is cut at [`MAX_READ_REPLY_BYTES`], always carrying at
-//! least one record when any exists, so readers loop until a read comes back
-//! empty), `WaitFor { instance, after, timeout_ms }` (at most
-//! [`MAX_WAIT_MS`]), `LastSeq`, `Truncate { instance, before }`, `Fence`,
-//! `Epoch`.
+//! frames }` (each frame a record encoded with [`crate::Record::encode`],
+//! checked by the server — CRC, contiguous seqs, epoch — and stored byte for
+//! byte, so the CRC travels end to end), `Read { instance, from, max }`
+//! (replies with frames; the reply is cut at [`MAX_READ_REPLY_BYTES`],
+//! always carrying at least one record when any exists, so readers loop
+//! until a read comes back empty), `WaitFor { instance, after, timeout_ms }`
+//! (at most [`MAX_WAIT_MS`]), `LastSeq`, `Truncate { instance, before }`,
+//! `Fence`, `Epoch`.
+//!
+//! # Who may do what
+//!
+//! Every connection is TLS with a client certificate signed by the CA the
+//! server was given; its common name is the peer's [`Identity`]
+//! ([`crate::tls`]). Rights ([`authorize`]):
+//!
+//! | request | `active:I` | `standby:S` | `operator:O` |
+//! |---|---|---|---|
+//! | read, wait, last seq, epoch | instance `I` | any | any |
+//! | append | instance `I` | any (it writes what it took over) | — |
+//! | fence | instance `I` (the claim of its own epoch at start) | any | — |
+//! | truncate | `I`, at a checkpoint only | any, at a checkpoint only | anywhere |
+//!
+//! "At a checkpoint" means the record at `before` is a checkpoint: the
+//! compaction after a checkpoint, which removes nothing replay needs. A
+//! refused request gets [`WireError::Denied`] and is counted; the
+//! connection stays.
+//!
+//! # Bounds ([`Limits`])
+//!
+//! Connections (beyond the limit a new one is closed at once), the TLS
+//! handshake time, the frame size, the bytes of request frames held at once
+//! over all connections (a reader waits for room before it takes a frame's
+//! body: memory is bounded whatever the peers announce), the requests in
+//! progress per connection (the server stops reading the connection until
+//! one finishes), `wait_for` waiters per instance, the time to receive a
+//! frame once its header arrived, and idle connections (nothing in progress
+//! and no frame for [`Limits::idle_timeout`]). TCP keepalive finds peers
+//! that vanished (half-open connections).
 //!
 //! The server handles every request in its own task, so a `WaitFor` never
 //! holds up other requests on the connection, but it queues appends for the
 //! group-commit writer in the order they arrive: appends pipelined on one
-//! connection are applied in the order sent. At most [`MAX_IN_FLIGHT`]
-//! requests per connection are in progress; the server stops reading the
-//! connection until one finishes (backpressure, no unbounded queue).
+//! connection are applied in the order sent.
 //!
 //! A frame that is too long or does not decode as a request closes the
 //! connection with a warning in the log (the stream cannot be resynchronised);
@@ -39,293 +63,172 @@
 //! is invalid (bad instance id, bad frame, too many records) gets an error
 //! response.
 
-use crate::embedded::{check_frames, EmbeddedStore, MAX_APPEND_BYTES};
-use crate::record::{Epoch, FrameError, Record, Seq};
+pub use crate::wire::*;
+
+use crate::embedded::{check_frames, EmbeddedStore};
+use crate::record::{Body, Seq};
 use crate::store::{LogError, LogStore};
-use serde::{Deserialize, Serialize};
+use crate::tls::{Identity, Role};
 use serde_bytes::ByteBuf;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-/// Largest frame payload accepted in either direction.
-pub const MAX_WIRE_FRAME: usize = MAX_APPEND_BYTES + 1024 * 1024;
-/// A read reply stops adding records past this many bytes.
-pub const MAX_READ_REPLY_BYTES: usize = 16 * 1024 * 1024;
-/// Longest `WaitFor` the server accepts (clients wait longer in rounds).
-pub const MAX_WAIT_MS: u64 = 60_000;
-/// Requests in progress per connection.
-pub const MAX_IN_FLIGHT: usize = 4096;
 /// Encoded responses waiting for the connection's writer.
 const OUT_QUEUE: usize = 1024;
-/// Bytes coalesced into one socket write.
-const WRITE_COALESCE: usize = 256 * 1024;
 
-/// A request frame.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Request {
-    /// Client-chosen id, echoed in the response.
-    pub id: u64,
-    /// The operation.
-    pub op: Op,
+/// The server's bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections at once.
+    pub max_connections: usize,
+    /// Largest request frame (bytes).
+    pub max_frame: usize,
+    /// Bytes of request frames held at once, all connections together.
+    pub memory: usize,
+    /// Requests in progress per connection.
+    pub max_in_flight: usize,
+    /// `wait_for` requests waiting at once per instance.
+    pub max_waiters_per_instance: usize,
+    /// Time for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Time to receive a frame's body once its header arrived.
+    pub frame_timeout: Duration,
+    /// A connection with nothing in progress and no frame this long is closed.
+    pub idle_timeout: Duration,
+    /// Time for one socket write to the client.
+    pub write_timeout: Duration,
+    /// TCP keepalive idle time (probes every third of it, 3 of them).
+    pub keepalive: Duration,
 }
 
-/// Operations (mirror [`LogStore`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Op {
-    /// [`LogStore::append`] with encoded records.
-    Append {
-        /// Instance id.
-        instance: String,
-        /// Writer's epoch.
-        epoch: Epoch,
-        /// Frames ([`Record::encode`]) with contiguous seqs.
-        frames: Vec<ByteBuf>,
-    },
-    /// [`LogStore::read`].
-    Read {
-        /// Instance id.
-        instance: String,
-        /// First seq.
-        from: Seq,
-        /// Most records.
-        max: u64,
-    },
-    /// [`LogStore::wait_for`].
-    WaitFor {
-        /// Instance id.
-        instance: String,
-        /// Wait for a seq above this.
-        after: Seq,
-        /// Milliseconds (≤ [`MAX_WAIT_MS`]).
-        timeout_ms: u64,
-    },
-    /// [`LogStore::last_seq`].
-    LastSeq {
-        /// Instance id.
-        instance: String,
-    },
-    /// [`LogStore::truncate_before`].
-    Truncate {
-        /// Instance id.
-        instance: String,
-        /// Remove seqs below this.
-        before: Seq,
-    },
-    /// [`LogStore::fence`].
-    Fence {
-        /// Instance id.
-        instance: String,
-    },
-    /// [`LogStore::epoch`].
-    Epoch {
-        /// Instance id.
-        instance: String,
-    },
-}
-
-/// Successful results.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Reply {
-    /// Append done (durable).
-    Done,
-    /// Frames read.
-    Frames(Vec<ByteBuf>),
-    /// `wait_for` result.
-    Bool(bool),
-    /// A seq, count or epoch.
-    Num(u64),
-}
-
-/// A response frame.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Response {
-    /// The request's id.
-    pub id: u64,
-    /// Outcome.
-    pub res: Result<Reply, WireError>,
-}
-
-/// [`LogError`] on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum WireError {
-    /// [`LogError::StaleEpoch`].
-    StaleEpoch(String, Epoch, Epoch),
-    /// [`LogError::Gap`].
-    Gap(String, Seq, Seq),
-    /// [`LogError::Corrupt`].
-    Corrupt(String, Seq, WireFrameError),
-    /// [`LogError::Timeout`] (milliseconds).
-    Timeout(u64),
-    /// [`LogError::Unavailable`].
-    Unavailable(String),
-    /// [`LogError::Invalid`].
-    Invalid(String),
-}
-
-/// [`FrameError`] on the wire.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum WireFrameError {
-    /// [`FrameError::Truncated`].
-    Truncated(u64, u64),
-    /// [`FrameError::Version`].
-    Version(u8),
-    /// [`FrameError::TooLarge`].
-    TooLarge(u64),
-    /// [`FrameError::Crc`].
-    Crc(u32, u32),
-    /// [`FrameError::Decode`].
-    Decode(String),
-}
-
-impl From<&LogError> for WireError {
-    fn from(e: &LogError) -> Self {
-        match e.clone() {
-            LogError::StaleEpoch {
-                instance,
-                presented,
-                current,
-            } => WireError::StaleEpoch(instance, presented, current),
-            LogError::Gap {
-                instance,
-                expected,
-                got,
-            } => WireError::Gap(instance, expected, got),
-            LogError::Corrupt {
-                instance,
-                seq,
-                reason,
-            } => WireError::Corrupt(
-                instance,
-                seq,
-                match reason {
-                    FrameError::Truncated { need, have } => {
-                        WireFrameError::Truncated(need as u64, have as u64)
-                    }
-                    FrameError::Version(v) => WireFrameError::Version(v),
-                    FrameError::TooLarge(n) => WireFrameError::TooLarge(n as u64),
-                    FrameError::Crc { stored, computed } => WireFrameError::Crc(stored, computed),
-                    FrameError::Decode(s) => WireFrameError::Decode(s),
-                },
-            ),
-            LogError::Timeout(d) => WireError::Timeout(d.as_millis() as u64),
-            LogError::Unavailable(s) => WireError::Unavailable(s),
-            LogError::Invalid(s) => WireError::Invalid(s),
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 512,
+            max_frame: MAX_WIRE_FRAME,
+            memory: 512 * 1024 * 1024,
+            max_in_flight: 1024,
+            max_waiters_per_instance: 64,
+            handshake_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(15),
         }
     }
 }
 
-impl From<WireError> for LogError {
-    fn from(e: WireError) -> Self {
-        match e {
-            WireError::StaleEpoch(instance, presented, current) => LogError::StaleEpoch {
-                instance,
-                presented,
-                current,
-            },
-            WireError::Gap(instance, expected, got) => LogError::Gap {
-                instance,
-                expected,
-                got,
-            },
-            WireError::Corrupt(instance, seq, r) => LogError::Corrupt {
-                instance,
-                seq,
-                reason: match r {
-                    WireFrameError::Truncated(need, have) => FrameError::Truncated {
-                        need: need as usize,
-                        have: have as usize,
-                    },
-                    WireFrameError::Version(v) => FrameError::Version(v),
-                    WireFrameError::TooLarge(n) => FrameError::TooLarge(n as usize),
-                    WireFrameError::Crc(stored, computed) => FrameError::Crc { stored, computed },
-                    WireFrameError::Decode(s) => FrameError::Decode(s),
-                },
-            },
-            WireError::Timeout(ms) => LogError::Timeout(Duration::from_millis(ms)),
-            WireError::Unavailable(s) => LogError::Unavailable(format!("server: {s}")),
-            WireError::Invalid(s) => LogError::Invalid(s),
+/// TLS and bounds of a server.
+#[derive(Clone)]
+pub struct ServerSettings {
+    /// Mutual TLS ([`crate::tls::server_config`]).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Bounds.
+    pub limits: Limits,
+}
+
+/// What `who` may do with `op`, before the store is asked (a truncation by
+/// an active or a standby is further checked against the log:
+/// [`checkpoint_at`]).
+pub fn authorize(who: &Identity, op: &Op) -> Result<(), LogError> {
+    let (instance, what) = match op {
+        Op::Append { instance, .. } => (instance, "append to"),
+        Op::Read { instance, .. } => (instance, "read"),
+        Op::WaitFor { instance, .. } => (instance, "wait on"),
+        Op::LastSeq { instance } => (instance, "read"),
+        Op::Epoch { instance } => (instance, "read"),
+        Op::Truncate { instance, .. } => (instance, "truncate"),
+        Op::Fence { instance } => (instance, "fence"),
+    };
+    let ok = match who.role {
+        Role::Active => *instance == who.name,
+        Role::Standby => true,
+        Role::Operator => !matches!(op, Op::Append { .. } | Op::Fence { .. }),
+        Role::Server => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let hint = match who.role {
+        Role::Active => format!(
+            "an active may only use its own instance's log ({})",
+            who.name
+        ),
+        Role::Operator => "an operator may read and truncate, not append or fence".into(),
+        _ => "a store node certificate is not a client credential".into(),
+    };
+    Err(LogError::Denied(format!(
+        "{who} may not {what} the log of {instance}: {hint}"
+    )))
+}
+
+/// Check that the record at `before` in `instance`'s log is a checkpoint
+/// (so truncating below it removes nothing a replay needs).
+async fn checkpoint_at(store: &EmbeddedStore, instance: &str, before: Seq) -> Result<(), LogError> {
+    let recs = store.read_frames(instance, before, 1, usize::MAX).await?;
+    match recs.first() {
+        Some((r, _)) if r.seq == before && matches!(r.body, Body::Checkpoint(_)) => Ok(()),
+        _ => Err(LogError::Denied(format!(
+            "instance {instance}: record {before} is not a checkpoint — only an operator credential may truncate elsewhere"
+        ))),
+    }
+}
+
+/// Waiters per instance, bounded.
+#[derive(Default)]
+struct Waiters(Mutex<HashMap<String, usize>>);
+
+struct WaiterSlot(Arc<Waiters>, String);
+
+impl Waiters {
+    fn take(self: &Arc<Self>, instance: &str, max: usize) -> Option<WaiterSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(instance.to_string()).or_insert(0);
+        if *n >= max {
+            return None;
         }
+        *n += 1;
+        Some(WaiterSlot(self.clone(), instance.to_string()))
     }
 }
 
-/// Encode a value as one wire frame (length prefix + MessagePack).
-pub fn encode_frame<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-    let mut out = vec![0u8; 4];
-    rmp_serde::encode::write(&mut out, v).map_err(|e| format!("encode: {e}"))?;
-    let len = out.len() - 4;
-    if len > MAX_WIRE_FRAME {
-        return Err(format!("message of {len} bytes exceeds {MAX_WIRE_FRAME}"));
-    }
-    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(out)
-}
-
-/// Why reading a frame stopped.
-#[derive(Debug)]
-pub enum ReadError {
-    /// The peer closed the connection between frames.
-    Closed,
-    /// I/O error (including EOF inside a frame).
-    Io(std::io::Error),
-    /// Length prefix above [`MAX_WIRE_FRAME`].
-    TooLong(usize),
-}
-
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReadError::Closed => write!(f, "connection closed"),
-            ReadError::Io(e) => write!(f, "{e}"),
-            ReadError::TooLong(n) => {
-                write!(f, "frame length {n} exceeds the maximum {MAX_WIRE_FRAME}")
+impl Drop for WaiterSlot {
+    fn drop(&mut self) {
+        let mut m = self.0 .0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
             }
         }
     }
 }
 
-/// Read one frame's payload.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, ReadError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(ReadError::Closed),
-        Err(e) => return Err(ReadError::Io(e)),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_WIRE_FRAME {
-        return Err(ReadError::TooLong(len));
-    }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await.map_err(ReadError::Io)?;
-    Ok(buf)
+/// What every connection shares.
+struct Shared {
+    store: Arc<EmbeddedStore>,
+    limits: Limits,
+    memory: Arc<Semaphore>,
+    waiters: Arc<Waiters>,
 }
 
-/// Write frames from `rx` to `w`, coalescing what is queued into one write.
-pub async fn write_frames<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    while let Some(first) = rx.recv().await {
-        buf.clear();
-        buf.extend_from_slice(&first);
-        while buf.len() < WRITE_COALESCE {
-            match rx.try_recv() {
-                Ok(f) => buf.extend_from_slice(&f),
-                Err(_) => break,
-            }
-        }
-        w.write_all(&buf).await?;
+fn keepalive(stream: &TcpStream, idle: Duration) {
+    let sock = socket2::SockRef::from(stream);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval((idle / 3).max(Duration::from_secs(1)))
+        .with_retries(3);
+    if let Err(e) = sock.set_tcp_keepalive(&ka) {
+        debug!(error = %e, "cannot set TCP keepalive on a state log connection");
     }
-    let _ = w.shutdown().await;
-    Ok(())
 }
 
 /// Serve `store` on `listener` until `shutdown` resolves. Then stop
@@ -334,22 +237,44 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
 pub async fn serve(
     listener: TcpListener,
     store: Arc<EmbeddedStore>,
+    settings: ServerSettings,
     shutdown: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    let acceptor = tokio_rustls::TlsAcceptor::from(settings.tls.clone());
+    let limits = settings.limits;
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        limits,
+        memory: Arc::new(Semaphore::new(limits.memory.min(Semaphore::MAX_PERMITS))),
+        waiters: Arc::new(Waiters::default()),
+    });
+    let mut refused_logged = None::<std::time::Instant>;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             acc = listener.accept() => match acc {
                 Ok((stream, peer)) => {
+                    if conns.len() >= limits.max_connections {
+                        if let Some(o) = store.observer() {
+                            o.refused("connections");
+                        }
+                        // One line per 10 s at most: a flood must not flood the log.
+                        if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                            refused_logged = Some(std::time::Instant::now());
+                            warn!(%peer, max = limits.max_connections, "state log connection refused: at the connection limit (counted in bgf_statelog_refused_total; further refusals are not logged for 10 s)");
+                        }
+                        drop(stream);
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
-                    debug!(%peer, "state log client connected");
+                    keepalive(&stream, limits.keepalive);
                     if let Some(o) = store.observer() {
                         o.connection(true);
                     }
-                    conns.spawn(connection(stream, peer, store.clone(), stop_rx.clone()));
+                    conns.spawn(handshake(stream, peer, acceptor.clone(), shared.clone(), stop_rx.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -385,44 +310,136 @@ pub async fn serve(
     info!("state log server stopped");
 }
 
-async fn connection(
+async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
-    store: Arc<EmbeddedStore>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    let tls = match tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(stream))
+        .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            if let Some(o) = shared.store.observer() {
+                o.refused("handshake");
+            }
+            debug!(%peer, error = %e, "state log connection refused: TLS handshake failed (no or untrusted client certificate?)");
+            return;
+        }
+        Err(_) => {
+            if let Some(o) = shared.store.observer() {
+                o.refused("handshake");
+            }
+            debug!(%peer, "state log connection closed: no TLS handshake within {:?}", shared.limits.handshake_timeout);
+            return;
+        }
+    };
+    let who = match crate::tls::peer_identity(tls.get_ref().1) {
+        Ok(i) if i.role != Role::Server => i,
+        Ok(i) => {
+            if let Some(o) = shared.store.observer() {
+                o.refused("identity");
+            }
+            warn!(%peer, identity = %i, "state log connection refused: a store node certificate is not a client credential");
+            return;
+        }
+        Err(e) => {
+            if let Some(o) = shared.store.observer() {
+                o.refused("identity");
+            }
+            warn!(%peer, error = %e, "state log connection refused: the client certificate names no bgf role (common name role:name)");
+            return;
+        }
+    };
+    debug!(%peer, identity = %who, "state log client connected");
+    connection(tls, peer, who, shared, stop).await;
+}
+
+/// Read one frame under the bounds: the header (an idle connection may wait
+/// for it up to `idle`), then room in the memory budget, then the body
+/// within the frame timeout.
+async fn next_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    shared: &Shared,
+    idle: Option<Duration>,
+) -> Result<(Vec<u8>, OwnedSemaphorePermit), String> {
+    let header = match idle {
+        Some(d) => tokio::time::timeout(d, read_header(rd))
+            .await
+            .map_err(|_| format!("idle for {d:?}"))?,
+        None => read_header(rd).await,
+    };
+    let header = header.map_err(|e| match e {
+        ReadError::Closed => String::new(),
+        e => e.to_string(),
+    })?;
+    let len = frame_len(header, shared.limits.max_frame).map_err(|e| e.to_string())?;
+    let permit = shared
+        .memory
+        .clone()
+        .acquire_many_owned(len.max(1) as u32)
+        .await
+        .map_err(|_| "server stopping".to_string())?;
+    let body = tokio::time::timeout(shared.limits.frame_timeout, read_payload(rd, len))
+        .await
+        .map_err(|_| {
+            format!(
+                "a frame of {len} bytes did not arrive within {:?}",
+                shared.limits.frame_timeout
+            )
+        })?
+        .map_err(|e| e.to_string())?;
+    Ok((body, permit))
+}
+
+async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
+    peer: SocketAddr,
+    who: Identity,
+    shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let mut rd = tokio::io::BufReader::with_capacity(64 * 1024, rd);
     let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(OUT_QUEUE);
-    let writer = tokio::spawn(write_frames(wr, out_rx));
-    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let writer = tokio::spawn(write_frames_bounded(
+        wr,
+        out_rx,
+        shared.limits.write_timeout,
+    ));
+    let permits = Arc::new(Semaphore::new(shared.limits.max_in_flight));
+    let store = shared.store.clone();
     let mut tasks = JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
-        // read_frame is not cancel-safe: only the stop signal may interrupt
+        let idle = tasks.is_empty().then_some(shared.limits.idle_timeout);
+        // next_frame is not cancel-safe: only the stop signal may interrupt
         // it, and then the connection is dropped anyway.
         let frame = tokio::select! {
             _ = stop.changed() => break,
-            f = read_frame(&mut rd) => f,
+            f = next_frame(&mut rd, &shared, idle) => f,
         };
-        let payload = match frame {
+        let (payload, mem) = match frame {
             Ok(p) => p,
-            Err(ReadError::Closed) => {
-                debug!(%peer, "state log client disconnected");
+            Err(e) if e.is_empty() => {
+                debug!(%peer, identity = %who, "state log client disconnected");
                 break;
             }
             Err(e) => {
-                warn!(%peer, error = %e, "state log connection closed: unreadable frame");
+                warn!(%peer, identity = %who, error = %e, "state log connection closed");
                 break;
             }
         };
-        let req: Request = match rmp_serde::from_slice(&payload) {
+        let req = match decode_request(&payload) {
             Ok(r) => r,
             Err(e) => {
-                warn!(%peer, error = %e, bytes = payload.len(), "state log connection closed: a frame is not a valid request (client and server versions differ, or not a state log client)");
+                warn!(%peer, identity = %who, error = %e, bytes = payload.len(), "state log connection closed: a frame is not a valid request (client and server versions differ?)");
                 break;
             }
         };
+        drop(payload);
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
@@ -449,8 +466,17 @@ async fn connection(
                     }
                 }
                 drop(permit);
+                drop(mem);
             }
         };
+        if let Err(e) = authorize(&who, &req.op) {
+            if let Some(o) = store.observer() {
+                o.refused("rights");
+            }
+            debug!(%peer, identity = %who, error = %e, "state log request refused");
+            tasks.spawn(respond(Err(e)));
+            continue;
+        }
         match req.op {
             Op::Append {
                 instance,
@@ -479,18 +505,10 @@ async fn connection(
             }
             op => {
                 if let Some(o) = store.observer() {
-                    o.request(match &op {
-                        Op::Append { .. } => "append",
-                        Op::Read { .. } => "read",
-                        Op::WaitFor { .. } => "wait_for",
-                        Op::LastSeq { .. } => "last_seq",
-                        Op::Truncate { .. } => "truncate",
-                        Op::Fence { .. } => "fence",
-                        Op::Epoch { .. } => "epoch",
-                    });
+                    o.request(op_name(&op));
                 }
-                let store = store.clone();
-                tasks.spawn(async move { respond(other_op(&store, op).await).await });
+                let (shared, who) = (shared.clone(), who.clone());
+                tasks.spawn(async move { respond(other_op(&shared, &who, op).await).await });
             }
         }
     }
@@ -504,7 +522,30 @@ async fn connection(
     }
 }
 
-async fn other_op(store: &EmbeddedStore, op: Op) -> Result<Reply, LogError> {
+/// [`write_frames`] with a bound on each write: a client that stops reading
+/// its responses is dropped instead of holding the server's memory.
+async fn write_frames_bounded<W: AsyncWrite + Unpin>(
+    w: W,
+    rx: mpsc::Receiver<Vec<u8>>,
+    bound: Duration,
+) -> std::io::Result<()> {
+    write_frames_with(w, rx, Some(bound)).await
+}
+
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Append { .. } => "append",
+        Op::Read { .. } => "read",
+        Op::WaitFor { .. } => "wait_for",
+        Op::LastSeq { .. } => "last_seq",
+        Op::Truncate { .. } => "truncate",
+        Op::Fence { .. } => "fence",
+        Op::Epoch { .. } => "epoch",
+    }
+}
+
+async fn other_op(shared: &Shared, who: &Identity, op: Op) -> Result<Reply, LogError> {
+    let store = &*shared.store;
     Ok(match op {
         Op::Append { .. } => return Err(LogError::Invalid("internal: append routed wrong".into())),
         Op::Read {
@@ -523,17 +564,40 @@ async fn other_op(store: &EmbeddedStore, op: Op) -> Result<Reply, LogError> {
             instance,
             after,
             timeout_ms,
-        } => Reply::Bool(
-            store
-                .wait_for(
-                    &instance,
-                    after,
-                    Duration::from_millis(timeout_ms.min(MAX_WAIT_MS)),
-                )
-                .await?,
-        ),
+        } => {
+            let Some(_slot) = shared
+                .waiters
+                .take(&instance, shared.limits.max_waiters_per_instance)
+            else {
+                return Err(LogError::Unavailable(format!(
+                    "instance {instance}: {} waiters already; try again later",
+                    shared.limits.max_waiters_per_instance
+                )));
+            };
+            Reply::Bool(
+                store
+                    .wait_for(
+                        &instance,
+                        after,
+                        Duration::from_millis(timeout_ms.min(MAX_WAIT_MS)),
+                    )
+                    .await?,
+            )
+        }
         Op::LastSeq { instance } => Reply::Num(store.last_seq(&instance).await?),
         Op::Truncate { instance, before } => {
+            if who.role != Role::Operator {
+                crate::store::check_instance(&instance)?;
+                // Nothing to remove is always allowed (idempotent compaction).
+                let first = store
+                    .instances()
+                    .into_iter()
+                    .find(|l| l.instance == instance)
+                    .map_or(1, |l| l.first_seq);
+                if before > first {
+                    checkpoint_at(store, &instance, before).await?;
+                }
+            }
             Reply::Num(store.truncate_before(&instance, before).await?)
         }
         Op::Fence { instance } => Reply::Num(store.fence(&instance).await?),
@@ -541,27 +605,66 @@ async fn other_op(store: &EmbeddedStore, op: Op) -> Result<Reply, LogError> {
     })
 }
 
-/// Decode the frames of a read reply (`frames[i]` should hold seq
-/// `from + i`... or later after truncation; the seq reported for a bad frame
-/// is the one after the previous good record).
-pub fn decode_frames(
-    instance: &str,
-    from: Seq,
-    frames: Vec<ByteBuf>,
-) -> Result<Vec<Record>, LogError> {
-    let mut out: Vec<Record> = Vec::with_capacity(frames.len());
-    for f in frames {
-        let expect = out.last().map(|r| r.seq + 1).unwrap_or(from);
-        match Record::decode(&f) {
-            Ok((r, _)) => out.push(r),
-            Err(reason) => {
-                return Err(LogError::Corrupt {
-                    instance: instance.to_string(),
-                    seq: expect,
-                    reason,
-                })
-            }
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(cn: &str) -> Identity {
+        Identity::parse(cn).unwrap()
     }
-    Ok(out)
+
+    #[test]
+    fn rights_by_role() {
+        let a = who("active:bgf1");
+        let s = who("standby:sb1");
+        let o = who("operator:ops");
+        let inst = |i: &str| i.to_string();
+        let ops = |i: &str| {
+            vec![
+                Op::Append {
+                    instance: inst(i),
+                    epoch: 1,
+                    frames: vec![],
+                },
+                Op::Read {
+                    instance: inst(i),
+                    from: 1,
+                    max: 1,
+                },
+                Op::WaitFor {
+                    instance: inst(i),
+                    after: 0,
+                    timeout_ms: 1,
+                },
+                Op::LastSeq { instance: inst(i) },
+                Op::Epoch { instance: inst(i) },
+                Op::Truncate {
+                    instance: inst(i),
+                    before: 2,
+                },
+                Op::Fence { instance: inst(i) },
+            ]
+        };
+        for op in ops("bgf1") {
+            assert!(authorize(&a, &op).is_ok(), "{op:?}");
+            assert!(authorize(&s, &op).is_ok(), "{op:?}");
+        }
+        for op in ops("bgf2") {
+            let e = authorize(&a, &op).unwrap_err();
+            assert!(
+                matches!(e, LogError::Denied(ref m) if m.contains("own instance")),
+                "{e}"
+            );
+            assert!(authorize(&s, &op).is_ok(), "{op:?}");
+            let allowed = !matches!(op, Op::Append { .. } | Op::Fence { .. });
+            assert_eq!(authorize(&o, &op).is_ok(), allowed, "{op:?}");
+        }
+        assert!(authorize(
+            &who("server:n1"),
+            &Op::LastSeq {
+                instance: inst("x")
+            }
+        )
+        .is_err());
+    }
 }

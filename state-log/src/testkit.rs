@@ -279,3 +279,95 @@ pub async fn concurrent_appenders(
         recs(&shared_id, 1, total, 0)
     );
 }
+
+/// A lab PKI for tests: one CA, the server certificate `server:statelog`
+/// for 127.0.0.1 / ::1 / localhost, and client certificates — one per
+/// active named, `standby:sb1` and `operator:ops`.
+pub struct LabCerts {
+    /// Where the files are.
+    pub dir: std::path::PathBuf,
+}
+
+impl LabCerts {
+    /// Issue them into `dir`.
+    pub fn generate(dir: &std::path::Path, actives: &[&str]) -> LabCerts {
+        crate::pki::generate(
+            dir,
+            &crate::pki::LabSpec {
+                servers: vec![(
+                    "statelog".into(),
+                    vec!["127.0.0.1".into(), "::1".into(), "localhost".into()],
+                )],
+                actives: actives.iter().map(|a| a.to_string()).collect(),
+                standbys: vec!["sb1".into()],
+                operators: vec!["ops".into()],
+                overwrite: false,
+            },
+        )
+        .expect("lab certificates");
+        LabCerts {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The files of `cn` (`role:name`).
+    pub fn files(&self, cn: &str) -> crate::tls::TlsFiles {
+        crate::pki::files_of(
+            &self.dir,
+            &crate::tls::Identity::parse(cn).expect("identity"),
+        )
+    }
+
+    /// Server settings with default limits.
+    pub fn server(&self) -> crate::server::ServerSettings {
+        self.server_with(crate::server::Limits::default())
+    }
+
+    /// Server settings with `limits`.
+    pub fn server_with(&self, limits: crate::server::Limits) -> crate::server::ServerSettings {
+        crate::server::ServerSettings {
+            tls: crate::tls::server_config(&self.files("server:statelog")).expect("server TLS"),
+            limits,
+        }
+    }
+
+    /// The client TLS of `cn` for a server at `addr`.
+    pub fn client(&self, cn: &str, addr: &str) -> crate::remote::ClientTls {
+        crate::remote::ClientTls::from_files(&self.files(cn), None, addr).expect("client TLS")
+    }
+}
+
+/// A store whose truncations go through a second connection: the contract
+/// suite truncates at arbitrary seqs, which only an operator credential may
+/// (`main` is a standby's connection, `truncator` an operator's).
+pub struct SplitRights {
+    /// Everything but truncation.
+    pub main: Arc<dyn LogStore>,
+    /// Truncation.
+    pub truncator: Arc<dyn LogStore>,
+}
+
+#[async_trait::async_trait]
+impl LogStore for SplitRights {
+    async fn append(&self, i: &str, e: Epoch, r: &[Record]) -> Result<(), LogError> {
+        self.main.append(i, e, r).await
+    }
+    async fn read(&self, i: &str, f: Seq, m: usize) -> Result<Vec<Record>, LogError> {
+        self.main.read(i, f, m).await
+    }
+    async fn wait_for(&self, i: &str, a: Seq, t: Duration) -> Result<bool, LogError> {
+        self.main.wait_for(i, a, t).await
+    }
+    async fn last_seq(&self, i: &str) -> Result<Seq, LogError> {
+        self.main.last_seq(i).await
+    }
+    async fn truncate_before(&self, i: &str, b: Seq) -> Result<u64, LogError> {
+        self.truncator.truncate_before(i, b).await
+    }
+    async fn fence(&self, i: &str) -> Result<Epoch, LogError> {
+        self.main.fence(i).await
+    }
+    async fn epoch(&self, i: &str) -> Result<Epoch, LogError> {
+        self.main.epoch(i).await
+    }
+}

@@ -198,7 +198,14 @@ impl ClusterNet {
 
 /// Active k's config: access over IPv6 or IPv4, heartbeats over mgmt.
 /// `miss`: heartbeat misses before a failure.
-pub fn active_toml(net: &ClusterNet, k: u8, v6_access: bool, uas_port: u16, miss: u32) -> String {
+pub fn active_toml(
+    net: &ClusterNet,
+    store: &StoreKind,
+    k: u8,
+    v6_access: bool,
+    uas_port: u16,
+    miss: u32,
+) -> String {
     let access_ip = if v6_access {
         net.service_v6(k)
     } else {
@@ -244,10 +251,7 @@ token = "{TOKEN}"
 drills = true
 
 [statelog]
-backend = "embedded"
-addr = "{store}:7400"
-append_timeout_ms = 1000
-
+{statelog}
 [ha]
 heartbeat = "{mgmt}:7500"
 standby = "{sb}:{sb_port}"
@@ -257,16 +261,68 @@ miss_count = {miss}
         access_sip = bracket(access_ip, 5060),
         core_sip = bracket(core_ip, 5060),
         next_hop = bracket(net.core_peer(), uas_port),
-        store = net.store(),
         sb_port = 7500 + u16::from(k),
         lo = !net.is_namespaces(),
         limits = crate::bgfproc::limits_toml(&crate::bgfproc::lab_limits()),
         rates = crate::bgfproc::LAB_RATES,
+        statelog = store.active_lines(net, k),
     )
 }
 
+/// Which store a cluster logs to.
+#[derive(Clone, Debug, Default)]
+pub enum StoreKind {
+    /// `bgf statelog` on the store node (single node).
+    #[default]
+    Embedded,
+    /// A three-node NATS JetStream cluster (R3) on loopback, its client
+    /// URLs given (loopback clusters only).
+    JetStream(Vec<String>),
+}
+
+impl StoreKind {
+    /// The `[statelog]` lines of active `k`.
+    pub fn active_lines(&self, net: &ClusterNet, k: u8) -> String {
+        match self {
+            StoreKind::Embedded => format!(
+                "backend = \"embedded\"\naddr = \"{}\"\nappend_timeout_ms = 1000\n{}",
+                bracket(net.store(), 7400),
+                PKI_LINES.replace("ROLE-NAME", &format!("active-bgf{k}"))
+            ),
+            StoreKind::JetStream(urls) => format!(
+                "backend = \"jetstream\"\nservers = {urls:?}\nappend_timeout_ms = 2000\n{}",
+                NATS_PKI_LINES.replace("ROLE-NAME", &format!("active-bgf{k}"))
+            ),
+        }
+    }
+
+    /// The standby's `[statelog]` credential lines.
+    pub fn standby_lines(&self) -> String {
+        match self {
+            StoreKind::Embedded => PKI_LINES.replace("ROLE-NAME", "standby-sb1"),
+            StoreKind::JetStream(_) => NATS_PKI_LINES.replace("ROLE-NAME", "standby-sb1"),
+        }
+    }
+}
+
+/// The credential lines of a JetStream cluster file (the PKI
+/// [`state_log::natsproc::NatsCluster`] made in `<dir>/nats/pki`).
+pub const NATS_PKI_LINES: &str = "ca = \"nats/pki/ca.pem\"\ncert = \"nats/pki/ROLE-NAME.pem\"\nkey = \"nats/pki/ROLE-NAME.key\"\n";
+
+/// The credential lines of a cluster file (relative to the test's
+/// directory, where [`start_statelog`] made the lab PKI).
+pub const PKI_LINES: &str =
+    "ca = \"pki/ca.pem\"\ncert = \"pki/ROLE-NAME.pem\"\nkey = \"pki/ROLE-NAME.key\"\n";
+
+/// The test's lab PKI (made by [`start_statelog`]).
+pub fn pki(dir: &TestDir) -> crate::pki::Pki {
+    crate::pki::Pki {
+        dir: dir.join("pki"),
+    }
+}
+
 /// The standby's config: `mode` hot/cold, `extra` more `[standby]` lines.
-pub fn standby_toml(net: &ClusterNet, mode: &str, extra: &str) -> String {
+pub fn standby_toml(net: &ClusterNet, store: &StoreKind, mode: &str, extra: &str) -> String {
     let (acc, cor) = match net {
         ClusterNet::Namespaces(_) => ("acc", "cor"),
         ClusterNet::Loopback(_) => ("lo", "lo"),
@@ -296,9 +352,12 @@ level = "info"
 [admin]
 listen = "{}:8080"
 token = "{TOKEN}"
-"#,
+
+[statelog]
+{creds}"#,
         net.standby_mgmt(),
         step = net.address_step(),
+        creds = store.standby_lines(),
     )
 }
 
@@ -314,6 +373,8 @@ pub struct ClusterOptions {
     pub standby_extra: String,
     /// Heartbeat misses before a failure (50 ms heartbeats).
     pub miss: u32,
+    /// The store: the embedded one, or JetStream R3 (loopback only).
+    pub jetstream: bool,
     /// More `[media]` lines for the actives (and so for the standby's
     /// planes), e.g. `backend = "xdp"`; empty = kernel sockets.
     pub media_extra: String,
@@ -329,6 +390,7 @@ impl Default for ClusterOptions {
             // 2-core machine (a process death is still seen in tens of ms
             // through ICMP port unreachable).
             miss: 5,
+            jetstream: false,
             media_extra: String::new(),
         }
     }
@@ -337,8 +399,10 @@ impl Default for ClusterOptions {
 /// A running cluster; dropped = every process killed (and, in namespaces,
 /// the topology torn down).
 pub struct Cluster {
-    /// Its processes (dropped first).
-    pub store: Proc,
+    /// Its processes (dropped first): `bgf statelog` (embedded store).
+    pub store: Option<Proc>,
+    /// The JetStream store's nodes (with `ClusterOptions::jetstream`).
+    pub nats: Option<state_log::natsproc::NatsCluster>,
     /// `bgf active` 1 and 2.
     pub actives: Vec<Proc>,
     /// `bgf standby`.
@@ -387,12 +451,15 @@ pub fn start_bgf(
 }
 
 /// `bgf statelog` (the embedded store) on `ip:7400` with its data in
-/// `<dir>/store`, run by `cmd`, once it logs that it started.
+/// `<dir>/store` and the lab PKI in `<dir>/pki` (made here), run by `cmd`,
+/// once it logs that it started.
 pub fn start_statelog(cmd: Command, ip: IpAddr, dir: &TestDir) -> Result<Proc, String> {
     std::fs::create_dir_all(dir.join("store")).map_err(|e| format!("store dir: {e}"))?;
+    let pki = crate::pki::Pki::lab(&dir.join("pki"), &[ip])?;
     let listen = bracket(ip, 7400);
     let data = dir.join("store").display().to_string();
-    let args = s(&["statelog", "--listen", &listen, "--data", &data]);
+    let mut args = s(&["statelog", "--listen", &listen, "--data", &data]);
+    args.extend(pki.server_args());
     started(
         Proc::spawn(cmd, &args, dir.path(), "statelog")?,
         "bgf statelog started",
@@ -415,11 +482,28 @@ impl Cluster {
         let bin = crate::build::bgf_binary()?;
         let _ = callgen_binary();
         let a1_v6 = o.a1_v6 && net.is_namespaces();
-        let store = start_statelog(
-            net.command("store", &bin.display().to_string()),
-            net.store(),
-            &dir,
-        )?;
+        let (store, nats, kind) = if o.jetstream {
+            if net.is_namespaces() {
+                return Err(
+                    "the JetStream test store runs on loopback: use a loopback cluster".into(),
+                );
+            }
+            let users = state_log::natsconf::Users {
+                actives: vec!["bgf1".into(), "bgf2".into()],
+                standbys: vec!["sb1".into()],
+                operators: vec!["ops".into()],
+            };
+            let n = state_log::natsproc::NatsCluster::start(&dir.join("nats"), 3, &users)?;
+            let kind = StoreKind::JetStream(n.urls());
+            (None, Some(n), kind)
+        } else {
+            let p = start_statelog(
+                net.command("store", &bin.display().to_string()),
+                net.store(),
+                &dir,
+            )?;
+            (Some(p), None, StoreKind::Embedded)
+        };
         let write = |name: &str, text: String| {
             std::fs::write(dir.join(name), text).map_err(|e| format!("{name}: {e}"))
         };
@@ -427,7 +511,7 @@ impl Cluster {
             (1u8, a1_v6, 5060u16),
             (2, !a1_v6 && net.is_namespaces(), 5070),
         ] {
-            let mut text = active_toml(&net, k, v6, port, o.miss);
+            let mut text = active_toml(&net, &kind, k, v6, port, o.miss);
             if !o.media_extra.is_empty() {
                 text = text.replace(
                     "[media]\nworkers = 1\n",
@@ -438,7 +522,7 @@ impl Cluster {
         }
         write(
             "standby.toml",
-            standby_toml(&net, &o.mode, &o.standby_extra),
+            standby_toml(&net, &kind, &o.mode, &o.standby_extra),
         )?;
         let mut actives = Vec::new();
         for k in 1..=2u8 {
@@ -449,6 +533,7 @@ impl Cluster {
         let standby = start_standby(&net, &dir, "standby")?;
         let c = Cluster {
             store,
+            nats,
             actives,
             standby,
             net,
@@ -509,9 +594,17 @@ impl Cluster {
     /// Every daemon's log tail.
     pub fn logs(&self) -> String {
         let mut s = String::new();
-        for p in self.actives.iter().chain([&self.standby, &self.store]) {
+        for p in self
+            .actives
+            .iter()
+            .chain([&self.standby])
+            .chain(self.store.as_ref())
+        {
             s += &p.logs();
             s += "\n";
+        }
+        if let Some(n) = &self.nats {
+            s += &n.logs();
         }
         s
     }

@@ -22,7 +22,8 @@
 //! parses Prometheus text; [`proc`] is the one spawner of helper processes
 //! (plain or in a namespace); [`cluster`] runs an N+1 cluster (namespaces
 //! or loopback) with `bgf-callgen` through it, and [`demo`] is the failover
-//! drill `bgf-demo` runs.
+//! drill `bgf-demo` runs; [`pki`] makes the store credentials every one of
+//! them uses (`bgf gen-certs`).
 
 pub mod admin;
 pub mod bed;
@@ -35,6 +36,7 @@ pub mod logcheck;
 pub mod net;
 pub mod netns;
 pub mod ops;
+pub mod pki;
 pub mod proc;
 pub mod redisproc;
 pub mod rtp;

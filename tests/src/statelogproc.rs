@@ -1,7 +1,9 @@
 //! One `bgf statelog` process (the embedded state log server): started on an
 //! address and a data directory, awaited until it accepts TCP connections,
-//! killed (SIGKILL) or stopped (SIGTERM) on demand and on drop.
+//! killed (SIGKILL) or stopped (SIGTERM) on demand and on drop. Its lab
+//! PKI ([`Pki`]) lives beside its logs and is reused across restarts.
 
+use crate::pki::Pki;
 use crate::util::{tail_file, terminate};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ pub struct StatelogProcess {
     pub addr: SocketAddr,
     /// Its data directory.
     pub data: PathBuf,
+    /// The credentials of it and its clients.
+    pub pki: Pki,
     stderr: PathBuf,
 }
 
@@ -23,6 +27,7 @@ impl StatelogProcess {
     /// and waits (up to 20 s) until it accepts connections.
     pub fn start(addr: SocketAddr, data: &Path, log_dir: &Path) -> Result<StatelogProcess, String> {
         let bin = crate::build::bgf_binary()?;
+        let pki = Pki::lab(&log_dir.join("pki"), &[addr.ip()])?;
         let stderr = log_dir.join(format!("statelog-{}.stderr.log", addr.port()));
         let err = std::fs::OpenOptions::new()
             .create(true)
@@ -35,6 +40,7 @@ impl StatelogProcess {
             .arg(addr.to_string())
             .arg("--data")
             .arg(data)
+            .args(pki.server_args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(err)
@@ -44,6 +50,7 @@ impl StatelogProcess {
             child,
             addr,
             data: data.to_path_buf(),
+            pki,
             stderr,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -65,6 +72,28 @@ impl StatelogProcess {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A `[statelog]` section body for active `instance` using this store
+    /// (its certificate is made when missing).
+    pub fn statelog_toml(&self, instance: &str) -> String {
+        if let Err(e) = self.pki.ensure_active(instance) {
+            panic!("{e}");
+        }
+        format!(
+            "backend = \"embedded\"\naddr = \"{}\"\n{}",
+            self.addr,
+            self.pki.toml_lines(&format!("active:{instance}"))
+        )
+    }
+
+    /// A client under `cn` (`standby:sb1` reads and fences every log,
+    /// `operator:ops` truncates anywhere).
+    pub async fn connect(&self, cn: &str) -> state_log::remote::RemoteStore {
+        self.pki
+            .connect(cn, &self.addr.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("state log at {}: {e}", self.addr))
     }
 
     /// The tail of its stderr.

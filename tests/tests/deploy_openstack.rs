@@ -106,6 +106,8 @@ fn v6_embedded_env() -> Map<String, Value> {
         "198.18.30.11,198.18.30.12,198.18.30.13".into(),
     );
     set(&mut e, "state_store", "embedded".into());
+    let pki = pki_files(&e);
+    set(&mut e, "pki_files", pki);
     set(&mut e, "access_rtp_min", 40000.into());
     set(&mut e, "access_rtp_max", 49999.into());
     set(&mut e, "admin_drills", "true".into());
@@ -239,12 +241,77 @@ fn etc_bgf_files(user_data: &str) -> Vec<(String, String)> {
         .expect("write_files")
         .iter()
         .map(|f| {
-            (
-                f["path"].as_str().unwrap().to_string(),
-                f["content"].as_str().unwrap().to_string(),
-            )
+            let content = f["content"].as_str().unwrap().to_string();
+            let content = if f["encoding"] == "b64" {
+                use base64::Engine;
+                let b = base64::engine::general_purpose::STANDARD
+                    .decode(content.trim())
+                    .unwrap_or_else(|e| panic!("{}: bad base64: {e}", f["path"]));
+                String::from_utf8(b).expect("PEM is text")
+            } else {
+                content
+            };
+            (f["path"].as_str().unwrap().to_string(), content)
         })
         .collect()
+}
+
+/// Write a VM's `/etc/bgf/...` files into `dir` (the PKI under `dir/pki`)
+/// and point its TOML files there, so `bgf check-config` loads the very
+/// credentials the VM would.
+fn materialize(dir: &Path, files: &[(String, String)]) {
+    std::fs::create_dir_all(dir.join("pki")).unwrap();
+    let root = format!("{}/", dir.display());
+    for (path, content) in files {
+        if let Some(rest) = path.strip_prefix("/etc/bgf/") {
+            let p = dir.join(rest);
+            let text = if path.ends_with(".toml") {
+                content.replace("/etc/bgf/", &root)
+            } else {
+                content.clone()
+            };
+            std::fs::write(&p, text).unwrap();
+        }
+    }
+}
+
+/// The store credentials of a stack (`bgf gen-certs --heat-env`), as the
+/// `pki_files` parameter.
+fn pki_files(env: &Map<String, Value>) -> Value {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = tmpdir(&format!(
+        "pki{}",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let mut args: Vec<String> = vec![
+        "gen-certs".into(),
+        dir.join("certs").display().to_string(),
+        "--server".into(),
+        format!("statelog={}", env["store_vip"].as_str().unwrap()),
+        "--standby".into(),
+        "sb1".into(),
+        "--heat-env".into(),
+        dir.join("pki-env.yaml").display().to_string(),
+    ];
+    let n = env["active_count"].as_u64().unwrap();
+    for i in 1..=n {
+        args.push("--active".into());
+        args.push(format!("bgf{i}"));
+    }
+    let out = Command::new(bgf_binary().unwrap())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env: Value =
+        serde_norway::from_str(&std::fs::read_to_string(dir.join("pki-env.yaml")).unwrap())
+            .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    env["parameters"]["pki_files"].clone()
 }
 
 #[test]
@@ -433,12 +500,12 @@ fn cloud_init_output_passes_bgf_check_config() {
             no_placeholder_left(&format!("active {i} user-data"), &ud);
             let dir = tmpdir(&format!("{tag}-a{i}"));
             let mut toml_path = None;
-            for (path, content) in etc_bgf_files(&ud) {
+            let files = etc_bgf_files(&ud);
+            materialize(&dir, &files);
+            for (path, content) in files {
                 if path.ends_with(".toml") {
                     let name = Path::new(&path).file_name().unwrap();
-                    let p = dir.join(name);
-                    std::fs::write(&p, &content).unwrap();
-                    toml_path = Some(p);
+                    toml_path = Some(dir.join(name));
                     active_files.push((path.clone(), content.clone()));
                 } else if path.starts_with("/usr/local/sbin/") {
                     shell_parses(&path, &content);
@@ -464,11 +531,9 @@ fn cloud_init_output_passes_bgf_check_config() {
         no_placeholder_left("standby user-data", &ud);
         let files = etc_bgf_files(&ud);
         let dir = tmpdir(&format!("{tag}-sb"));
+        materialize(&dir, &files);
         for (path, content) in &files {
-            if path.starts_with("/etc/bgf/") {
-                let p = dir.join(Path::new(path).file_name().unwrap());
-                std::fs::write(&p, content).unwrap();
-            } else if path.starts_with("/usr/local/sbin/") {
+            if path.starts_with("/usr/local/sbin/") {
                 shell_parses(path, content);
             }
         }
@@ -1043,6 +1108,18 @@ fn unit_capabilities_suffice_for_takeover_and_fencing_as_non_root() {
     let data = dir.join("data");
     std::fs::create_dir(&data).unwrap();
     run(Command::new("chown").arg("64123:64123").arg(&data));
+    // The store's and its clients' certificates, readable by the bgf user
+    // only (as the package's /etc/bgf/pki would be).
+    let pki = dir.join("pki");
+    run(Command::new(&bgf).args(["gen-certs"]).arg(&pki).args([
+        "--server",
+        "statelog=198.18.30.99",
+        "--active",
+        "bgf1",
+        "--standby",
+        "sb1",
+    ]));
+    run(Command::new("chown").arg("-R").arg("64123:64123").arg(&pki));
 
     let tag = std::process::id() % 100_000;
     let (a, s) = (format!("dplA{tag}"), format!("dplS{tag}"));
@@ -1081,13 +1158,15 @@ fn unit_capabilities_suffice_for_takeover_and_fencing_as_non_root() {
          [access]\nsip = \"198.18.10.11:5060\"\nrtp_ports = \"20000-20099\"\n\
          [core]\nsip = \"198.18.20.11:5060\"\nrtp_ports = \"30000-30099\"\nnext_hop = \"198.18.20.5:5060\"\n\
          [statelog]\nbackend = \"embedded\"\naddr = \"198.18.30.99:7400\"\n\
+         ca = \"pki/ca.pem\"\ncert = \"pki/active-bgf1.pem\"\nkey = \"pki/active-bgf1.key\"\n\
          [ha]\nheartbeat = \"198.18.30.11:7500\"\nstandby = \"198.18.30.99:7501\"\n",
     )
     .unwrap();
     std::fs::write(
         dir.join("standby.toml"),
         "[instance]\nname = \"sb1\"\n[standby]\naccess_interface = \"dpla1\"\ncore_interface = \"dplc1\"\n\
-         [[standby.protect]]\nconfig = \"bgf1.toml\"\n",
+         [[standby.protect]]\nconfig = \"bgf1.toml\"\n\
+         [statelog]\nca = \"pki/ca.pem\"\ncert = \"pki/standby-sb1.pem\"\nkey = \"pki/standby-sb1.key\"\n",
     )
     .unwrap();
     for f in ["bgf1.toml", "standby.toml"] {
@@ -1099,6 +1178,12 @@ fn unit_capabilities_suffice_for_takeover_and_fencing_as_non_root() {
         dir.join("standby.log"),
     );
     let data_s = data.to_str().unwrap().to_string();
+    let pem = |n: &str| pki.join(n).to_str().unwrap().to_string();
+    let (ca, cert, key) = (
+        pem("ca.pem"),
+        pem("server-statelog.pem"),
+        pem("server-statelog.key"),
+    );
     lab.children.push(spawn_as_unit(
         &s,
         &bgf,
@@ -1109,6 +1194,12 @@ fn unit_capabilities_suffice_for_takeover_and_fencing_as_non_root() {
             "198.18.30.99:7400",
             "--data",
             &data_s,
+            "--ca",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
         ],
         &log_store,
     ));

@@ -32,8 +32,10 @@ fn bed_with_log(name: &str) -> (Bed, StatelogProcess, TestDir) {
             StatelogProcess::start(addr, &data.join("data"), data.path())
                 .unwrap_or_else(|e| panic!("{e}")),
         );
+        let st = store.as_ref().unwrap();
         cfg.statelog = Some(format!(
-            "backend = \"embedded\"\naddr = \"{addr}\"\ncheckpoint_every = 100\n"
+            "{}checkpoint_every = 100\n",
+            st.statelog_toml(&cfg.name)
         ));
     });
     (bed, store.unwrap(), data)

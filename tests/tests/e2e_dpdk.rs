@@ -12,7 +12,7 @@
 
 use bgf_tests::admin::AdminClient;
 use bgf_tests::callgen::callgen_binary;
-use bgf_tests::cluster::{bracket, s, spawn_bgf, start_statelog, TOKEN};
+use bgf_tests::cluster::{bracket, s, spawn_bgf, start_statelog, PKI_LINES, TOKEN};
 use bgf_tests::netns::{require_root, Lan, Topology};
 use bgf_tests::proc::Proc;
 use bgf_tests::util::{wait_until, TestDir};
@@ -195,7 +195,7 @@ token = "{TOKEN}"
 backend = "embedded"
 addr = "{store}:7400"
 append_timeout_ms = 1000
-
+{creds}
 [ha]
 heartbeat = "{mgmt}:7500"
 standby = "{sb}:7501"
@@ -203,6 +203,7 @@ interval_ms = 50
 miss_count = 5
 "#,
             store = t.store(),
+            creds = PKI_LINES.replace("ROLE-NAME", "active-bgf1"),
             sb = t.standby_node(Lan::Mgmt),
         );
     }
@@ -447,8 +448,11 @@ level = "info"
 [admin]
 listen = "{}:8080"
 token = "{TOKEN}"
-"#,
-            t.standby_node(Lan::Mgmt)
+
+[statelog]
+{}"#,
+            t.standby_node(Lan::Mgmt),
+            PKI_LINES.replace("ROLE-NAME", "standby-sb1"),
         ),
     )
     .unwrap();

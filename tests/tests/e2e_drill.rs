@@ -412,6 +412,7 @@ fn fenced_serving_standby_drops_the_addresses_it_claimed() {
     );
     // Someone else fences bgf1's log (from the store's node).
     let store = c.net.store();
+    let pki = bgf_tests::cluster::pki(&c.dir);
     let fenced = c
         .t()
         .run_in(&c.t().ns("store"), move || {
@@ -421,12 +422,10 @@ fn fenced_serving_standby_drops_the_addresses_it_claimed() {
                 .unwrap();
             rt.block_on(async {
                 use state_log::LogStore;
-                let s = state_log::remote::RemoteStore::connect(
-                    &format!("{store}:7400"),
-                    state_log::remote::Timeouts::default(),
-                )
-                .await
-                .unwrap();
+                let s = pki
+                    .connect("standby:sb1", &format!("{store}:7400"))
+                    .await
+                    .unwrap();
                 s.fence("bgf1").await.unwrap()
             })
         })

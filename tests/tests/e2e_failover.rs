@@ -64,6 +64,7 @@ fn start_with(prefix: &str, name: &str, a1_v6: bool, mode: &str, standby_extra: 
         standby_extra: standby_extra.into(),
         miss: MISS,
         media_extra: std::env::var("FAILOVER_MEDIA").unwrap_or_default(),
+        ..Default::default()
     };
     Cluster::start(net, TestDir::new(name), &o).unwrap_or_else(|e| panic!("{e}"))
 }

@@ -12,7 +12,6 @@ use bgf_tests::sipraw::{status_code, RawSip};
 use bgf_tests::util::TestDir;
 use bgf_tests::{wait_until, Bed, Sipp, StatelogProcess};
 use sip_control::{Core, CoreConfig};
-use state_log::remote::{RemoteStore, Timeouts};
 use state_log::LogStore;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,25 +30,22 @@ fn bed_with_log(name: &str, extra: &str) -> (Bed, StatelogProcess, TestDir) {
             StatelogProcess::start(addr, &data.join("data"), data.path())
                 .unwrap_or_else(|e| panic!("{e}")),
         );
-        cfg.statelog = Some(format!(
-            "backend = \"embedded\"\naddr = \"{addr}\"\n{extra}"
-        ));
+        let st = store.as_ref().unwrap();
+        cfg.statelog = Some(format!("{}{extra}", st.statelog_toml(&cfg.name)));
     });
     (bed, store.unwrap(), data)
 }
 
 /// Replay the instance's whole log (from its checkpoint if any) into a
 /// fresh core; returns it and the records read.
-fn replay(addr: SocketAddr, cfg: &CoreConfig) -> (Core, u64) {
+fn replay(st: &StatelogProcess, cfg: &CoreConfig) -> (Core, u64) {
     rt().block_on(async {
-        let store = RemoteStore::connect(&addr.to_string(), Timeouts::default())
-            .await
-            .unwrap();
+        let store = st.connect("standby:sb1").await;
         logcheck::replay(Arc::new(store), cfg).await
     })
 }
 
-fn assert_replay_equals_live(bed: &Bed, store: SocketAddr) {
+fn assert_replay_equals_live(bed: &Bed, store: &StatelogProcess) {
     logcheck::assert_replay_equals_live(bed, |cfg| replay(store, cfg));
 }
 
@@ -89,13 +85,13 @@ fn sipp_calls_through_output_commit_and_the_log_replays_to_the_live_state() {
     uac.assert_all_succeeded(20);
     // The long call is still up: replay the log and compare.
     assert_eq!(bed.stat("sessions"), 1, "{}", bed.stats());
-    assert_replay_equals_live(&bed, store.addr);
+    assert_replay_equals_live(&bed, &store);
     let long = long.wait(SIPP_T);
     assert!(long.ok(), "{}", long.describe());
     let uas = uas.wait(SIPP_T);
     assert!(uas.ok(), "{}", uas.describe());
     assert!(bed.wait_idle(Duration::from_secs(15)), "{}", bed.stats());
-    assert_replay_equals_live(&bed, store.addr);
+    assert_replay_equals_live(&bed, &store);
     let l = statelog(&bed);
     assert_eq!(
         l.get("degraded"),
@@ -190,7 +186,7 @@ fn dead_store_degrades_refuses_new_calls_with_503_and_recovers() {
     let uas = uas.wait(SIPP_T);
     assert!(uas.ok(), "{}", uas.describe());
     assert!(bed.wait_idle(Duration::from_secs(15)), "{}", bed.stats());
-    assert_replay_equals_live(&bed, store.addr);
+    assert_replay_equals_live(&bed, &store);
     drop(store);
 }
 
@@ -200,9 +196,7 @@ fn fenced_instance_exits_3_and_sends_nothing_held() {
     let peer = RawSip::bind(bed.core_peer()).unwrap();
     let ue = RawSip::bind(bed.ue_sip()).unwrap();
     let epoch = rt().block_on(async {
-        let s = RemoteStore::connect(&store.addr.to_string(), Timeouts::default())
-            .await
-            .unwrap();
+        let s = store.connect("standby:sb1").await;
         s.fence(&bed.bgf.config.name).await.unwrap()
     });
     // The active claimed epoch 1 at its start; this fence is 2.

@@ -8,7 +8,6 @@
 
 use bgf_tests::ops::{bgfctl, parse_metrics};
 use bgf_tests::util::{signal, wait_until, TestDir};
-use state_log::remote::{RemoteStore, Timeouts};
 use state_log::{testkit, LogStore};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -73,10 +72,12 @@ fn statelog_admin_health_metrics_token_and_bgfctl_row() {
     let token_file = dir.join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let data = dir.join("data");
+    let pki = bgf_tests::pki::Pki::lab(&dir.join("pki"), &[listen.ip()]).unwrap();
     let err = std::fs::File::create(dir.join("statelog.err")).unwrap();
     let mut child = Command::new(&bin)
         .args(["statelog", "--listen", &listen.to_string(), "--data"])
         .arg(&data)
+        .args(pki.server_args())
         .args(["--admin", &admin.to_string(), "--admin-token-file"])
         .arg(&token_file)
         .stdin(Stdio::null())
@@ -103,9 +104,16 @@ fn statelog_admin_health_metrics_token_and_bgfctl_row() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let c = RemoteStore::connect(&listen.to_string(), Timeouts::default())
+        let c = pki
+            .connect("standby:sb1", &listen.to_string())
             .await
             .unwrap();
+        // A stranger's plain TCP connection is refused (counted below).
+        let mut raw = tokio::net::TcpStream::connect(listen).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        raw.write_all(b"\0\0\0\x05hello").await.unwrap();
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut sink)).await;
         for seq in 1..=5 {
             c.append("bgf7", 0, &[testkit::rec("bgf7", seq, 0)])
                 .await
@@ -205,6 +213,16 @@ fn statelog_admin_health_metrics_token_and_bgfctl_row() {
         assert_eq!(
             value(&fams, "bgf_statelog_clients", "bgf_statelog_clients", None),
             1.0
+        );
+        let refused = value(
+            &fams,
+            "bgf_statelog_refused_total",
+            "bgf_statelog_refused_total",
+            Some(("what", "handshake")),
+        );
+        assert!(
+            refused >= 1.0,
+            "the stranger's connection is counted: {text}"
         );
         let info = &fams["bgf_info"].samples["bgf_info"][0];
         assert_eq!(info.labels["role"], "statelog");

@@ -17,9 +17,7 @@ use bgf_tests::sipp::require_sipp;
 use bgf_tests::util::TestDir;
 use bgf_tests::{wait_until, Bed, Sipp, StatelogProcess};
 use sip_control::{Core, CoreState};
-use state_log::remote::{RemoteStore, Timeouts};
 use state_log::{Body, Record};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,18 +42,15 @@ fn bed_with_log(name: &str, extra: &str) -> (Bed, StatelogProcess, TestDir) {
             StatelogProcess::start(addr, &data.join("data"), data.path())
                 .unwrap_or_else(|e| panic!("{e}")),
         );
-        cfg.statelog = Some(format!(
-            "backend = \"embedded\"\naddr = \"{addr}\"\n{extra}"
-        ));
+        let st = store.as_ref().unwrap();
+        cfg.statelog = Some(format!("{}{extra}", st.statelog_toml(&cfg.name)));
     });
     (bed, store.unwrap(), data)
 }
 
-fn read_log(addr: SocketAddr, instance: &str) -> Vec<Record> {
+fn read_log(st: &StatelogProcess, instance: &str) -> Vec<Record> {
     rt().block_on(async {
-        let store = RemoteStore::connect(&addr.to_string(), Timeouts::default())
-            .await
-            .unwrap();
+        let store = st.connect("standby:sb1").await;
         logcheck::read_all(Arc::new(store), instance).await
     })
 }
@@ -95,7 +90,7 @@ struct LogShape {
 /// followed by fewer than `checkpoint_every` records; replays it (restore the
 /// checkpoint, apply the inputs after it) and compares with the live core.
 /// Retried while the live state moves between the reads.
-fn check_bounded_log_replays_to_live(bed: &Bed, store: SocketAddr) -> LogShape {
+fn check_bounded_log_replays_to_live(bed: &Bed, store: &StatelogProcess) -> LogShape {
     let cfg = core_config(&bed.bgf.config);
     let mut last = String::new();
     for _ in 0..40 {
@@ -302,7 +297,7 @@ fn thousands_of_calls_leave_a_bounded_log_that_replays_to_the_live_state() {
         "no checkpoint after {extra} extra calls: {l}"
     );
 
-    let shape = check_bounded_log_replays_to_live(&bed, store.addr);
+    let shape = check_bounded_log_replays_to_live(&bed, &store);
     let l = statelog(&bed);
     eprintln!(
         "bounded log: {} short + {extra} extra calls, {} records assigned, {} checkpoints, {} truncated; \
